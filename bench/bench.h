@@ -1,0 +1,46 @@
+// capsule-bench subcommands register themselves here; bench/main.cc
+// dispatches on argv[1]. Benchmarks print tables (and, for scripts, a fixed
+// last line); they are not tests and never assert.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace capsule::bench {
+
+using BenchFn = int (*)(const std::vector<std::string>& args);
+
+struct BenchInfo {
+  std::string name;
+  std::string summary;
+  BenchFn fn;
+};
+
+std::vector<BenchInfo>& registry();
+
+struct Register {
+  Register(const char* name, const char* summary, BenchFn fn) { registry().push_back({name, summary, fn}); }
+};
+
+// A fixed-width text table: add rows of cells, print aligned.
+class Table {
+ public:
+  explicit Table(std::vector<std::string> header) : rows_{std::move(header)} {}
+  void row(std::vector<std::string> cells) { rows_.push_back(std::move(cells)); }
+  void print() const;
+
+ private:
+  std::vector<std::vector<std::string>> rows_;
+};
+
+std::string fmt(const char* format, double v);  // fmt("%.1f", x)
+double median(std::vector<double> v);
+double percentile(std::vector<double> v, double p);  // p in [0,100]
+
+// "--key value" lookup with a default.
+std::string arg(const std::vector<std::string>& args, const std::string& key, const std::string& def);
+
+}  // namespace capsule::bench
+
+#define CAPSULE_BENCH(name, summary, fn) \
+  static ::capsule::bench::Register capsule_bench_reg_##fn(name, summary, fn)

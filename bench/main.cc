@@ -1,0 +1,78 @@
+// capsule-bench: benchmarks of capsule against its baselines.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+
+#include "bench.h"
+
+namespace capsule::bench {
+
+std::vector<BenchInfo>& registry() {
+  static std::vector<BenchInfo> r;
+  return r;
+}
+
+void Table::print() const {
+  std::vector<std::size_t> w;
+  for (const auto& r : rows_)
+    for (std::size_t i = 0; i < r.size(); ++i) {
+      if (w.size() <= i) w.push_back(0);
+      w[i] = std::max(w[i], r[i].size());
+    }
+  for (std::size_t n = 0; n < rows_.size(); ++n) {
+    std::string line;
+    for (std::size_t i = 0; i < rows_[n].size(); ++i) {
+      std::string cell = rows_[n][i];
+      cell.resize(w[i], ' ');
+      line += (i ? "  " : "") + cell;
+    }
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    std::cout << line << "\n";
+    if (n == 0) {
+      std::size_t total = 0;
+      for (auto x : w) total += x + 2;
+      std::cout << std::string(total - 2, '-') << "\n";
+    }
+  }
+  std::cout.flush();
+}
+
+std::string fmt(const char* format, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, format, v);
+  return buf;
+}
+
+double median(std::vector<double> v) { return percentile(std::move(v), 50); }
+
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return NAN;
+  std::sort(v.begin(), v.end());
+  const double pos = p / 100.0 * double(v.size() - 1);
+  const auto lo = std::size_t(std::floor(pos)), hi = std::size_t(std::ceil(pos));
+  return v[lo] + (v[hi] - v[lo]) * (pos - double(lo));
+}
+
+std::string arg(const std::vector<std::string>& args, const std::string& key, const std::string& def) {
+  for (std::size_t i = 0; i + 1 < args.size(); ++i)
+    if (args[i] == key) return args[i + 1];
+  return def;
+}
+
+}  // namespace capsule::bench
+
+int main(int argc, char** argv) {
+  using capsule::bench::registry;
+  auto& reg = registry();
+  std::sort(reg.begin(), reg.end(), [](auto& a, auto& b) { return a.name < b.name; });
+  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
+    std::cout << "usage: capsule-bench BENCHMARK [options]\n\nbenchmarks:\n";
+    for (const auto& b : reg) std::cout << "  " << b.name << std::string(18 - std::min<std::size_t>(17, b.name.size()), ' ') << b.summary << "\n";
+    return argc < 2 ? 2 : 0;
+  }
+  for (const auto& b : reg)
+    if (b.name == argv[1]) return b.fn(std::vector<std::string>(argv + 2, argv + argc));
+  std::cerr << "capsule-bench: unknown benchmark '" << argv[1] << "' (capsule-bench --help lists them)\n";
+  return 2;
+}

@@ -1,0 +1,98 @@
+// Admission control: capsule's own account of EDF bandwidth per core
+// (partitioned mode) or per root domain (global mode), checked before any
+// syscall. It also counts SCHED_DEADLINE threads that capsule did not
+// create, so its answer matches what the kernel will say. A refusal names
+// the core or domain, the demand, the bound and what is free.
+#pragma once
+
+#include <sys/types.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "capsule/result.h"
+#include "capsule/rsv/spec.h"
+
+namespace capsule::rsv {
+
+enum class AdmissionMode {
+  kGlobal,       // one root domain over the capsule cores; threads unpinned (global EDF)
+  kPartitioned,  // each thread pinned to one core's partition (partitioned EDF)
+};
+enum class PlacementPolicy { kWorstFit, kFirstFit };
+
+struct AdmissionConfig {
+  AdmissionMode mode = AdmissionMode::kGlobal;
+  PlacementPolicy placement = PlacementPolicy::kWorstFit;
+  double bound = -1;      // utilisation bound per core; < 0: the kernel's
+                          // sched_rt_runtime_us / sched_rt_period_us
+  std::vector<int> cpus;  // cores for capsules; empty: every online core
+};
+
+// The kernel's own per-CPU bound for SCHED_DEADLINE (0.95 by default;
+// 1.0 when sched_rt_runtime_us is -1).
+double kernel_dl_bound();
+
+// A SCHED_DEADLINE thread found on the system.
+struct DeadlineThread {
+  pid_t tid = 0;
+  std::string comm;
+  double bandwidth = 0;
+  std::vector<int> cpus;  // its affinity
+};
+// Every SCHED_DEADLINE thread now on the system (policy read from
+// /proc/*/task/*/sched, parameters from sched_getattr).
+std::vector<DeadlineThread> scan_deadline_threads();
+
+struct ThreadPlacement {
+  pid_t tid = 0;
+  std::string role;
+  int cpu = -1;  // -1: global domain (unpinned)
+  double bandwidth = 0;
+};
+struct AdmissionDecision {
+  std::string owner;
+  std::vector<ThreadPlacement> threads;
+  double bandwidth = 0;
+};
+
+// One core (partitioned) or the whole root domain (global), as booked.
+struct DomainLoad {
+  std::string name;       // "core 1" or "root domain (cpus 0-1)"
+  std::vector<int> cpus;
+  double capacity = 0;    // bound x cpus
+  double capsule = 0;     // booked by capsule
+  double external = 0;    // other SCHED_DEADLINE threads
+  double free() const { return capacity - capsule - external; }
+};
+
+class AdmissionControl {
+ public:
+  explicit AdmissionControl(AdmissionConfig config = {});
+
+  const AdmissionConfig& config() const { return cfg_; }
+  double bound() const { return cfg_.bound; }
+
+  // Decides where each thread of `spec` goes and books it for spec.name;
+  // if spec.name already holds a booking it is replaced (a change), judged
+  // as if the old booking were gone. `external` is the system's DL threads;
+  // those whose tid capsule booked are not counted twice. Threads with
+  // cpu >= 0 (partitioned mode) must fit on that core.
+  Result<AdmissionDecision> admit(const VmReservationSpec& spec,
+                                  const std::vector<DeadlineThread>& external);
+  void release(const std::string& owner);
+  bool has(const std::string& owner) const { return booked_.count(owner) != 0; }
+
+  std::vector<DomainLoad> load(const std::vector<DeadlineThread>& external) const;
+
+ private:
+  std::vector<DomainLoad> load_without(const std::string& owner,
+                                       const std::vector<DeadlineThread>& external) const;
+  AdmissionConfig cfg_;
+  std::map<std::string, AdmissionDecision> booked_;
+};
+
+std::string format_percent(double fraction);  // 0.7 -> "70.0 %"
+
+}  // namespace capsule::rsv

@@ -1,0 +1,82 @@
+// A VM's capsule in the kernel: its threads under SCHED_DEADLINE with their
+// own budgets and one shared period, applied all or nothing, changed in
+// place, and undone (policy, affinity, cpuset) on release, on destruction
+// and when the process exits cleanly.
+//
+// Admission is not done here (see admission.h): this class only talks to the
+// kernel. ReservationManager (manager.h) puts the two together.
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <vector>
+
+#include "capsule/result.h"
+#include "capsule/rsv/partition.h"
+#include "capsule/rsv/spec.h"
+#include "capsule/rsv/thread_state.h"
+
+namespace capsule::rsv {
+
+class VmReservation {
+ public:
+  // Validates the spec, then puts every thread under SCHED_DEADLINE (always
+  // with SCHED_FLAG_RESET_ON_FORK, so a reserved vCPU thread may fork). If any
+  // thread cannot take its policy, the threads already changed get their old
+  // state back and the error names the thread and the cause. `partitions` is
+  // needed only for threads with a cpu >= 0.
+  static Result<std::unique_ptr<VmReservation>> apply(const VmReservationSpec& spec,
+                                                      PartitionSet* partitions = nullptr);
+
+  ~VmReservation();  // release()
+  VmReservation(const VmReservation&) = delete;
+  VmReservation& operator=(const VmReservation&) = delete;
+
+  // Moves to a new spec in place: threads in both keep SCHED_DEADLINE and
+  // get the new parameters, dropped threads are restored, new ones applied.
+  // Shrinking happens before growing so the kernel's total never peaks above
+  // both. On failure the old spec is back in force.
+  Status change(const VmReservationSpec& spec);
+
+  // Restores every thread. Idempotent. Threads that exited are skipped.
+  Status release();
+
+  bool active() const { return active_; }
+  const VmReservationSpec& spec() const { return spec_; }
+  std::vector<pid_t> tids() const;
+
+  // Releases every reservation still alive in this process (what the atexit
+  // hook calls; capsuled calls it on SIGTERM).
+  static void release_all();
+
+ private:
+  struct Member {
+    ThreadBudget budget;
+    ThreadSnapshot saved;
+    bool applied = false;
+  };
+  VmReservation(VmReservationSpec spec, PartitionSet* partitions);
+
+  Status apply_member(Member& m, const VmReservationSpec& spec);
+  Status set_params(Member& m, const VmReservationSpec& spec);
+  Status restore_member(Member& m);
+
+  VmReservationSpec spec_;
+  PartitionSet* partitions_;
+  CpusetFs fs_;
+  std::vector<Member> members_;
+  bool active_ = false;
+};
+
+// Sets SCHED_DEADLINE on a thread; when the kernel answers EBUSY while
+// bandwidth that capsule just gave back is still booked (a thread that left
+// SCHED_DEADLINE keeps its bandwidth until its 0-lag time, up to one period),
+// waits for that to pass and tries again instead of failing.
+Status set_deadline_params(pid_t tid, const ReservationSpec& spec);
+
+// Tells the retry logic that a DL thread with this deadline left
+// SCHED_DEADLINE (or shrank) now.
+void note_bandwidth_released(nanoseconds deadline);
+
+}  // namespace capsule::rsv

@@ -1,0 +1,220 @@
+#include "capsule/rsv/admission.h"
+
+#include <dirent.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "capsule/rsv/cpuset.h"
+#include "capsule/rsv/sched_attr.h"
+#include "capsule/rsv/thread_state.h"
+
+namespace capsule::rsv {
+namespace {
+
+// Headroom for rounding: the kernel books bandwidth in 20-bit fixed point.
+constexpr double kEpsilon = 1e-6;
+
+std::vector<std::string> list_dir(const std::string& dir) {
+  std::vector<std::string> out;
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (dirent* e = ::readdir(d))
+      if (e->d_name[0] >= '0' && e->d_name[0] <= '9') out.emplace_back(e->d_name);
+    ::closedir(d);
+  }
+  return out;
+}
+
+int sched_file_policy(const std::string& path) {
+  std::ifstream f(path);
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("policy", 0) == 0) {
+      auto colon = line.find(':');
+      if (colon != std::string::npos) return std::atoi(line.c_str() + colon + 1);
+    }
+  return -1;
+}
+
+}  // namespace
+
+std::string format_percent(double fraction) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f %%", fraction * 100.0);
+  return buf;
+}
+
+double kernel_dl_bound() {
+  auto rt = read_text_file("/proc/sys/kernel/sched_rt_runtime_us");
+  auto per = read_text_file("/proc/sys/kernel/sched_rt_period_us");
+  if (!rt || !per) return 0.95;
+  const double r = std::atof(rt->c_str()), p = std::atof(per->c_str());
+  if (r < 0) return 1.0;
+  return p > 0 ? r / p : 0.95;
+}
+
+std::vector<DeadlineThread> scan_deadline_threads() {
+  std::vector<DeadlineThread> out;
+  for (const auto& pid : list_dir("/proc")) {
+    for (const auto& tid : list_dir("/proc/" + pid + "/task")) {
+      if (sched_file_policy("/proc/" + pid + "/task/" + tid + "/sched") != kSchedDeadline) continue;
+      const pid_t t = std::atoi(tid.c_str());
+      auto sp = get_sched_params(t);
+      if (!sp || !sp->is_deadline()) continue;  // exited or changed meanwhile
+      DeadlineThread d;
+      d.tid = t;
+      d.bandwidth = sp->bandwidth();
+      if (auto id = read_thread_identity(t)) d.comm = id->second;
+      cpu_set_t set;
+      CPU_ZERO(&set);
+      if (sched_getaffinity(t, sizeof set, &set) == 0) d.cpus = affinity_cpus(set);
+      out.push_back(std::move(d));
+    }
+  }
+  return out;
+}
+
+AdmissionControl::AdmissionControl(AdmissionConfig config) : cfg_(std::move(config)) {
+  if (cfg_.bound < 0) cfg_.bound = kernel_dl_bound();
+  if (cfg_.cpus.empty()) cfg_.cpus = online_cpus();
+  std::sort(cfg_.cpus.begin(), cfg_.cpus.end());
+}
+
+std::vector<DomainLoad> AdmissionControl::load(const std::vector<DeadlineThread>& external) const {
+  return load_without("", external);
+}
+
+std::vector<DomainLoad> AdmissionControl::load_without(const std::string& skip,
+                                                       const std::vector<DeadlineThread>& external) const {
+  std::set<pid_t> ours;
+  for (const auto& [owner, d] : booked_)
+    for (const auto& t : d.threads) ours.insert(t.tid);
+  std::vector<DomainLoad> doms;
+  if (cfg_.mode == AdmissionMode::kGlobal) {
+    DomainLoad d;
+    d.name = "root domain (cpus " + format_cpu_list(cfg_.cpus) + ")";
+    d.cpus = cfg_.cpus;
+    d.capacity = cfg_.bound * double(cfg_.cpus.size());
+    doms.push_back(d);
+  } else {
+    for (int c : cfg_.cpus) {
+      DomainLoad d;
+      d.name = "core " + std::to_string(c);
+      d.cpus = {c};
+      d.capacity = cfg_.bound;
+      doms.push_back(d);
+    }
+  }
+  auto domain_of = [&](int cpu) -> DomainLoad* {
+    for (auto& d : doms)
+      if (std::find(d.cpus.begin(), d.cpus.end(), cpu) != d.cpus.end()) return &d;
+    return nullptr;
+  };
+  for (const auto& [owner, dec] : booked_) {
+    if (owner == skip) continue;
+    for (const auto& t : dec.threads) {
+      DomainLoad* d = cfg_.mode == AdmissionMode::kGlobal ? &doms.front() : domain_of(t.cpu);
+      if (d) d->capsule += t.bandwidth;
+    }
+  }
+  for (const auto& e : external) {
+    if (ours.count(e.tid)) continue;
+    if (cfg_.mode == AdmissionMode::kGlobal) {
+      // Any DL thread whose affinity touches our cores is in our root domain.
+      bool touches = false;
+      for (int c : e.cpus) touches |= std::binary_search(cfg_.cpus.begin(), cfg_.cpus.end(), c);
+      if (touches || e.cpus.empty()) doms.front().external += e.bandwidth;
+    } else if (e.cpus.size() == 1) {
+      if (DomainLoad* d = domain_of(e.cpus.front())) d->external += e.bandwidth;
+    }
+  }
+  return doms;
+}
+
+Result<AdmissionDecision> AdmissionControl::admit(const VmReservationSpec& spec,
+                                                  const std::vector<DeadlineThread>& external) {
+  if (Status st = validate(spec); !st) return st.error();
+  auto doms = load_without(spec.name, external);
+  const std::string who = "VM '" + spec.name + "'";
+  auto describe = [&](const DomainLoad& d) {
+    return d.name + ": " + format_percent(d.capsule + d.external) + " booked (" +
+           format_percent(d.capsule) + " by capsule, " + format_percent(d.external) +
+           " by other SCHED_DEADLINE threads), bound " + format_percent(d.capacity) + ", free " +
+           format_percent(std::max(0.0, d.free()));
+  };
+  const std::string advice = ". Lower the budget, lengthen the period, or remove another VM";
+
+  AdmissionDecision dec;
+  dec.owner = spec.name;
+  for (const auto& t : spec.threads) {
+    dec.threads.push_back(ThreadPlacement{t.tid, t.role, t.cpu, spec.thread_spec(t).bandwidth()});
+    dec.bandwidth += dec.threads.back().bandwidth;
+  }
+
+  if (cfg_.mode == AdmissionMode::kGlobal) {
+    for (const auto& t : dec.threads)
+      if (t.cpu >= 0)
+        return Error{who + ": thread " + std::to_string(t.tid) + " asks for core " +
+                         std::to_string(t.cpu) + ", but pinning needs partitioned mode",
+                     EINVAL};
+    DomainLoad& d = doms.front();
+    if (dec.bandwidth > d.free() + kEpsilon)
+      return Error{"cannot admit " + who + ": it needs " + format_percent(dec.bandwidth) +
+                       " of a CPU, and " + describe(d) + advice,
+                   EBUSY};
+    booked_[spec.name] = dec;
+    return dec;
+  }
+
+  // Partitioned: biggest threads first, each onto one core.
+  std::vector<std::size_t> order(dec.threads.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](auto a, auto b) {
+    return dec.threads[a].bandwidth > dec.threads[b].bandwidth;
+  });
+  for (std::size_t i : order) {
+    auto& t = dec.threads[i];
+    DomainLoad* pick = nullptr;
+    if (t.cpu >= 0) {
+      for (auto& d : doms)
+        if (d.cpus.front() == t.cpu) pick = &d;
+      if (!pick)
+        return Error{who + ": thread " + std::to_string(t.tid) + " asks for core " +
+                         std::to_string(t.cpu) + ", which is not a capsule core (capsule cores: " +
+                         format_cpu_list(cfg_.cpus) + ")",
+                     EINVAL};
+      if (t.bandwidth > pick->free() + kEpsilon)
+        return Error{"cannot admit " + who + ": thread " + std::to_string(t.tid) +
+                         (t.role.empty() ? "" : " (" + t.role + ")") + " needs " +
+                         format_percent(t.bandwidth) + " on " + describe(*pick) + advice,
+                     EBUSY};
+    } else {
+      for (auto& d : doms) {
+        if (t.bandwidth > d.free() + kEpsilon) continue;
+        if (!pick) pick = &d;
+        if (cfg_.placement == PlacementPolicy::kFirstFit) break;
+        if (d.free() > pick->free()) pick = &d;
+      }
+      if (!pick) {
+        std::string all;
+        for (const auto& d : doms) all += "; " + describe(d);
+        return Error{"cannot admit " + who + ": thread " + std::to_string(t.tid) +
+                         (t.role.empty() ? "" : " (" + t.role + ")") + " needs " +
+                         format_percent(t.bandwidth) + " of one core and no core has that free" + all +
+                         advice,
+                     EBUSY};
+      }
+      t.cpu = pick->cpus.front();
+    }
+    pick->capsule += t.bandwidth;
+  }
+  booked_[spec.name] = dec;
+  return dec;
+}
+
+void AdmissionControl::release(const std::string& owner) { booked_.erase(owner); }
+
+}  // namespace capsule::rsv

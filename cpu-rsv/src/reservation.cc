@@ -1,0 +1,260 @@
+#include "capsule/rsv/reservation.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+namespace capsule::rsv {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// When bandwidth capsule released is certainly free again in the kernel.
+std::atomic<Clock::rep> g_release_horizon{0};
+
+// Live reservations of this process, released by the exit hook. Leaked on
+// purpose so it outlives every static destructor that might still use it.
+struct Registry {
+  std::mutex mu;
+  std::set<VmReservation*> live;
+};
+Registry& registry() {
+  static Registry* r = [] {
+    std::atexit([] { VmReservation::release_all(); });
+    return new Registry;
+  }();
+  return *r;
+}
+
+SchedParams dl_params(const ReservationSpec& s) {
+  SchedParams p;
+  p.policy = kSchedDeadline;
+  p.flags = kFlagResetOnFork | (s.reclaim ? kFlagReclaim : 0);
+  p.runtime = s.runtime;
+  p.deadline = s.effective_deadline();
+  p.period = s.period;
+  return p;
+}
+
+}  // namespace
+
+void note_bandwidth_released(nanoseconds deadline) {
+  // 0-lag time <= the current absolute deadline <= now + D; the margin
+  // covers the kernel's inactive timer firing late under load.
+  const auto when = (Clock::now() + deadline + std::chrono::milliseconds(20)).time_since_epoch().count();
+  auto cur = g_release_horizon.load();
+  while (cur < when && !g_release_horizon.compare_exchange_weak(cur, when)) {
+  }
+}
+
+Status set_deadline_params(pid_t tid, const ReservationSpec& spec) {
+  const SchedParams p = dl_params(spec);
+  for (;;) {
+    Status st = set_sched_params(tid, p);
+    if (st || st.error().errnum != EBUSY) return st;
+    const auto horizon = Clock::time_point(Clock::duration(g_release_horizon.load()));
+    if (Clock::now() >= horizon) return st;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
+VmReservation::VmReservation(VmReservationSpec spec, PartitionSet* partitions)
+    : spec_(std::move(spec)),
+      partitions_(partitions),
+      fs_(partitions ? partitions->fs() : CpusetFs::detect()) {}
+
+Result<std::unique_ptr<VmReservation>> VmReservation::apply(const VmReservationSpec& spec,
+                                                            PartitionSet* partitions) {
+  if (Status st = validate(spec); !st) return st.error();
+  for (const auto& t : spec.threads)
+    if (t.cpu >= 0 && !partitions)
+      return Error{"VM '" + spec.name + "': thread " + std::to_string(t.tid) +
+                       " asks for core " + std::to_string(t.cpu) + " but no partition set was given",
+                   EINVAL};
+  std::unique_ptr<VmReservation> r(new VmReservation(spec, partitions));
+  // Snapshot every thread first: a thread that is already gone fails the
+  // whole set before anything has changed.
+  for (const auto& t : spec.threads) {
+    auto snap = ThreadSnapshot::capture(t.tid, r->fs_);
+    if (!snap)
+      return Error{"VM '" + spec.name + "': thread " + std::to_string(t.tid) +
+                       (t.role.empty() ? "" : " (" + t.role + ")") + ": " + snap.error().message +
+                       "; nothing was changed",
+                   snap.error().errnum};
+    if (snap->sched.is_deadline())
+      return Error{"VM '" + spec.name + "': thread " + std::to_string(t.tid) + " (" + snap->comm +
+                       ") is already SCHED_DEADLINE under someone else's control; nothing was changed",
+                   EBUSY};
+    r->members_.push_back(Member{t, std::move(*snap), false});
+  }
+  for (auto& m : r->members_) {
+    if (Status st = r->apply_member(m, spec); !st) {
+      for (auto it = r->members_.rbegin(); it != r->members_.rend(); ++it)
+        if (it->applied) (void)r->restore_member(*it);
+      return Error{"VM '" + spec.name + "': thread " + std::to_string(m.budget.tid) + " (" +
+                       m.saved.comm + (m.budget.role.empty() ? "" : ", " + m.budget.role) +
+                       "): " + st.error().message + "; every thread of the VM was left as it was",
+                   st.error().errnum};
+    }
+  }
+  r->active_ = true;
+  {
+    auto& reg = registry();
+    std::lock_guard lk(reg.mu);
+    reg.live.insert(r.get());
+  }
+  return r;
+}
+
+Status VmReservation::apply_member(Member& m, const VmReservationSpec& spec) {
+  m.applied = true;  // from here on, restore_member() undoes whatever happened
+  if (m.budget.cpu >= 0) {
+    auto part = partitions_->acquire(m.budget.cpu);
+    if (!part) {
+      m.applied = false;
+      return part.error();
+    }
+    if (Status st = partitions_->add_thread(m.budget.cpu, m.budget.tid); !st) return st;
+  }
+  return set_params(m, spec);
+}
+
+Status VmReservation::set_params(Member& m, const VmReservationSpec& spec) {
+  // A reused tid is another thread: never touch it.
+  if (!m.saved.alive())
+    return Error{"thread " + std::to_string(m.budget.tid) + " does not exist (it exited)", ESRCH};
+  return set_deadline_params(m.budget.tid, spec.thread_spec(m.budget));
+}
+
+Status VmReservation::restore_member(Member& m) {
+  if (!m.applied) return Status::Ok();
+  auto cur = get_sched_params(m.budget.tid);
+  Status st = m.saved.restore(fs_);
+  if (cur && cur->is_deadline()) note_bandwidth_released(cur->deadline);
+  if (m.budget.cpu >= 0 && partitions_) (void)partitions_->release(m.budget.cpu);
+  m.applied = false;
+  return st;
+}
+
+std::vector<pid_t> VmReservation::tids() const {
+  std::vector<pid_t> v;
+  for (const auto& m : members_) v.push_back(m.budget.tid);
+  return v;
+}
+
+Status VmReservation::change(const VmReservationSpec& next) {
+  if (!active_) return Error{"VM '" + spec_.name + "' has been released", EINVAL};
+  if (Status st = validate(next); !st) return st;
+  const VmReservationSpec prev = spec_;
+  std::map<pid_t, const ThreadBudget*> want;
+  for (const auto& t : next.threads) want[t.tid] = &t;
+
+  // Plan: which members stay (and whether they shrink), leave, or join.
+  std::vector<Member*> leaving, shrinking, growing;
+  for (auto& m : members_) {
+    auto it = want.find(m.budget.tid);
+    if (it == want.end() || it->second->cpu != m.budget.cpu) {
+      leaving.push_back(&m);
+      continue;
+    }
+    const double old_bw = prev.thread_spec(m.budget).bandwidth();
+    const double new_bw = next.thread_spec(*it->second).bandwidth();
+    (new_bw <= old_bw ? shrinking : growing).push_back(&m);
+  }
+  std::vector<ThreadBudget> joining;
+  for (const auto& t : next.threads) {
+    bool have = false;
+    for (auto& m : members_) have |= (m.budget.tid == t.tid && m.budget.cpu == t.cpu);
+    if (!have) joining.push_back(t);
+  }
+  std::vector<Member> joined;
+  for (const auto& t : joining) {
+    auto snap = ThreadSnapshot::capture(t.tid, fs_);
+    if (!snap) return Error{"VM '" + next.name + "': thread " + std::to_string(t.tid) + ": " +
+                                snap.error().message + "; the reservation was not changed",
+                            snap.error().errnum};
+    // A thread moving between cores is already ours: restore to its true origin.
+    for (auto* l : leaving)
+      if (l->budget.tid == t.tid) snap = l->saved;
+    joined.push_back(Member{t, std::move(*snap), false});
+  }
+
+  // Roll back everything done so far to the previous spec.
+  std::vector<Member*> changed;
+  auto rollback = [&]() {
+    for (auto* m : changed) (void)set_params(*m, prev);
+    for (auto& j : joined) (void)restore_member(j);
+  };
+  auto fail = [&](pid_t tid, const Status& st) {
+    rollback();
+    return Error{"VM '" + next.name + "': thread " + std::to_string(tid) + ": " + st.error().message +
+                     "; the previous reservation (" + std::to_string(prev.threads.size()) +
+                     " threads) is still in force",
+                 st.error().errnum};
+  };
+  for (auto* m : shrinking) {
+    const ThreadBudget nb = *want[m->budget.tid];
+    if (Status st = set_deadline_params(m->budget.tid, next.thread_spec(nb)); !st)
+      return fail(m->budget.tid, st);
+    note_bandwidth_released(prev.effective_deadline());
+    changed.push_back(m);
+  }
+  for (auto* m : growing) {
+    const ThreadBudget nb = *want[m->budget.tid];
+    if (Status st = set_deadline_params(m->budget.tid, next.thread_spec(nb)); !st)
+      return fail(m->budget.tid, st);
+    changed.push_back(m);
+  }
+  // Leaving threads go before joining ones: a thread moving to another core
+  // must leave its old partition (and SCHED_DEADLINE) first.
+  for (auto* m : leaving) (void)restore_member(*m);
+  for (auto& j : joined) {
+    if (Status st = apply_member(j, next); !st) {
+      Status err = fail(j.budget.tid, st);
+      for (auto* m : leaving) (void)apply_member(*m, prev);
+      return err;
+    }
+  }
+  // Commit.
+  std::vector<Member> kept;
+  for (auto& m : members_) {
+    if (std::find(leaving.begin(), leaving.end(), &m) != leaving.end()) continue;
+    m.budget = *want[m.budget.tid];
+    kept.push_back(std::move(m));
+  }
+  for (auto& j : joined) kept.push_back(std::move(j));
+  members_ = std::move(kept);
+  spec_ = next;
+  return Status::Ok();
+}
+
+Status VmReservation::release() {
+  if (!active_) return Status::Ok();
+  Status first;
+  for (auto it = members_.rbegin(); it != members_.rend(); ++it)
+    if (Status st = restore_member(*it); !st && first) first = st;
+  active_ = false;
+  auto& reg = registry();
+  std::lock_guard lk(reg.mu);
+  reg.live.erase(this);
+  return first;
+}
+
+VmReservation::~VmReservation() { (void)release(); }
+
+void VmReservation::release_all() {
+  auto& reg = registry();
+  std::vector<VmReservation*> live;
+  {
+    std::lock_guard lk(reg.mu);
+    live.assign(reg.live.begin(), reg.live.end());
+  }
+  for (auto* r : live) (void)r->release();
+}
+
+}  // namespace capsule::rsv

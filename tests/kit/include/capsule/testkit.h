@@ -1,0 +1,73 @@
+// Helpers shared by tests, benchmarks and the demo: threads that burn CPU,
+// CFS hogs, and child processes that are always reaped. Everything here
+// undoes itself in its destructor, also when a test assertion fails.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace capsule::testkit {
+
+pid_t current_tid();
+
+// A thread that spins (or runs `body` in a loop) until stopped. tid() is
+// valid once the constructor returns.
+class BusyThread {
+ public:
+  explicit BusyThread(std::string name = "busy", int pin_cpu = -1);
+  ~BusyThread();
+  BusyThread(const BusyThread&) = delete;
+  BusyThread& operator=(const BusyThread&) = delete;
+
+  pid_t tid() const { return tid_; }
+  void stop();
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::atomic<pid_t> tid_{0};
+  std::thread thread_;
+};
+
+// One spinning SCHED_OTHER thread per online CPU (each pinned to its CPU),
+// the "noisy neighbour" every share measurement runs against.
+class CpuHogs {
+ public:
+  explicit CpuHogs(int per_cpu = 1);
+  std::vector<pid_t> tids() const;
+
+ private:
+  std::vector<std::unique_ptr<BusyThread>> hogs_;
+};
+
+// A child process, killed (SIGTERM, then SIGKILL) and reaped on destruction.
+class ChildProcess {
+ public:
+  // argv[0] is the program path.
+  static std::unique_ptr<ChildProcess> spawn(const std::vector<std::string>& argv,
+                                             const std::string& stdout_file = "");
+  ~ChildProcess();
+  pid_t pid() const { return pid_; }
+  bool running();
+  int terminate(std::chrono::milliseconds grace = std::chrono::milliseconds(2000));  // exit status
+
+ private:
+  explicit ChildProcess(pid_t pid) : pid_(pid) {}
+  pid_t pid_;
+  bool reaped_ = false;
+  int status_ = 0;
+};
+
+// Polls `pred` every few ms until it holds or `timeout` passes.
+bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout);
+
+// Path of a binary built next to the running one (build/bin/NAME).
+std::string sibling_binary(const std::string& name);
+
+}  // namespace capsule::testkit
