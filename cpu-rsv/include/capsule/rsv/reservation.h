@@ -75,8 +75,8 @@ class VmReservation {
 // waits for that to pass and tries again instead of failing.
 Status set_deadline_params(pid_t tid, const ReservationSpec& spec);
 
-// Tells the retry logic that a DL thread with this deadline left
-// SCHED_DEADLINE (or shrank) now.
-void note_bandwidth_released(nanoseconds deadline);
+// Tells the retry logic that a DL thread with this relative deadline and
+// bandwidth left SCHED_DEADLINE (or shrank) now.
+void note_bandwidth_released(nanoseconds deadline, double bandwidth);
 
 }  // namespace capsule::rsv
