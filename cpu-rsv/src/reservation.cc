@@ -1,5 +1,7 @@
 #include "capsule/rsv/reservation.h"
 
+#include "capsule/rsv/cpuset.h"
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -25,7 +27,10 @@ struct Registry {
 };
 Registry& registry() {
   static Registry* r = [] {
-    std::atexit([] { VmReservation::release_all(); });
+    std::atexit([] {
+      VmReservation::release_all();
+      wait_for_released_bandwidth();
+    });
     return new Registry;
   }();
   return *r;
@@ -59,6 +64,11 @@ void note_bandwidth_released(nanoseconds deadline, double bandwidth) {
   }
 }
 
+void wait_for_released_bandwidth() {
+  const auto horizon = Clock::time_point(Clock::duration(g_release_horizon.load()));
+  if (Clock::now() < horizon) std::this_thread::sleep_until(horizon);
+}
+
 Status set_deadline_params(pid_t tid, const ReservationSpec& spec) {
   // Any process's thread that just left SCHED_DEADLINE holds its bandwidth
   // for a while too, and admission has already checked that the demand
@@ -67,16 +77,26 @@ Status set_deadline_params(pid_t tid, const ReservationSpec& spec) {
   constexpr auto kGrace = std::chrono::milliseconds(300);
   const SchedParams p = dl_params(spec);
   const auto start = Clock::now();
+  bool repaired = false;
   for (;;) {
     Status st = set_sched_params(tid, p);
     if (st || st.error().errnum != EBUSY) return st;
     const auto own = Clock::time_point(Clock::duration(g_release_horizon.load()));
-    if (Clock::now() >= std::max(own, start + kGrace))
-      return Error{st.error().message + ", although capsule's own accounting found room: another "
+    if (Clock::now() < std::max(own, start + kGrace)) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      continue;
+    }
+    // Linux 6.18 was seen to leave its root-domain DL total wrong (even
+    // below zero) when threads exit while their bandwidth is still being
+    // released; a sched-domain rebuild recounts it from the live tasks.
+    if (!repaired && rebuild_kernel_dl_accounting()) {
+      repaired = true;
+      continue;
+    }
+    return Error{st.error().message + ", although capsule's own accounting found room: another "
                        "program holds SCHED_DEADLINE bandwidth that no live thread shows (released "
                        "moments ago, or booked by a kernel DL server)",
                    EBUSY};
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
 }
 

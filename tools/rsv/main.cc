@@ -49,6 +49,12 @@ int fail(const std::string& msg) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Handlers first: a signal that lands while threads are being reserved
+  // must still end in the restore path, never in a default kill.
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
   if (argc < 2) return usage();
   const std::string cmd = argv[1];
   pid_t pid = 0;
@@ -120,10 +126,6 @@ int main(int argc, char** argv) {
   std::printf("reserved %zu vCPU threads of process %d: %s each\n", spec.threads.size(), int(pid),
               spec.thread_spec(spec.threads.front()).to_string().c_str());
   std::fflush(stdout);
-  struct sigaction sa {};
-  sa.sa_handler = on_signal;
-  sigaction(SIGTERM, &sa, nullptr);
-  sigaction(SIGINT, &sa, nullptr);
   const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
   while (!g_stop.load() && (seconds <= 0 || std::chrono::steady_clock::now() < end))
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
