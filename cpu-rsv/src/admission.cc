@@ -42,12 +42,6 @@ int sched_file_policy(const std::string& path) {
 
 }  // namespace
 
-std::string format_percent(double fraction) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f %%", fraction * 100.0);
-  return buf;
-}
-
 double kernel_dl_bound() {
   auto rt = read_text_file("/proc/sys/kernel/sched_rt_runtime_us");
   auto per = read_text_file("/proc/sys/kernel/sched_rt_period_us");

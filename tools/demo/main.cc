@@ -44,10 +44,10 @@ std::vector<double> measure(const std::vector<DemoVm>& vms, std::chrono::millise
   return out;
 }
 
+// Right-aligned for the table.
 std::string pct(double f) {
-  char b[16];
-  std::snprintf(b, sizeof b, "%5.1f %%", f * 100);
-  return b;
+  const std::string s = format_percent(f);
+  return std::string(s.size() < 7 ? 7 - s.size() : 0, ' ') + s;
 }
 
 }  // namespace

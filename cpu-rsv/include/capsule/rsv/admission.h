@@ -100,6 +100,4 @@ class AdmissionControl {
   std::map<std::string, AdmissionDecision> booked_;
 };
 
-std::string format_percent(double fraction);  // 0.7 -> "70.0 %"
-
 }  // namespace capsule::rsv
