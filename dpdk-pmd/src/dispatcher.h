@@ -1,0 +1,41 @@
+// The uplink dispatcher: a thread of its own ("cdisp-uplink") that only
+// moves mbuf pointers from the uplink rx queue into the destination VMs'
+// rings (by destination MAC; broadcast and multicast to every attached VM,
+// unknown unicast dropped). Every per-byte cost (the copy into guest memory)
+// is left to the destination VM's PMD thread. It waits on the port's rx
+// interrupt when the driver has one (net_tap, virtio-user), else it sleeps
+// between polls.
+#pragma once
+
+#include <atomic>
+#include <future>
+#include <thread>
+
+#include "capsule/result.h"
+#include "core.h"
+
+namespace capsule::pmd::detail {
+
+class Dispatcher {
+ public:
+  Dispatcher(Core* core, PollOptions poll) : core_(core), poll_(poll) {}
+  ~Dispatcher() { stop(); }
+  Status start();
+  void stop();
+  pid_t tid() const { return tid_.load(); }
+
+  std::atomic<uint64_t> rx_packets{0}, rx_no_vm{0}, blocks{0};
+
+ private:
+  void run(std::promise<Status>* started);
+  void dispatch(rte_mbuf** pkts, uint16_t n);
+  void flood(rte_mbuf* m);
+
+  Core* core_;
+  PollOptions poll_;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  std::atomic<pid_t> tid_{0};
+};
+
+}  // namespace capsule::pmd::detail
