@@ -271,8 +271,8 @@ UplinkStats Datapath::uplink_stats() const {
   u.name = impl_->uplink->name();
   u.port_id = impl_->uplink->port();
   u.tx_queues = impl_->uplink->tx_queues();
-  u.rx_interrupts = impl_->uplink->rx_interrupts() && impl_->cfg.dispatcher_poll.policy == PollPolicy::kInterrupt;
   if (impl_->dispatcher) {
+    u.rx_interrupts = impl_->dispatcher->interrupt_mode();
     u.rx_packets = impl_->dispatcher->rx_packets.load();
     u.rx_no_vm = impl_->dispatcher->rx_no_vm.load();
     u.dispatcher_blocks = impl_->dispatcher->blocks.load();

@@ -94,12 +94,16 @@ void Dispatcher::run(std::promise<Status>* started) {
   }
   pthread_setname_np(pthread_self(), "cdisp-uplink");
   const uint16_t port = core_->uplink->port();
+  const uint16_t nrxq = uint16_t(core_->uplink->rx_queues());
   const unsigned qid = core_->dispatcher_qsbr_id();
   PollPolicy policy = poll_.policy;
-  if (policy == PollPolicy::kInterrupt &&
-      (!core_->uplink->rx_interrupts() ||
-       rte_eth_dev_rx_intr_ctl_q(port, 0, RTE_EPOLL_PER_THREAD, RTE_INTR_EVENT_ADD, nullptr) != 0))
-    policy = PollPolicy::kSleep;  // no rx interrupts from this driver
+  if (policy == PollPolicy::kInterrupt) {
+    bool ok = core_->uplink->rx_interrupts();
+    for (uint16_t q = 0; ok && q < nrxq; ++q)
+      ok = rte_eth_dev_rx_intr_ctl_q(port, q, RTE_EPOLL_PER_THREAD, RTE_INTR_EVENT_ADD, nullptr) == 0;
+    if (!ok) policy = PollPolicy::kSleep;  // no rx interrupts from this driver
+  }
+  interrupt_mode_.store(policy == PollPolicy::kInterrupt);
   rte_rcu_qsbr_thread_register(core_->qsbr, qid);
   rte_rcu_qsbr_thread_online(core_->qsbr, qid);
   tid_.store(pid_t(syscall(SYS_gettid)));
@@ -109,10 +113,14 @@ void Dispatcher::run(std::promise<Status>* started) {
   unsigned empty = 0;
   while (!stop_.load(std::memory_order_relaxed)) {
     rte_rcu_qsbr_quiescent(core_->qsbr, qid);
-    uint16_t n = rte_eth_rx_burst(port, 0, pkts, kBurst);
-    if (n) {
+    unsigned total = 0;
+    for (uint16_t q = 0; q < nrxq; ++q) {
+      const uint16_t n = rte_eth_rx_burst(port, q, pkts, kBurst);
+      if (n) dispatch(pkts, n);
+      total += n;
+    }
+    if (total) {
       empty = 0;
-      dispatch(pkts, n);
       continue;
     }
     if (++empty < poll_.empty_polls) continue;
@@ -128,23 +136,28 @@ void Dispatcher::run(std::promise<Status>* started) {
         break;
       }
       case PollPolicy::kInterrupt: {
-        rte_eth_dev_rx_intr_enable(port, 0);
-        n = rte_eth_rx_burst(port, 0, pkts, kBurst);  // arrived while arming
-        if (n == 0) {
+        for (uint16_t q = 0; q < nrxq; ++q) rte_eth_dev_rx_intr_enable(port, q);
+        unsigned late = 0;  // arrived while arming
+        for (uint16_t q = 0; q < nrxq; ++q) {
+          const uint16_t n = rte_eth_rx_burst(port, q, pkts, kBurst);
+          if (n) dispatch(pkts, n);
+          late += n;
+        }
+        if (late == 0) {
           rte_rcu_qsbr_thread_offline(core_->qsbr, qid);
           bump(blocks);
-          rte_epoll_event ev[1];
-          rte_epoll_wait(RTE_EPOLL_PER_THREAD, ev, 1, 200);  // 200 ms: re-check stop_
+          rte_epoll_event ev[8];
+          rte_epoll_wait(RTE_EPOLL_PER_THREAD, ev, 8, 200);  // 200 ms: re-check stop_
           rte_rcu_qsbr_thread_online(core_->qsbr, qid);
         }
-        rte_eth_dev_rx_intr_disable(port, 0);
-        if (n) dispatch(pkts, n);
+        for (uint16_t q = 0; q < nrxq; ++q) rte_eth_dev_rx_intr_disable(port, q);
         break;
       }
     }
   }
   if (policy == PollPolicy::kInterrupt)
-    rte_eth_dev_rx_intr_ctl_q(port, 0, RTE_EPOLL_PER_THREAD, RTE_INTR_EVENT_DEL, nullptr);
+    for (uint16_t q = 0; q < nrxq; ++q)
+      rte_eth_dev_rx_intr_ctl_q(port, q, RTE_EPOLL_PER_THREAD, RTE_INTR_EVENT_DEL, nullptr);
   rte_rcu_qsbr_thread_offline(core_->qsbr, qid);
   rte_rcu_qsbr_thread_unregister(core_->qsbr, qid);
   rte_thread_unregister();

@@ -23,6 +23,7 @@ class Dispatcher {
   Status start();
   void stop();
   pid_t tid() const { return tid_.load(); }
+  bool interrupt_mode() const { return interrupt_mode_.load(); }  // false: fell back to sleeping
 
   std::atomic<uint64_t> rx_packets{0}, rx_no_vm{0}, blocks{0};
 
@@ -36,6 +37,7 @@ class Dispatcher {
   std::thread thread_;
   std::atomic<bool> stop_{false};
   std::atomic<pid_t> tid_{0};
+  std::atomic<bool> interrupt_mode_{false};
 };
 
 }  // namespace capsule::pmd::detail

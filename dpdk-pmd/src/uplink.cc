@@ -10,18 +10,20 @@ namespace {
 constexpr uint16_t kRxDesc = 1024;
 constexpr uint16_t kTxDesc = 1024;
 
-Status configure(uint16_t port, unsigned ntxq, rte_mempool* pool, bool rx_intr, const std::string& name) {
+Status configure(uint16_t port, unsigned nrxq, unsigned ntxq, rte_mempool* pool, bool rx_intr,
+                 const std::string& name) {
   rte_eth_conf conf{};
   conf.intr_conf.rxq = rx_intr ? 1 : 0;
-  if (int rc = rte_eth_dev_configure(port, 1, uint16_t(ntxq), &conf); rc < 0)
-    return Error{"uplink " + name + ": cannot configure 1 rx and " + std::to_string(ntxq) + " tx queues (" +
-                     rte_strerror(-rc) + ")",
+  if (int rc = rte_eth_dev_configure(port, uint16_t(nrxq), uint16_t(ntxq), &conf); rc < 0)
+    return Error{"uplink " + name + ": cannot configure " + std::to_string(nrxq) + " rx and " + std::to_string(ntxq) +
+                     " tx queues (" + rte_strerror(-rc) + ")",
                  -rc};
   uint16_t nrx = kRxDesc, ntx = kTxDesc;
   rte_eth_dev_adjust_nb_rx_tx_desc(port, &nrx, &ntx);
   const int socket = rte_eth_dev_socket_id(port);
-  if (int rc = rte_eth_rx_queue_setup(port, 0, nrx, socket < 0 ? SOCKET_ID_ANY : socket, nullptr, pool); rc < 0)
-    return Error{"uplink " + name + ": rx queue setup failed (" + std::string(rte_strerror(-rc)) + ")", -rc};
+  for (unsigned q = 0; q < nrxq; ++q)
+    if (int rc = rte_eth_rx_queue_setup(port, uint16_t(q), nrx, socket < 0 ? SOCKET_ID_ANY : socket, nullptr, pool); rc < 0)
+      return Error{"uplink " + name + ": rx queue setup failed (" + std::string(rte_strerror(-rc)) + ")", -rc};
   for (unsigned q = 0; q < ntxq; ++q)
     if (int rc = rte_eth_tx_queue_setup(port, uint16_t(q), ntx, socket < 0 ? SOCKET_ID_ANY : socket, nullptr); rc < 0)
       return Error{"uplink " + name + ": tx queue " + std::to_string(q) + " setup failed (" + rte_strerror(-rc) + ")",
@@ -56,17 +58,35 @@ Result<std::unique_ptr<Uplink>> Uplink::open(const std::string& devargs, unsigne
   if (int rc = rte_eth_dev_info_get(up->port_, &info); rc < 0)
     return Error{"uplink " + name + ": cannot read device info (" + std::string(rte_strerror(-rc)) + ")", -rc};
   up->ntxq_ = std::max(1u, std::min<unsigned>(max_vms, info.max_tx_queues));
+  // net_tap passes one fd per queue pair over EAL's multi-process channel,
+  // which carries at most 8 (more crash DPDK 22.11 at start): stay at 4.
+  if (name.rfind("net_tap", 0) == 0) up->ntxq_ = std::min(up->ntxq_, 4u);
   up->shared_ = up->ntxq_ < max_vms;
   up->locks_.resize(up->ntxq_);
 
-  Status st = configure(up->port_, up->ntxq_, pool, want_rx_interrupts, name);
-  up->rx_intr_ = want_rx_interrupts && st.ok();
-  if (!st && want_rx_interrupts) st = configure(up->port_, up->ntxq_, pool, false, name);
+  // One rx queue for the dispatcher; drivers that want as many rx as tx
+  // queues (net_tap) get them, and the dispatcher reads them all.
+  Status st;
+  bool configured = false;
+  for (bool intr : {true, false}) {
+    if (intr && !want_rx_interrupts) continue;
+    for (unsigned nrxq : {1u, up->ntxq_}) {
+      st = configure(up->port_, nrxq, up->ntxq_, pool, intr, name);
+      if (st) {
+        up->nrxq_ = nrxq;
+        up->rx_intr_ = intr;
+        configured = true;
+        break;
+      }
+    }
+    if (configured) break;
+  }
   if (!st) return st.error();
   if (int rc = rte_eth_dev_start(up->port_); rc < 0)
     return Error{"uplink " + name + ": start failed (" + std::string(rte_strerror(-rc)) + ")", -rc};
   up->started_ = true;
-  if (up->rx_intr_ && rte_eth_dev_rx_intr_ctl_q_get_fd(up->port_, 0) < 0) up->rx_intr_ = false;
+  for (unsigned q = 0; q < up->nrxq_; ++q)
+    if (up->rx_intr_ && rte_eth_dev_rx_intr_ctl_q_get_fd(up->port_, uint16_t(q)) < 0) up->rx_intr_ = false;
   rte_eth_promiscuous_enable(up->port_);  // frames for VM MACs must come in
   rte_eth_dev_set_link_up(up->port_);
   return up;

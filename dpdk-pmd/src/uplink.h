@@ -1,5 +1,6 @@
 // The uplink: any DPDK ethdev given by devargs, probed at run time. One rx
-// queue (read by the dispatcher) and up to one tx queue per VM slot; when
+// queue where the driver allows (more when it wants rx = tx queues; the
+// dispatcher reads them all) and up to one tx queue per VM slot; when
 // the port has fewer tx queues than slots, VMs share queues under a
 // spinlock.
 #pragma once
@@ -24,6 +25,7 @@ class Uplink {
   uint16_t port() const { return port_; }
   const std::string& name() const { return name_; }
   unsigned tx_queues() const { return ntxq_; }
+  unsigned rx_queues() const { return nrxq_; }
   bool rx_interrupts() const { return rx_intr_; }
   uint16_t queue_for_slot(unsigned slot) const { return uint16_t(slot % ntxq_); }
 
@@ -44,6 +46,7 @@ class Uplink {
   std::string name_;
   std::string devargs_;
   unsigned ntxq_ = 1;
+  unsigned nrxq_ = 1;
   bool shared_ = false;
   bool rx_intr_ = false;
   bool started_ = false;

@@ -30,6 +30,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -511,6 +512,11 @@ int Vm::run() {
   inet_pton(AF_INET, o_.dst_ip.c_str(), &addr_.dst_ip);
 
   const bool net = o_.mode != "compute";
+  // Like QEMU's socket server: a socket file left by a dead VM is replaced.
+  if (net && o_.vhost_server) {
+    struct stat st{};
+    if (::lstat(o_.socket.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(o_.socket.c_str());
+  }
   if (net && !init_dpdk("capsule-vm")) return 1;
   start_ns_ = now_ns();
   std::thread w([this] { worker(); });
