@@ -35,7 +35,7 @@ struct alignas(64) PmdCounters {  // written by the VM's PMD thread only
   std::atomic<uint64_t> to_vm_drops_yellow{0}, to_vm_drops_red{0}, to_vm_drops_pps{0};
   std::atomic<uint64_t> vhost_enqueue_drops{0}, not_connected_drops{0}, uplink_tx_drops{0};
   std::atomic<uint64_t> busy_iterations{0}, idle_iterations{0}, busy_cycles{0};
-  std::atomic<uint64_t> blocks{0}, wakeups_by_kick{0}, wakeups_by_ring{0}, sleeps{0}, yields{0};
+  std::atomic<uint64_t> blocks{0}, wakeups_by_kick{0}, wakeups_by_ring{0}, wakeups_by_room{0}, sleeps{0}, yields{0};
 };
 
 struct Vm {
@@ -47,7 +47,9 @@ struct Vm {
 
   // Device state, set by the vhost callbacks.
   std::atomic<int> vid{-1};
-  std::atomic<int> kick_fd{-1};
+  std::atomic<int> kick_fd{-1};     // guest tx queue: "I sent something"
+  std::atomic<int> rx_kick_fd{-1};  // guest rx queue: "I have room again"
+  std::atomic<uint64_t> device_gen{0};  // bumped whenever vid / kick fds change
   std::atomic<bool> connected{false};
   std::atomic<uint64_t> connects{0};
 

@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include <cstdio>
+#include <cstring>
 #include <future>
 
 #include "uplink.h"
@@ -39,13 +40,21 @@ class Pmd {
   void flush();
   void idle(int vid);
   void park(int vid);
-  void watch_kick_fd();
+  void watch_kick_fds();
+  unsigned push_pending(int vid);
+  bool pending_moved(int vid);
 
   Core* core_;
   Vm* vm_;
   unsigned qid_;
   int epfd_ = -1;
-  int watched_kick_ = -1;
+  uint64_t watched_gen_ = 0;
+  // Frames for the VM that did not fit its virtio rx ring: they wait here
+  // (and new ones in our ring) instead of being dropped; only when our ring
+  // is full do senders drop (ring_full_drops).
+  rte_mbuf* pending_[kBurst];
+  unsigned npending_ = 0;
+  bool rx_kicks_on_ = false;
   unsigned empty_ = 0;
   bool guest_kicks_on_ = true;  // the library starts with guest notifications on
   uint64_t last_learned_ = ~0ull;
@@ -61,17 +70,25 @@ class Pmd {
   unsigned nbuckets_ = 0;
 };
 
-void Pmd::watch_kick_fd() {
-  const int fd = vm_->kick_fd.load();
-  if (fd == watched_kick_) return;
-  if (watched_kick_ >= 0) epoll_ctl(epfd_, EPOLL_CTL_DEL, watched_kick_, nullptr);  // may be closed already
-  watched_kick_ = -1;
-  if (fd >= 0) {
+// A fresh epoll set whenever the device changed: kick eventfds are closed
+// and replaced on reconnects and vring resets, and their numbers get reused,
+// so registrations are never patched, only rebuilt.
+void Pmd::watch_kick_fds() {
+  const uint64_t gen = vm_->device_gen.load();
+  if (gen == watched_gen_ && epfd_ >= 0) return;
+  watched_gen_ = gen;
+  if (epfd_ >= 0) ::close(epfd_);
+  epfd_ = epoll_create1(EPOLL_CLOEXEC);
+  auto add = [&](int fd, uint32_t tag, uint32_t events) {
+    if (fd < 0) return;
     epoll_event ev{};
-    ev.events = EPOLLIN | EPOLLET;  // each kick is an edge; no need to drain
-    ev.data.u32 = 2;
-    if (epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) == 0) watched_kick_ = fd;
-  }
+    ev.events = events;
+    ev.data.u32 = tag;
+    epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev);
+  };
+  add(vm_->wake_fd, 1, EPOLLIN);
+  add(vm_->kick_fd.load(), 2, EPOLLIN | EPOLLET);  // each kick is an edge: no need to drain
+  add(vm_->rx_kick_fd.load(), 3, EPOLLIN | EPOLLET);
 }
 
 void Pmd::to_vm_bucket(Vm* dst, rte_mbuf* m) {
@@ -182,23 +199,48 @@ unsigned Pmd::from_vm(int vid, uint64_t now) {
   return n;
 }
 
+// Enqueues the waiting frames into the VM (copy into guest memory; the
+// library calls the guest only if it asked to be interrupted). Returns how
+// many went in.
+unsigned Pmd::push_pending(int vid) {
+  if (npending_ == 0) return 0;
+  const uint16_t sent = rte_vhost_enqueue_burst(vid, kGuestRxQueue, pending_, uint16_t(npending_));
+  if (sent == 0) return 0;
+  uint64_t bytes = 0;
+  for (unsigned i = 0; i < sent; ++i) bytes += rte_pktmbuf_pkt_len(pending_[i]);
+  rte_pktmbuf_free_bulk(pending_, sent);
+  npending_ -= sent;
+  std::memmove(pending_, pending_ + sent, npending_ * sizeof(rte_mbuf*));
+  bump(vm_->c.to_vm_packets, sent);
+  bump(vm_->c.to_vm_bytes, bytes);
+  return sent;
+}
+
 unsigned Pmd::to_vm(int vid, uint64_t now) {
+  auto& c = vm_->c;
+  if (vid < 0 && npending_) {  // the device went away with frames waiting
+    rte_pktmbuf_free_bulk(pending_, npending_);
+    bump(c.vhost_enqueue_drops, npending_);
+    npending_ = 0;
+  }
+  unsigned work = 0;
+  if (npending_) {
+    work += push_pending(vid);
+    if (npending_) return work;  // the VM has no room: take no more
+  }
   rte_mbuf* pkts[kBurst];
   const unsigned n = rte_ring_sc_dequeue_burst(vm_->ring, reinterpret_cast<void**>(pkts), kBurst, nullptr);
-  if (n == 0) return 0;
-  auto& c = vm_->c;
+  if (n == 0) return work;
   if (vid < 0) {
     rte_pktmbuf_free_bulk(pkts, n);
     bump(c.not_connected_drops, n);
     return n;
   }
   Policers* pol = vm_->policers.load(std::memory_order_acquire);
-  rte_mbuf* pass[kBurst];
-  unsigned k = 0;
   if (pol && pol->to_vm.enabled()) {
     for (unsigned i = 0; i < n; ++i) {
       switch (pol->to_vm.check(now, rte_pktmbuf_pkt_len(pkts[i]))) {
-        case Verdict::kPass: pass[k++] = pkts[i]; continue;
+        case Verdict::kPass: pending_[npending_++] = pkts[i]; continue;
         case Verdict::kDropYellow: bump(c.to_vm_drops_yellow); break;
         case Verdict::kDropRed: bump(c.to_vm_drops_red); break;
         case Verdict::kDropPps: bump(c.to_vm_drops_pps); break;
@@ -206,20 +248,22 @@ unsigned Pmd::to_vm(int vid, uint64_t now) {
       rte_pktmbuf_free(pkts[i]);
     }
   } else {
-    for (unsigned i = 0; i < n; ++i) pass[i] = pkts[i];
-    k = n;
+    std::memcpy(pending_, pkts, n * sizeof(rte_mbuf*));
+    npending_ = n;
   }
-  if (k == 0) return n;
-  // Copies into guest memory and calls the guest only if it asked to be
-  // interrupted (the library honours VRING_AVAIL_F_NO_INTERRUPT / event idx).
-  const uint16_t sent = rte_vhost_enqueue_burst(vid, kGuestRxQueue, pass, uint16_t(k));
-  uint64_t bytes = 0;
-  for (unsigned i = 0; i < sent; ++i) bytes += rte_pktmbuf_pkt_len(pass[i]);
-  bump(c.to_vm_packets, sent);
-  bump(c.to_vm_bytes, bytes);
-  if (sent < k) bump(c.vhost_enqueue_drops, k - sent);
-  rte_pktmbuf_free_bulk(pass, k);
+  push_pending(vid);
   return n;
+}
+
+// While frames wait for room in the VM: ask the guest to kick us when it
+// refills its rx ring, then try once more. True if frames moved.
+bool Pmd::pending_moved(int vid) {
+  if (npending_ == 0 || vid < 0) return false;
+  if (!rx_kicks_on_) {
+    rte_vhost_enable_guest_notification(vid, kGuestRxQueue, 1);
+    rx_kicks_on_ = true;
+  }
+  return push_pending(vid) > 0;
 }
 
 // Arm notifications, check once more, block. A blocked thread is offline
@@ -230,9 +274,9 @@ void Pmd::park(int vid) {
     guest_kicks_on_ = true;
   }
   vm_->parked.store(true, std::memory_order_seq_cst);
-  const bool work = vm_->stop.load() || !rte_ring_empty(vm_->ring) ||
+  const bool work = vm_->stop.load() || (npending_ == 0 && !rte_ring_empty(vm_->ring)) || pending_moved(vid) ||
                     (vid >= 0 && rte_vhost_rx_queue_count(vid, kGuestTxQueue) > 0) || vm_->vid.load() != vid ||
-                    vm_->kick_fd.load() != watched_kick_;
+                    vm_->device_gen.load() != watched_gen_;
   if (!work) {
     rte_rcu_qsbr_thread_offline(core_->qsbr, qid_);
     vm_->blocked.store(true);
@@ -246,8 +290,10 @@ void Pmd::park(int vid) {
         uint64_t v;
         [[maybe_unused]] ssize_t r = ::read(vm_->wake_fd, &v, sizeof v);
         bump(vm_->c.wakeups_by_ring);
-      } else {
+      } else if (ev[i].data.u32 == 2) {
         bump(vm_->c.wakeups_by_kick);
+      } else {
+        bump(vm_->c.wakeups_by_room);
       }
     }
   }
@@ -297,11 +343,7 @@ void Pmd::run(std::promise<Status>& started) {
       return;
     }
   }
-  epfd_ = epoll_create1(EPOLL_CLOEXEC);
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.u32 = 1;
-  epoll_ctl(epfd_, EPOLL_CTL_ADD, vm_->wake_fd, &ev);
+  watch_kick_fds();
   rte_rcu_qsbr_thread_register(core_->qsbr, qid_);
   rte_rcu_qsbr_thread_online(core_->qsbr, qid_);
   vm_->tid.store(pid_t(syscall(SYS_gettid)));
@@ -316,9 +358,10 @@ void Pmd::run(std::promise<Status>& started) {
     if (vid != last_vid) {
       last_vid = vid;
       guest_kicks_on_ = true;  // a new device starts with notifications on
+      rx_kicks_on_ = false;    // ... and we switched them off on its rx ring
       last_learned_ = ~0ull;
     }
-    watch_kick_fd();
+    watch_kick_fds();
     rte_rcu_qsbr_quiescent(core_->qsbr, qid_);
     const uint64_t t0 = rte_rdtsc();
     unsigned n = 0;
@@ -327,6 +370,10 @@ void Pmd::run(std::promise<Status>& started) {
       if (guest_kicks_on_) {
         rte_vhost_enable_guest_notification(vid, kGuestTxQueue, 0);
         guest_kicks_on_ = false;
+      }
+      if (rx_kicks_on_ && npending_ == 0) {
+        rte_vhost_enable_guest_notification(vid, kGuestRxQueue, 0);
+        rx_kicks_on_ = false;
       }
       n += from_vm(vid, t0);
     }
@@ -339,6 +386,10 @@ void Pmd::run(std::promise<Status>& started) {
       bump(c.idle_iterations);
       idle(vid);
     }
+  }
+  if (npending_) {
+    rte_pktmbuf_free_bulk(pending_, npending_);
+    npending_ = 0;
   }
   vm_->running.store(false);
   rte_rcu_qsbr_thread_offline(core_->qsbr, qid_);

@@ -33,6 +33,8 @@ Vm* vm_of(int vid) {
 void refresh_kick_fd(Vm* vm, int vid) {
   rte_vhost_vring vr{};
   if (rte_vhost_get_vhost_vring(vid, kGuestTxQueue, &vr) == 0) vm->kick_fd.store(vr.kickfd);
+  if (rte_vhost_get_vhost_vring(vid, kGuestRxQueue, &vr) == 0) vm->rx_kick_fd.store(vr.kickfd);
+  vm->device_gen.fetch_add(1);
 }
 
 int on_new_device(int vid) {
@@ -64,12 +66,14 @@ void on_destroy_device(int vid) {
          std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::microseconds(50));
   vm->kick_fd.store(-1);
+  vm->rx_kick_fd.store(-1);
+  vm->device_gen.fetch_add(1);
 }
 
-int on_vring_state_changed(int vid, uint16_t queue, int enable) {
+int on_vring_state_changed(int vid, uint16_t /*queue*/, int enable) {
   std::lock_guard lk(g_mu);
   Vm* vm = vm_of(vid);
-  if (vm && queue == kGuestTxQueue && enable) {
+  if (vm && enable) {
     refresh_kick_fd(vm, vid);
     vm->wake();
   }

@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -130,8 +131,10 @@ std::string thread_name(pid_t pid, pid_t tid) {
   return s;
 }
 
-Result<std::unique_ptr<Datapath>> make_datapath(const std::string& uplink, PollOptions dispatcher) {
+Result<std::unique_ptr<Datapath>> make_datapath(const std::string& uplink, PollOptions dispatcher, unsigned ring_size) {
   DatapathConfig cfg;
+  cfg.ring_size = ring_size;
+  cfg.mbufs = std::max(16383u, 4 * ring_size - 1);
   cfg.eal.program = "test_dpdk_pmd";
   cfg.uplink_devargs = uplink;
   cfg.dispatcher_poll = dispatcher;

@@ -75,7 +75,8 @@ uint64_t tid_cpu_ns(pid_t pid, pid_t tid);  // utime + stime of a thread
 std::string thread_name(pid_t pid, pid_t tid);
 
 // A datapath for a test; EAL options fixed for the test process.
-Result<std::unique_ptr<Datapath>> make_datapath(const std::string& uplink = "", PollOptions dispatcher = {});
+Result<std::unique_ptr<Datapath>> make_datapath(const std::string& uplink = "", PollOptions dispatcher = {},
+                                                unsigned ring_size = 1024);
 VmConfig vm_config(const std::string& name, const std::string& socket, const std::string& mac);
 
 // Sum of counters over a window: rates from two stats snapshots.

@@ -69,8 +69,11 @@ struct DatapathConfig {
   PollOptions dispatcher_poll;   // the uplink dispatcher thread (interrupt needs rx
                                  // interrupts from the port, else it falls back to sleep)
   unsigned max_vms = 16;         // VM slots (also the number of uplink tx queues wanted)
-  unsigned mbufs = 16383;        // mbuf pool size
-  unsigned ring_size = 1024;     // per-VM rx ring (power of two)
+  unsigned mbufs = 32767;        // mbuf pool size
+  unsigned ring_size = 4096;     // per-VM rx ring (power of two). It must hold what
+                                 // arrives while the VM's thread is not running: in a
+                                 // reservation that is up to P - Q (e.g. 9000 frames at
+                                 // 100 kpps with Q = 10 ms of P = 100 ms).
 };
 
 struct VhostPortConfig {
@@ -127,7 +130,9 @@ struct VmStats {
   uint64_t to_vm_drops_red = 0;
   uint64_t to_vm_drops_pps = 0;
   uint64_t ring_full_drops = 0;     // senders found this VM's rx ring full
-  uint64_t vhost_enqueue_drops = 0; // the VM's virtio rx ring was full
+  uint64_t vhost_enqueue_drops = 0; // frames that waited for room in the VM's virtio rx
+                                    // ring when its device went away (a full ring is
+                                    // back-pressure: frames wait, then ring_full_drops)
   uint64_t not_connected_drops = 0; // packets for the VM while no device was attached
   uint64_t uplink_tx_drops = 0;     // the uplink tx queue was full
   uint64_t busy_iterations = 0;     // rounds that moved packets
@@ -136,6 +141,7 @@ struct VmStats {
   uint64_t blocks = 0;              // interrupt policy: times blocked in epoll
   uint64_t wakeups_by_kick = 0;     // ... woken by the VM's kick
   uint64_t wakeups_by_ring = 0;     // ... woken by the rx ring eventfd
+  uint64_t wakeups_by_room = 0;     // ... woken by the VM refilling its rx ring
   uint64_t sleeps = 0;              // sleep policy
   uint64_t yields = 0;              // yield policy
   double cycles_per_packet = 0;     // busy_cycles / (from_vm + to_vm packets)
