@@ -148,7 +148,7 @@ Result<std::unique_ptr<Datapath>> Datapath::create(const DatapathConfig& config)
     impl->uplink = std::move(up.value());
     impl->core.uplink = impl->uplink.get();
     if (config.uplink_receive) {
-      impl->dispatcher = std::make_unique<Dispatcher>(&impl->core, config.dispatcher_poll);
+      impl->dispatcher = std::make_unique<Dispatcher>(&impl->core, config.dispatcher_poll, config.dispatcher_cpu);
       if (auto s = impl->dispatcher->start(); !s) return s.error();
     }
   }

@@ -93,6 +93,16 @@ void Dispatcher::run(std::promise<Status>* started) {
     return;
   }
   pthread_setname_np(pthread_self(), "cdisp-uplink");
+  if (cpu_ >= 0) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu_, &set);
+    if (int rc = pthread_setaffinity_np(pthread_self(), sizeof set, &set); rc != 0) {
+      rte_thread_unregister();
+      started->set_value(errno_error("cannot pin the uplink dispatcher to CPU " + std::to_string(cpu_), rc));
+      return;
+    }
+  }
   const uint16_t port = core_->uplink->port();
   const uint16_t nrxq = uint16_t(core_->uplink->rx_queues());
   const unsigned qid = core_->dispatcher_qsbr_id();

@@ -18,7 +18,7 @@ namespace capsule::pmd::detail {
 
 class Dispatcher {
  public:
-  Dispatcher(Core* core, PollOptions poll) : core_(core), poll_(poll) {}
+  Dispatcher(Core* core, PollOptions poll, int cpu) : core_(core), poll_(poll), cpu_(cpu) {}
   ~Dispatcher() { stop(); }
   Status start();
   void stop();
@@ -34,6 +34,7 @@ class Dispatcher {
 
   Core* core_;
   PollOptions poll_;
+  int cpu_;
   std::thread thread_;
   std::atomic<bool> stop_{false};
   std::atomic<pid_t> tid_{0};

@@ -6,6 +6,7 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <mutex>
 #include <sstream>
@@ -67,7 +68,9 @@ std::vector<std::string> eal_arguments(const EalOptions& o) {
   if (!o.allow_pci) a.push_back("--no-pci");
   a.push_back(lcores_arg());
   a.push_back("--no-telemetry");
-  a.push_back("--log-level=" + o.log_level);
+  // CAPSULE_DPDK_LOG overrides the log level ("lib.vhost.*:debug", "info").
+  const char* env_level = std::getenv("CAPSULE_DPDK_LOG");
+  a.push_back("--log-level=" + (env_level && *env_level ? std::string(env_level) : o.log_level));
   if (use_huge(o)) {
     // No files in hugetlbfs: nothing is left behind if we die.
     a.push_back("--in-memory");

@@ -25,7 +25,7 @@ TempDir::~TempDir() {
 VmProcess::VmProcess(const TempDir& dir, const std::string& name, const std::string& socket, const std::string& mac,
                      std::vector<std::string> extra) {
   out_ = dir.file(name + ".out");
-  std::vector<std::string> argv = {testkit::sibling_binary("capsule-vm"), "--socket", socket, "--mac", mac};
+  std::vector<std::string> argv = {testkit::sibling_binary("capsule-vm"), "--socket", socket, "--mac", mac, "--die-with-parent"};
   argv.insert(argv.end(), extra.begin(), extra.end());
   proc_ = testkit::ChildProcess::spawn(argv, out_);
 }

@@ -30,6 +30,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -81,6 +82,7 @@ struct Options {
   uint32_t response_bytes = 100'000;
   double deadline_ms = 0;  // probe: 0 = the interval
   bool hugepages = true;
+  bool die_with_parent = false;
   std::string prefix;
 };
 
@@ -90,7 +92,8 @@ void usage() {
       "                  [--mode tx|count|reflect|probe|serve|compute] [--dst MAC] [--dst-ip A.B.C.D]\n"
       "                  [--rate PPS (0 = flat out)] [--size BYTES] [--count N] [--duration S]\n"
       "                  [--interval-ms MS] [--response-bytes N] [--deadline-ms MS]\n"
-      "                  [--busy-poll] [--queue-size N] [--report-ms MS] [--json] [--no-huge]");
+      "                  [--busy-poll] [--queue-size N] [--report-ms MS] [--json] [--no-huge]\n"
+      "                  [--die-with-parent]");
 }
 
 bool parse(int argc, char** argv, Options& o) {
@@ -122,6 +125,7 @@ bool parse(int argc, char** argv, Options& o) {
     else if (a == "--response-bytes") o.response_bytes = uint32_t(std::atoi(val().c_str()));
     else if (a == "--deadline-ms") o.deadline_ms = std::atof(val().c_str());
     else if (a == "--no-huge") o.hugepages = false;
+    else if (a == "--die-with-parent") o.die_with_parent = true;
     else if (a == "--help" || a == "-h") { usage(); std::exit(0); }
     else {
       std::fprintf(stderr, "capsule-vm: unknown option %s\n", a.c_str());
@@ -528,6 +532,8 @@ int Vm::run() {
     if (::lstat(o_.socket.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(o_.socket.c_str());
   }
   if (net && !init_dpdk("capsule-vm")) return 1;
+  signal(SIGINT, on_signal);
+  signal(SIGTERM, on_signal);
   start_ns_ = now_ns();
   std::thread w([this] { worker(); });
   worker_thread_ = w.native_handle();
@@ -576,8 +582,14 @@ int Vm::run() {
 int main(int argc, char** argv) {
   Options o;
   if (!parse(argc, argv, o)) return 2;
-  signal(SIGINT, on_signal);
-  signal(SIGTERM, on_signal);
+  // With --die-with-parent a test or benchmark that dies cannot leave us
+  // behind. SIGTERM/SIGINT kill outright until the port is up (EAL start-up
+  // can wait for the vhost side for ever); after that they end the run
+  // cleanly (see Vm::run).
+  if (o.die_with_parent) {
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() == 1) return 1;
+  }
   Vm vm(o);
   return vm.run();
 }

@@ -68,6 +68,7 @@ struct DatapathConfig {
   bool uplink_receive = true;    // false: never poll the uplink (transmit-only benchmarks)
   PollOptions dispatcher_poll;   // the uplink dispatcher thread (interrupt needs rx
                                  // interrupts from the port, else it falls back to sleep)
+  int dispatcher_cpu = -1;       // -1: not pinned
   unsigned max_vms = 16;         // VM slots (also the number of uplink tx queues wanted)
   unsigned mbufs = 32767;        // mbuf pool size
   unsigned ring_size = 4096;     // per-VM rx ring (power of two). It must hold what
