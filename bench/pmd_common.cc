@@ -1,0 +1,247 @@
+#include "pmd_common.h"
+
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <dirent.h>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+namespace capsule::bench::pmd {
+
+using namespace std::chrono_literals;
+
+std::string make_tempdir(const std::string& prefix) {
+  std::string t = "/tmp/" + prefix + "-XXXXXX";
+  char* p = mkdtemp(t.data());
+  return p ? p : "";
+}
+
+void remove_tempdir(const std::string& dir) {
+  if (dir.rfind("/tmp/capsule-", 0) == 0) run("rm -rf '" + dir + "'");
+}
+
+int run(const std::string& cmd, std::string* out) {
+  FILE* f = popen((cmd + " 2>&1").c_str(), "r");
+  if (!f) return -1;
+  std::string s;
+  char buf[512];
+  while (fgets(buf, sizeof buf, f)) s += buf;
+  const int st = pclose(f);
+  if (out) *out = s;
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+EmuVm::EmuVm(const std::string& dir, const std::string& name, const std::string& socket, const std::string& mac,
+             std::vector<std::string> args, int cpu) {
+  out_ = dir + "/" + name + ".out";
+  std::vector<std::string> argv;
+  if (cpu >= 0) argv = {"/usr/bin/taskset", "-c", std::to_string(cpu)};
+  argv.push_back(testkit::sibling_binary("capsule-vm"));
+  argv.insert(argv.end(), {"--socket", socket, "--mac", mac, "--die-with-parent", "--report-ms", "200"});
+  argv.insert(argv.end(), args.begin(), args.end());
+  proc_ = testkit::ChildProcess::spawn(argv, out_);
+}
+
+EmuVm::~EmuVm() {
+  if (proc_) proc_->terminate(std::chrono::milliseconds(3000));
+}
+
+std::string EmuVm::output() const {
+  std::ifstream in(out_);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+bool EmuVm::wait_ready(double secs) {
+  return testkit::wait_until([&] { return output().find("capsule-vm: ready") != std::string::npos || !proc_->running(); },
+                             std::chrono::milliseconds(int(secs * 1000))) &&
+         output().find("capsule-vm: ready") != std::string::npos;
+}
+
+pid_t EmuVm::vcpu_tid() const {
+  const std::string o = output();
+  auto p = o.find("vcpu_tids=");
+  return p == std::string::npos ? 0 : pid_t(std::atoi(o.c_str() + p + 10));
+}
+
+std::map<std::string, uint64_t> EmuVm::counters() const {
+  std::istringstream in(output());
+  std::string line, last;
+  while (std::getline(in, line))
+    if (line.rfind("report ", 0) == 0 || line.rfind("final ", 0) == 0) last = line;
+  std::map<std::string, uint64_t> c;
+  std::istringstream ls(last);
+  std::string kv;
+  ls >> kv;
+  while (ls >> kv)
+    if (auto eq = kv.find('='); eq != std::string::npos) c[kv.substr(0, eq)] = std::stoull(kv.substr(eq + 1));
+  return c;
+}
+
+uint64_t thread_cpu_ns(pid_t pid, pid_t tid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/stat");
+  std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto p = s.rfind(')');
+  if (p == std::string::npos) return 0;
+  std::istringstream ss(s.substr(p + 2));
+  std::string f;
+  uint64_t ut = 0, st = 0;
+  for (int i = 3; i <= 15 && ss >> f; ++i) {
+    if (i == 14) ut = std::stoull(f);
+    if (i == 15) st = std::stoull(f);
+  }
+  return (ut + st) * (1'000'000'000ull / uint64_t(sysconf(_SC_CLK_TCK)));
+}
+
+OvsDpdk::OvsDpdk(Options o) {
+  dir_ = make_tempdir("capsule-ovs");
+  if (dir_.empty()) {
+    error_ = "cannot create a directory for OVS";
+    return;
+  }
+  env_ = "OVS_RUNDIR=" + dir_ + " OVS_LOGDIR=" + dir_ + " OVS_DBDIR=" + dir_ + " OVS_SYSCONFDIR=" + dir_ + " ";
+  const std::string vswitchd = "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk";
+  if (access(vswitchd.c_str(), X_OK) != 0) {
+    error_ = vswitchd + " is missing (package openvswitch-switch-dpdk)";
+    return;
+  }
+  std::string out;
+  if (run("ovsdb-tool create " + dir_ + "/conf.db /usr/share/openvswitch/vswitch.ovsschema", &out) != 0) {
+    error_ = "ovsdb-tool create failed: " + out;
+    return;
+  }
+  // Every OVS file (mgmt sockets, pidfiles, logs) in dir_: nothing in
+  // /var/run/openvswitch, where another OVS may live.
+  const std::vector<std::string> env = {"/usr/bin/env", "OVS_RUNDIR=" + dir_, "OVS_LOGDIR=" + dir_,
+                                        "OVS_DBDIR=" + dir_, "OVS_SYSCONFDIR=" + dir_};
+  auto with_env = [&](std::vector<std::string> argv) {
+    argv.insert(argv.begin(), env.begin(), env.end());
+    return argv;
+  };
+  ovsdb_ = testkit::ChildProcess::spawn(with_env({"/usr/sbin/ovsdb-server", dir_ + "/conf.db", "--remote=punix:" + dir_ + "/db.sock",
+                                         "--unixctl=" + dir_ + "/ovsdb.ctl", "--log-file=" + dir_ + "/ovsdb.log", "-vconsole:off"}),
+                                        dir_ + "/ovsdb.out");
+  if (!testkit::wait_until([&] { return access((dir_ + "/db.sock").c_str(), F_OK) == 0; }, 5s)) {
+    error_ = "ovsdb-server did not start";
+    return;
+  }
+  int rc = 0;
+  vsctl("--no-wait init", &rc);
+  std::string cfg = "--no-wait set Open_vSwitch . other_config:dpdk-init=true "
+                    "other_config:dpdk-extra=\"--no-pci --in-memory --file-prefix=capsule-ovs-" +
+                    std::to_string(getpid()) +
+                    "\" other_config:dpdk-socket-mem=512 other_config:dpdk-socket-limit=512 "
+                    "other_config:pmd-cpu-mask=" +
+                    std::to_string(1 << o.pmd_cpu);
+  if (o.pmd_maxsleep_us >= 0) cfg += " other_config:pmd-maxsleep=" + std::to_string(o.pmd_maxsleep_us);
+  vsctl(cfg, &rc);
+  if (rc != 0) {
+    error_ = "cannot configure OVS";
+    return;
+  }
+  vswitchd_ = testkit::ChildProcess::spawn(with_env({vswitchd, "unix:" + dir_ + "/db.sock", "--unixctl=" + dir_ + "/vswitchd.ctl",
+                                            "--log-file=" + dir_ + "/vswitchd.log", "-vconsole:off"}),
+                                           dir_ + "/vswitchd.out");
+  if (!testkit::wait_until([&] { return vsctl("get Open_vSwitch . dpdk_initialized").find("true") != std::string::npos; },
+                           30s)) {
+    error_ = "ovs-vswitchd-dpdk did not initialise DPDK (see " + dir_ + "/vswitchd.log)";
+    return;
+  }
+  vsctl("add-br br0 -- set bridge br0 datapath_type=netdev", &rc);
+  if (rc != 0) {
+    error_ = "cannot add bridge br0";
+    return;
+  }
+  run(env_ + "ovs-ofctl del-flows br0");
+  ok_ = true;
+}
+
+OvsDpdk::~OvsDpdk() {
+  if (vswitchd_) {
+    run(env_ + "ovs-appctl -t " + dir_ + "/vswitchd.ctl exit");
+    testkit::wait_until([&] { return !vswitchd_->running(); }, 5s);
+    vswitchd_->terminate(std::chrono::milliseconds(3000));
+  }
+  if (ovsdb_) ovsdb_->terminate(std::chrono::milliseconds(3000));
+  remove_tempdir(dir_);
+}
+
+std::string OvsDpdk::vsctl(const std::string& args, int* rc) {
+  std::string out;
+  const int r = run(env_ + "ovs-vsctl --db=unix:" + dir_ + "/db.sock --timeout=20 " + args, &out);
+  if (rc) *rc = r;
+  return out;
+}
+
+bool OvsDpdk::add_vhost_port(const std::string& name, const std::string& socket) {
+  int rc = 0;
+  vsctl("add-port br0 " + name + " -- set Interface " + name +
+            " type=dpdkvhostuserclient options:vhost-server-path=" + socket,
+        &rc);
+  return rc == 0;
+}
+
+bool OvsDpdk::add_dpdk_port(const std::string& name, const std::string& devargs) {
+  int rc = 0;
+  vsctl("add-port br0 " + name + " -- set Interface " + name + " type=dpdk options:dpdk-devargs=" + devargs, &rc);
+  return rc == 0;
+}
+
+bool OvsDpdk::flow(const std::string& spec) { return run(env_ + "ovs-ofctl add-flow br0 '" + spec + "'") == 0; }
+
+namespace {
+uint64_t field(const std::string& text, const std::string& key) {
+  auto p = text.find(key);
+  if (p == std::string::npos) return 0;
+  return std::strtoull(text.c_str() + p + key.size(), nullptr, 10);
+}
+}  // namespace
+
+uint64_t OvsDpdk::port_tx_packets(const std::string& port) {
+  std::string out;
+  run(env_ + "ovs-ofctl dump-ports br0 " + port, &out);
+  auto p = out.find("tx pkts=");
+  if (p == std::string::npos) std::fprintf(stderr, "ovs-ofctl dump-ports: %s\n", out.c_str());
+  return p == std::string::npos ? 0 : field(out.substr(p), "tx pkts=");
+}
+
+uint64_t OvsDpdk::port_rx_packets(const std::string& port) {
+  std::string out;
+  run(env_ + "ovs-ofctl dump-ports br0 " + port, &out);
+  return field(out, "rx pkts=");
+}
+
+void OvsDpdk::clear_pmd_stats() { run(env_ + "ovs-appctl -t " + dir_ + "/vswitchd.ctl dpif-netdev/pmd-stats-clear"); }
+
+double OvsDpdk::pmd_cycles_per_packet() {
+  std::string out;
+  run(env_ + "ovs-appctl -t " + dir_ + "/vswitchd.ctl dpif-netdev/pmd-stats-show", &out);
+  const std::string key = "avg processing cycles per packet:";
+  auto p = out.find(key);
+  return p == std::string::npos ? 0 : std::atof(out.c_str() + p + key.size());
+}
+
+std::vector<pid_t> OvsDpdk::pmd_tids() const {
+  std::vector<pid_t> v;
+  if (!vswitchd_) return v;
+  const std::string base = "/proc/" + std::to_string(vswitchd_->pid()) + "/task";
+  if (DIR* d = opendir(base.c_str())) {
+    while (dirent* e = readdir(d)) {
+      if (e->d_name[0] == '.') continue;
+      std::ifstream in(base + "/" + e->d_name + "/comm");
+      std::string comm;
+      std::getline(in, comm);
+      if (comm.rfind("pmd-", 0) == 0) v.push_back(pid_t(std::atoi(e->d_name)));
+    }
+    closedir(d);
+  }
+  return v;
+}
+
+}  // namespace capsule::bench::pmd
