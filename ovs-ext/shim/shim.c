@@ -1,0 +1,1 @@
+int capsule_shim_placeholder;
