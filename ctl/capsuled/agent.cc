@@ -171,14 +171,12 @@ Agent::~Agent() { release_all(); }
 
 void Agent::configure_admission(const ovs::HostRow* host) {
   rsv::AdmissionConfig cfg;
-  std::string key = "global|-1|";
-  if (host) {
-    if (host->admission_mode.value_or("global") == "partitioned") cfg.mode = rsv::AdmissionMode::kPartitioned;
-    cfg.bound = host->utilization_bound.value_or(-1);
-    if (host->capsule_cpus) cfg.cpus = rsv::parse_cpu_list(*host->capsule_cpus);
-    key = host->admission_mode.value_or("global") + "|" + fixed(cfg.bound, 6) + "|" +
-          host->capsule_cpus.value_or("");
-  }
+  const std::string mode = host ? host->admission_mode.value_or("global") : "global";
+  if (mode == "partitioned") cfg.mode = rsv::AdmissionMode::kPartitioned;
+  cfg.bound = host ? host->utilization_bound.value_or(-1) : -1;
+  const std::string cpus = host ? host->capsule_cpus.value_or("") : "";
+  if (!cpus.empty()) cfg.cpus = rsv::parse_cpu_list(cpus);
+  const std::string key = mode + "|" + fixed(cfg.bound, 6) + "|" + cpus;
   if (rsv_ && key == admission_key_) return;
   if (rsv_) {
     log(CAPSULE_LOG_INFO, "admission settings changed (" + key + "): re-admitting every VM");
@@ -471,6 +469,7 @@ ovs::StatusUpdate Agent::status() const {
   h.status["datapath"] = datapath_->attached() ? datapath_->name() : datapath_->detail();
   h.status["vms_running"] = std::to_string(running);
   h.status["vms_rejected"] = std::to_string(rejected);
+  if (!config_.metrics_url.empty()) h.status["metrics"] = config_.metrics_url;
   const auto fs = rsv::CpusetFs::detect();
   h.capabilities["sched_deadline"] = "true";
   h.capabilities["kernel_dl_bound"] = fixed(rsv::kernel_dl_bound(), 3);

@@ -30,6 +30,7 @@ namespace capsule::agent {
 struct AgentConfig {
   std::string chassis;
   std::string version = "0.1.0";
+  std::string metrics_url;  // "" when /metrics is off
 };
 
 // A VM row turned into what the kernel and the datapath should hold.

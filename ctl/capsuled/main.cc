@@ -52,7 +52,7 @@ struct Options {
   std::string db;
   std::string chassis;
   long stats_interval_ms = 5000;
-  int metrics_port = 9477;  // 0: off
+  int metrics_port = 9477;  // -1: off, 0: any free port
   std::optional<std::string> unixctl;
   bool detach = false, no_chdir = false;
   bool pidfile = false;
@@ -78,7 +78,8 @@ Options:
                            else the host name); only VM rows naming it apply
   --stats-interval=MS      statistics and liveness period (default 5000)
   --metrics-port=PORT      Prometheus /metrics on 127.0.0.1:PORT (default
-                           9477; 0 switches it off)
+                           9477; 0: any free port; "off": no endpoint); the
+                           URL is in Host:status:metrics
 
 Daemon options (as in OVS):
   --pidfile[=FILE]         create pidfile (default: $CAPSULE_RUNDIR/capsuled.pid)
@@ -143,7 +144,7 @@ Options parse_options(int argc, char** argv) {
       case OPT_DB: o.db = optarg; break;
       case OPT_CHASSIS: o.chassis = optarg; break;
       case OPT_STATS: o.stats_interval_ms = number(100, 3'600'000); break;
-      case OPT_METRICS: o.metrics_port = int(number(0, 65535)); break;
+      case OPT_METRICS: o.metrics_port = std::string(optarg) == "off" ? -1 : int(number(0, 65535)); break;
       case OPT_UNIXCTL: o.unixctl = optarg; break;
       case OPT_DETACH: o.detach = true; break;
       case OPT_NO_CHDIR: o.no_chdir = true; break;
@@ -362,8 +363,6 @@ int Daemon::run() {
   if (auto stale = rsv::PartitionSet::cleanup_stale(); stale && !stale->empty())
     log(CAPSULE_LOG_WARN, "removed " + std::to_string(stale->size()) + " stale capsule cpusets");
 
-  agent_ = std::make_unique<agent::Agent>(agent::AgentConfig{opts_.chassis, kVersion},
-                                          std::make_unique<agent::DetachedDatapath>());
 
   // OVS's fatal-signal handlers are installed by now (daemon, unixctl);
   // these replace them so that SIGTERM restores threads before exiting.
@@ -373,7 +372,7 @@ int Daemon::run() {
   signals_.async_wait([this](boost::system::error_code ec, int sig) {
     if (!ec) shutdown(std::string("signal ") + strsignal(sig));
   });
-  if (opts_.metrics_port > 0) {
+  if (opts_.metrics_port >= 0) {
     try {
       metrics_ = std::make_unique<agent::MetricsServer>(io_, uint16_t(opts_.metrics_port),
                                                         [this] { return agent_->metrics(); });
@@ -384,6 +383,10 @@ int Daemon::run() {
       return 1;
     }
   }
+  std::string metrics_url =
+      metrics_ ? "http://127.0.0.1:" + std::to_string(metrics_->port()) + "/metrics" : std::string();
+  agent_ = std::make_unique<agent::Agent>(agent::AgentConfig{opts_.chassis, kVersion, metrics_url},
+                                          std::make_unique<agent::DetachedDatapath>());
   capsule_unixctl_register("capsule/show", "", 0, 0, cmd_show, this);
   capsule_unixctl_register("capsule/stats", "", 0, 0, cmd_stats, this);
   capsule_unixctl_register("capsule/reconcile", "", 0, 0, cmd_reconcile, this);
