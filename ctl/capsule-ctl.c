@@ -721,6 +721,13 @@ compare_vm_names(const void *a_, const void *b_)
     return strcmp((*a)->name, (*b)->name);
 }
 
+static int
+compare_host_names(const void *a_, const void *b_)
+{
+    const struct capsulerec_host *const *a = a_, *const *b = b_;
+    return strcmp((*a)->chassis, (*b)->chassis);
+}
+
 static void
 show_vms_of(struct ctl_context *ctx, const char *chassis)
 {
@@ -779,7 +786,19 @@ cmd_show(struct ctl_context *ctx)
     struct ds *out = &ctx->output;
     const struct capsulerec_host *host;
     struct sset shown = SSET_INITIALIZER(&shown);
+    size_t n_hosts = 0, allocated = 0;
+    const struct capsulerec_host **hosts = NULL;
     CAPSULEREC_HOST_FOR_EACH (host, ctx->idl) {
+        if (n_hosts >= allocated) {
+            hosts = x2nrealloc(hosts, &allocated, sizeof *hosts);
+        }
+        hosts[n_hosts++] = host;
+    }
+    if (n_hosts) {
+        qsort(hosts, n_hosts, sizeof *hosts, compare_host_names);
+    }
+    for (size_t h = 0; h < n_hosts; h++) {
+        host = hosts[h];
         sset_add(&shown, host->chassis);
         ds_put_format(out, "Host \"%s\"\n", host->chassis);
         ds_put_format(out, "    datapath_type: %s\n",
@@ -799,6 +818,7 @@ cmd_show(struct ctl_context *ctx)
         show_smap(out, 4, "capabilities", &host->capabilities);
         show_vms_of(ctx, host->chassis);
     }
+    free(hosts);
     /* VMs that name a chassis without a Host row: nobody applies them. */
     const struct capsulerec_vm *vm;
     CAPSULEREC_VM_FOR_EACH (vm, ctx->idl) {
