@@ -200,6 +200,8 @@ class Daemon {
   void shutdown(const std::string& why);
   // Runs fn on the agent thread and waits (from the OVS thread).
   std::optional<std::string> ask_agent(std::function<std::string()> fn);
+  // Replies to a unixctl request with what fn returns on the agent thread.
+  void reply_from_agent(capsule_unixctl_conn* conn, std::function<std::string()> fn);
 
   // -- OVS thread --
   void ovs_main();
@@ -271,31 +273,30 @@ std::optional<std::string> Daemon::ask_agent(std::function<std::string()> fn) {
   return fut.get();
 }
 
-void Daemon::cmd_show(capsule_unixctl_conn* conn, int, const char*[], void* aux) {
-  auto* d = static_cast<Daemon*>(aux);
-  auto text = d->ask_agent([d] { return d->agent_->show(); });
-  if (text)
+void Daemon::reply_from_agent(capsule_unixctl_conn* conn, std::function<std::string()> fn) {
+  if (auto text = ask_agent(std::move(fn)))
     capsule_unixctl_reply(conn, text->c_str());
   else
     capsule_unixctl_reply_error(conn, "agent thread busy (no answer within 5 s)");
 }
 
+void Daemon::cmd_show(capsule_unixctl_conn* conn, int, const char*[], void* aux) {
+  auto* d = static_cast<Daemon*>(aux);
+  d->reply_from_agent(conn, [d] { return d->agent_->show(); });
+}
+
 void Daemon::cmd_stats(capsule_unixctl_conn* conn, int, const char*[], void* aux) {
   auto* d = static_cast<Daemon*>(aux);
-  auto text = d->ask_agent([d] {
+  d->reply_from_agent(conn, [d] {
     d->agent_->sample();
     return d->agent_->stats();
   });
-  if (text)
-    capsule_unixctl_reply(conn, text->c_str());
-  else
-    capsule_unixctl_reply_error(conn, "agent thread busy (no answer within 5 s)");
 }
 
 void Daemon::cmd_reconcile(capsule_unixctl_conn* conn, int, const char*[], void* aux) {
   auto* d = static_cast<Daemon*>(aux);
   auto snap = std::make_shared<ovs::Snapshot>(d->db_->snapshot());
-  auto text = d->ask_agent([d, snap] {
+  d->reply_from_agent(conn, [d, snap] {
     d->agent_->update(std::move(*snap));
     d->agent_->reconcile();
     d->publish();
@@ -303,10 +304,6 @@ void Daemon::cmd_reconcile(capsule_unixctl_conn* conn, int, const char*[], void*
     return "reconciled (pass " + std::to_string(d->agent_->reconcile_count()) + "): " +
            st.host.status["vms_running"] + " running, " + st.host.status["vms_rejected"] + " rejected\n";
   });
-  if (text)
-    capsule_unixctl_reply(conn, text->c_str());
-  else
-    capsule_unixctl_reply_error(conn, "agent thread busy (no answer within 5 s)");
 }
 
 void Daemon::cmd_exit(capsule_unixctl_conn* conn, int, const char*[], void* aux) {

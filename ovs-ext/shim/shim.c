@@ -472,21 +472,40 @@ numbers_equal(char **cur_keys, const double *cur_values, size_t n_cur,
     return true;
 }
 
+/* Real-valued map columns (VM and Host statistics), written only when they
+ * differ from what the row holds. */
+typedef void real_map_setter(const struct ovsdb_idl_row *, const char **keys,
+                             const double *values, size_t n);
+
+static void
+write_real_map(const struct ovsdb_idl_row *row, char **cur_keys, const double *cur_values,
+               size_t n_cur, const struct json *obj, real_map_setter *setter)
+{
+    if (!obj) {
+        return;
+    }
+    const char **keys;
+    double *values;
+    size_t n = json_to_numbers(obj, &keys, &values);
+    if (!numbers_equal(cur_keys, cur_values, n_cur, keys, values, n)) {
+        setter(row, keys, values, n);
+    }
+    free(keys);
+    free(values);
+}
+
+static void set_vm_statistics(const struct ovsdb_idl_row *r, const char **k, const double *v, size_t n)
+{ capsulerec_vm_set_statistics((const struct capsulerec_vm *) r, k, v, n); }
+static void set_host_statistics(const struct ovsdb_idl_row *r, const char **k, const double *v, size_t n)
+{ capsulerec_host_set_statistics((const struct capsulerec_host *) r, k, v, n); }
+
 static void
 write_vm(const struct capsulerec_vm *vm, const struct json *v)
 {
     write_smap_column(&vm->header_, &vm->status, shash_find_data(json_object(v), "status"),
                       set_vm_status);
-    const char **keys;
-    double *values;
-    size_t n = json_to_numbers(shash_find_data(json_object(v), "statistics"), &keys, &values);
-    if (shash_find_data(json_object(v), "statistics")
-        && !numbers_equal(vm->key_statistics, vm->value_statistics, vm->n_statistics,
-                          keys, values, n)) {
-        capsulerec_vm_set_statistics(vm, keys, values, n);
-    }
-    free(keys);
-    free(values);
+    write_real_map(&vm->header_, vm->key_statistics, vm->value_statistics, vm->n_statistics,
+                   shash_find_data(json_object(v), "statistics"), set_vm_statistics);
 }
 
 static void
@@ -521,16 +540,9 @@ write_host(const struct capsulerec_host *host, const struct json *h)
                       set_host_status);
     write_smap_column(&host->header_, &host->capabilities,
                       shash_find_data(json_object(h), "capabilities"), set_host_capabilities);
-    const char **keys;
-    double *values;
-    size_t n = json_to_numbers(shash_find_data(json_object(h), "statistics"), &keys, &values);
-    if (shash_find_data(json_object(h), "statistics")
-        && !numbers_equal(host->key_statistics, host->value_statistics, host->n_statistics,
-                          keys, values, n)) {
-        capsulerec_host_set_statistics(host, keys, values, n);
-    }
-    free(keys);
-    free(values);
+    write_real_map(&host->header_, host->key_statistics, host->value_statistics,
+                   host->n_statistics, shash_find_data(json_object(h), "statistics"),
+                   set_host_statistics);
 }
 
 static void
