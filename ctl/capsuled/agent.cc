@@ -70,6 +70,21 @@ std::string describe(const rsv::VmReservationSpec& spec) {
   return s.str();
 }
 
+// Everything of a VmNetConfig, as text: equal keys mean nothing to change.
+std::string net_config_key(const VmNetConfig& c) {
+  std::ostringstream k;
+  for (const auto& p : c.ports) {
+    k << p.name << '|' << p.vhost_path << '|' << p.vhost_client << '|' << p.mac << '|' << p.ingress_kbps << '|'
+      << p.ingress_burst_kb << '|' << p.ingress_kpps << '|' << p.ingress_burst_kpkts << '|';
+    if (p.egress) {
+      k << p.egress->type;
+      for (const auto& [key, v] : p.egress->params) k << ',' << key << '=' << v;
+    }
+    k << ';';
+  }
+  return k.str();
+}
+
 }  // namespace
 
 Result<PortConfig> port_from_row(const ovs::PortRow& row) {
@@ -200,6 +215,8 @@ void Agent::release_vm(const std::string& name, VmState& st) {
   }
   if (st.net_added) (void)datapath_->remove_vm(name);
   st.reserved = st.net_added = false;
+  st.net_key.clear();
+  st.net = {};
   st.meter.reset();
   st.threads.clear();
   st.dp_stats.reset();
@@ -266,22 +283,45 @@ void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg) {
     return;
   }
 
-  // The datapath first (it owns the PMD thread the reservation must hold).
-  bool net_added_now = false;
+  // The datapath first (it owns the PMD thread the reservation must hold);
+  // only when the VM's network configuration changed.
+  bool net_added_now = false, net_changed = false;
+  const VmNetConfig net_before = st.net;
   if (datapath_->attached()) {
-    if (Status s = datapath_->add_vm(desired->net); !s) {
-      if (st.reserved) st.in_force = describe(rsv_->find(row.name)->spec());
-      reject(st, "datapath: " + s.error().message);
-      return;
+    const std::string net_key = net_config_key(desired->net);
+    if (!st.net_added || net_key != st.net_key) {
+      if (Status s = datapath_->add_vm(desired->net); !s) {
+        if (st.reserved) st.in_force = describe(rsv_->find(row.name)->spec());
+        reject(st, "datapath: " + s.error().message);
+        return;
+      }
+      net_added_now = !st.net_added;
+      net_changed = st.net_added;
+      st.net_added = true;
+      st.net_key = net_key;
+      st.net = desired->net;
     }
-    net_added_now = !st.net_added;
-    st.net_added = true;
     if (auto tid = datapath_->pmd_tid(row.name)) {
       auto net_us = row.net_runtime_us.value_or(0);
       if (net_us > 0)
         desired->spec.threads.push_back(rsv::ThreadBudget{*tid, microseconds(net_us), -1, "pmd"});
     }
   }
+
+  // All or nothing: a refusal below puts the datapath back as it was.
+  auto undo_net = [&] {
+    if (net_added_now) {
+      (void)datapath_->remove_vm(row.name);
+      st.net_added = false;
+      st.net_key.clear();
+      st.net = {};
+    } else if (net_changed) {
+      if (Status s = datapath_->add_vm(net_before); !s)
+        log(CAPSULE_LOG_ERR, "VM " + row.name + ": cannot restore its datapath configuration: " + s.error().message);
+      st.net_key = net_config_key(net_before);
+      st.net = net_before;
+    }
+  };
 
   // A thread belongs to one capsule: two rows naming one process would
   // fight over its threads.
@@ -290,10 +330,7 @@ void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg) {
     for (const auto& p : ost.decision.threads)
       for (const auto& t : desired->spec.threads)
         if (p.tid == t.tid) {
-          if (net_added_now) {
-            (void)datapath_->remove_vm(row.name);
-            st.net_added = false;
-          }
+          undo_net();
           if (st.reserved) st.in_force = describe(rsv_->find(row.name)->spec());
           reject(st, "thread " + std::to_string(t.tid) + " (" + t.role + ") already belongs to VM " + other +
                          "'s capsule");
@@ -316,10 +353,7 @@ void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg) {
   auto decision = rsv_->reserve(desired->spec);
   if (!decision) {
     // reserve() left whatever was in force before untouched.
-    if (net_added_now) {
-      (void)datapath_->remove_vm(row.name);
-      st.net_added = false;
-    }
+    undo_net();
     if (st.reserved && rsv_->find(row.name)) st.in_force = describe(rsv_->find(row.name)->spec());
     reject(st, decision.error().message);
     log(CAPSULE_LOG_WARN, "VM " + row.name + " rejected: " + decision.error().message);
@@ -340,7 +374,9 @@ void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg) {
 }
 
 void Agent::reconcile() {
-  if (!have_snapshot_) return;
+  // Without a live database view, keep everything as it is: a lost
+  // connection is not a request to release every VM.
+  if (!have_snapshot_ || !snapshot_.connected) return;
   ++reconciles_;
   const ovs::HostRow* host = snapshot_.host ? &*snapshot_.host : nullptr;
   configure_admission(host);

@@ -90,6 +90,8 @@ class Agent {
     std::string in_force;      // rejected change: what still holds
     bool reserved = false;
     bool net_added = false;
+    VmNetConfig net;           // what the datapath holds for this VM
+    std::string net_key;       // the same, as text
     pid_t pid = 0;
     rsv::AdmissionDecision decision;
     std::unique_ptr<rsv::UtilisationMeter> meter;

@@ -96,16 +96,31 @@ Result<std::unique_ptr<Ovsdb>> Ovsdb::start(const std::string& dir) {
   if (created.rc != 0) return Error{"ovsdb-tool create: " + created.err, EIO};
   auto o = std::unique_ptr<Ovsdb>(new Ovsdb);
   o->dir_ = dir;
-  o->proc_ = testkit::ChildProcess::spawn({server, db, "--remote=punix:" + dir + "/db.sock",
-                                           "--unixctl=" + dir + "/ovsdb-server.ctl", "--no-chdir",
-                                           "--log-file=" + dir + "/ovsdb-server.log", "-vconsole:off"});
-  if (!o->proc_) return Error{"cannot start ovsdb-server", EIO};
-  const std::string sock = dir + "/db.sock";
-  if (!testkit::wait_until([&] { return ::access(sock.c_str(), F_OK) == 0 || !o->proc_->running(); },
-                           std::chrono::seconds(10)) ||
-      !o->proc_->running())
-    return Error{"ovsdb-server did not come up: " + slurp(dir + "/ovsdb-server.log"), EIO};
+  if (Status st = o->launch(); !st) return st.error();
   return o;
+}
+
+Status Ovsdb::launch() {
+  const std::string sock = dir_ + "/db.sock";
+  proc_ = testkit::ChildProcess::spawn({find_program("ovsdb-server"), dir_ + "/conf.db", "--remote=punix:" + sock,
+                                        "--unixctl=" + dir_ + "/ovsdb-server.ctl", "--no-chdir",
+                                        "--log-file=" + dir_ + "/ovsdb-server.log", "-vconsole:off"});
+  if (!proc_) return Error{"cannot start ovsdb-server", EIO};
+  if (!testkit::wait_until([&] { return ::access(sock.c_str(), F_OK) == 0 || !proc_->running(); },
+                           std::chrono::seconds(10)) ||
+      !proc_->running())
+    return Error{"ovsdb-server did not come up: " + slurp(dir_ + "/ovsdb-server.log"), EIO};
+  return Status::Ok();
+}
+
+void Ovsdb::stop() {
+  if (proc_) proc_->terminate();
+  proc_.reset();
+}
+
+Status Ovsdb::restart() {
+  stop();
+  return launch();
 }
 
 std::string capsule_ctl_path() { return testkit::sibling_binary("capsule-ctl"); }

@@ -309,6 +309,35 @@ TEST_F(CapsuledTest, AppctlAnswersShowStatsReconcileAndVlog) {
   EXPECT_EQ(harness::appctl(*agent_, {"vlog/set", "capsuled:file:dbg"}).rc, 0);
 }
 
+TEST_F(CapsuledTest, EnabledFalseReleasesAndTrueReapplies) {
+  FakeVm vm(1);
+  ok({"--wait", "add-vm", "vm1", "pid=" + std::to_string(vm.pid()), "vcpu_runtime_us=1000", "period_us=10000"});
+  ASSERT_TRUE(has_deadline(vm.vcpu_tids().at(0), 1ms, 10ms));
+  ok({"--wait", "set", "VM", "vm1", "enabled=false"});
+  EXPECT_FALSE(params(vm.vcpu_tids().at(0)).is_deadline());
+  EXPECT_EQ(status("vm1", "state"), "disabled");
+  ok({"--wait", "set", "VM", "vm1", "enabled=true"});
+  EXPECT_TRUE(has_deadline(vm.vcpu_tids().at(0), 1ms, 10ms));
+  EXPECT_EQ(status("vm1", "state"), "running");
+}
+
+TEST_F(CapsuledTest, DatabaseRestartKeepsReservationsAndRewritesStatus) {
+  FakeVm vm(2);
+  ok({"--wait", "add-vm", "vm1", "pid=" + std::to_string(vm.pid()), "--", "set-rsv", "vm1", "2ms", "20ms"});
+  db_->stop();
+  // While the database is away, nothing is released.
+  std::this_thread::sleep_for(600ms);  // three statistics passes
+  for (pid_t tid : vm.vcpu_tids()) EXPECT_TRUE(has_deadline(tid, 2ms, 20ms));
+  ASSERT_TRUE(db_->restart().ok());
+  // Status columns are ephemeral (lost with the server); capsuled writes
+  // them again once it has reconnected.
+  EXPECT_TRUE(testkit::wait_until([&] { return status("vm1", "state") == "running"; }, 10s))
+      << "status not rewritten after the database restart";
+  for (pid_t tid : vm.vcpu_tids()) EXPECT_TRUE(has_deadline(tid, 2ms, 20ms));
+  ok({"--wait", "set-rsv", "vm1", "3ms", "20ms"});
+  for (pid_t tid : vm.vcpu_tids()) EXPECT_TRUE(has_deadline(tid, 3ms, 20ms));
+}
+
 // GET on the loopback metrics endpoint; the whole reply (head and body).
 std::string http_get(int port, const std::string& path) {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);

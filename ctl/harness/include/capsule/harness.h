@@ -47,8 +47,12 @@ class Ovsdb {
   static Result<std::unique_ptr<Ovsdb>> start(const std::string& dir);
   std::string remote() const { return "unix:" + dir_ + "/db.sock"; }
   pid_t pid() const { return proc_->pid(); }
+  // Stops the server (SIGTERM) and starts it again on the same database file.
+  void stop();
+  Status restart();
 
  private:
+  Status launch();
   std::string dir_;
   std::unique_ptr<testkit::ChildProcess> proc_;
 };
