@@ -184,7 +184,7 @@ Agent::Agent(AgentConfig config, std::unique_ptr<Datapath> datapath)
 
 Agent::~Agent() { release_all(); }
 
-void Agent::configure_admission(const ovs::HostRow* host) {
+bool Agent::configure_admission(const ovs::HostRow* host) {
   rsv::AdmissionConfig cfg;
   const std::string mode = host ? host->admission_mode.value_or("global") : "global";
   if (mode == "partitioned") cfg.mode = rsv::AdmissionMode::kPartitioned;
@@ -192,13 +192,15 @@ void Agent::configure_admission(const ovs::HostRow* host) {
   const std::string cpus = host ? host->capsule_cpus.value_or("") : "";
   if (!cpus.empty()) cfg.cpus = rsv::parse_cpu_list(cpus);
   const std::string key = mode + "|" + fixed(cfg.bound, 6) + "|" + cpus;
-  if (rsv_ && key == admission_key_) return;
+  if (rsv_ && key == admission_key_) return false;
   if (rsv_) {
     log(CAPSULE_LOG_INFO, "admission settings changed (" + key + "): re-admitting every VM");
     release_all();
   }
+  const bool changed = rsv_ != nullptr;
   rsv_ = std::make_unique<rsv::ReservationManager>(cfg);
   admission_key_ = key;
+  return changed;
 }
 
 void Agent::update(ovs::Snapshot snapshot) {
@@ -241,10 +243,10 @@ void Agent::start_meter(VmState& st) {
   st.meter = std::make_unique<rsv::UtilisationMeter>(tids);
 }
 
-void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg) {
+void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluated) {
   VmState& st = vms_[row.name];
   st.uuid = row.uuid;
-  if (row.fingerprint != st.fingerprint) {
+  if (row.fingerprint != st.fingerprint || reevaluated) {
     st.fingerprint = row.fingerprint;
     st.cfg = next_cfg;
   }
@@ -379,7 +381,9 @@ void Agent::reconcile() {
   if (!have_snapshot_ || !snapshot_.connected) return;
   ++reconciles_;
   const ovs::HostRow* host = snapshot_.host ? &*snapshot_.host : nullptr;
-  configure_admission(host);
+  // New admission settings re-admit every VM: each outcome then belongs to
+  // this configuration (what --wait reports).
+  const bool readmit = configure_admission(host);
   const int64_t next_cfg = host ? host->next_cfg : 0;
 
   // Releases first (VMs gone, moved to another chassis): their bandwidth is
@@ -399,7 +403,7 @@ void Agent::reconcile() {
   // Shrinking or unchanged VMs before growing ones would be kinder to
   // admission; names give a stable order, and a refused VM is retried on the
   // next pass anyway.
-  for (const auto& [name, row] : rows) reconcile_vm(*row, next_cfg);
+  for (const auto& [name, row] : rows) reconcile_vm(*row, next_cfg, readmit);
   if (host) reconciled_cfg_ = host->next_cfg;
 }
 

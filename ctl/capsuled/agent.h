@@ -101,8 +101,10 @@ class Agent {
     std::chrono::steady_clock::time_point applied_at{};
   };
 
-  void configure_admission(const ovs::HostRow* host);
-  void reconcile_vm(const ovs::VmRow& row, int64_t next_cfg);
+  // True when the settings changed (every VM was released).
+  bool configure_admission(const ovs::HostRow* host);
+  // `reevaluated`: judge the row as new even if its configuration is not.
+  void reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluated);
   void release_vm(const std::string& name, VmState& st);
   void reject(VmState& st, const std::string& reason);
   void start_meter(VmState& st);

@@ -102,9 +102,9 @@ Result<std::unique_ptr<Ovsdb>> Ovsdb::start(const std::string& dir) {
 
 Status Ovsdb::launch() {
   const std::string sock = dir_ + "/db.sock";
-  proc_ = testkit::ChildProcess::spawn({find_program("ovsdb-server"), dir_ + "/conf.db", "--remote=punix:" + sock,
-                                        "--unixctl=" + dir_ + "/ovsdb-server.ctl", "--no-chdir",
-                                        "--log-file=" + dir_ + "/ovsdb-server.log", "-vconsole:off"});
+  proc_ = testkit::ChildProcess::spawn({find_program("ovsdb-server"), dir_ + "/conf.db", "-vconsole:off",
+                                        "--remote=punix:" + sock, "--unixctl=" + dir_ + "/ovsdb-server.ctl",
+                                        "--no-chdir", "--log-file=" + dir_ + "/ovsdb-server.log"});
   if (!proc_) return Error{"cannot start ovsdb-server", EIO};
   if (!testkit::wait_until([&] { return ::access(sock.c_str(), F_OK) == 0 || !proc_->running(); },
                            std::chrono::seconds(10)) ||
@@ -137,9 +137,9 @@ Result<std::unique_ptr<Capsuled>> Capsuled::start(const Ovsdb& db, const std::st
   auto c = std::unique_ptr<Capsuled>(new Capsuled);
   c->ctl_socket_ = dir + "/capsuled-" + chassis + ".ctl";
   c->log_ = dir + "/capsuled-" + chassis + ".log";
-  std::vector<std::string> argv{capsuled_path(),        "--db=" + db.remote(),  "--chassis=" + chassis,
-                                "--unixctl=" + c->ctl_socket_, "--log-file=" + c->log_, "--metrics-port=0",
-                                "--no-chdir",           "-vconsole:off"};
+  std::vector<std::string> argv{capsuled_path(),         "-vconsole:off",         "--db=" + db.remote(),
+                                "--chassis=" + chassis,  "--unixctl=" + c->ctl_socket_, "--log-file=" + c->log_,
+                                "--metrics-port=0",      "--no-chdir"};
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
   ::setenv("CAPSULE_RUNDIR", dir.c_str(), 1);
   c->proc_ = testkit::ChildProcess::spawn(argv);

@@ -202,6 +202,18 @@ TEST_F(CapsuledTest, OverBoundVmIsRejectedAndTheAdmittedOneUndisturbed) {
   EXPECT_NE(status("vm1", "in_force").find("5 ms every 50 ms"), std::string::npos) << status("vm1", "in_force");
   for (pid_t tid : a.vcpu_tids()) EXPECT_TRUE(has_deadline(tid, 5ms, 50ms));
 
+  // Lowering the bound re-admits every VM; --wait reports the casualties.
+  ok({"--wait", "set-rsv", "vm1", "5ms", "50ms"});
+  r = ctl({"--wait", "set", "Host", "host-a", "utilization_bound=0.05"});
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.err.find("VM vm1 rejected: cannot admit"), std::string::npos) << r.err;
+  for (pid_t tid : a.vcpu_tids()) EXPECT_FALSE(params(tid).is_deadline());
+  r = ctl({"--wait", "set", "Host", "host-a", "utilization_bound=0.2"});
+  EXPECT_EQ(r.rc, 1);  // vm1 is back, vm2 still does not fit, and says so
+  EXPECT_EQ(r.err.find("VM vm1 rejected"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("VM vm2 rejected"), std::string::npos) << r.err;
+  EXPECT_EQ(status("vm1", "state"), "running");
+
   // Freeing room lets vm2 in on a later pass (no change to vm2's row).
   ok({"--wait", "set-rsv", "vm1", "2ms", "50ms"});
   ok({"--wait", "set-rsv", "vm2", "3ms", "50ms"});
