@@ -63,9 +63,10 @@ struct Stack {
   }
 };
 
-std::unique_ptr<testkit::ChildProcess> fake_vm(int vcpus, long sleep_us) {
-  auto p = testkit::ChildProcess::spawn({testkit::sibling_binary("capsule-fakevm"), "--vcpus", std::to_string(vcpus),
-                                         "--work-us", "20", "--sleep-us", std::to_string(sleep_us)});
+// tools/fakevm with idle vCPUs (each wakes every 5 ms).
+std::unique_ptr<testkit::ChildProcess> fake_vm(int vcpus) {
+  auto p = testkit::ChildProcess::spawn(
+      {testkit::sibling_binary("capsule-fakevm"), "--vcpus", std::to_string(vcpus), "--load", "idle"}, "/dev/null");
   if (p) testkit::wait_until([&] { return vcpus_of(p->pid()).size() == std::size_t(vcpus); }, 5s);
   return p;
 }
@@ -75,7 +76,7 @@ int ctl_latency(const std::vector<std::string>& args) {
   const int vcpus = std::stoi(arg(args, "--vcpus", "2"));
   Stack s;
   if (!s.start()) return 1;
-  auto vm = fake_vm(vcpus, 10'000);
+  auto vm = fake_vm(vcpus);
   const auto tids = vcpus_of(vm->pid());
   auto r = harness::ctl(*s.db, {"--wait", "add-vm", "vm1", "pid=" + std::to_string(vm->pid()), "--", "set-rsv",
                                 "vm1", "1ms", "20ms"});
@@ -131,9 +132,9 @@ int ctl_scale(const std::vector<std::string>& args) {
   Stack s;
   if (!s.start({"--stats-interval=5000"})) return 1;
   const long rss_idle = rss_kib(s.agent->pid());
-  // One fake VM process (1 vCPU, waking 10 times a second) per row.
+  // One fake VM process (1 idle vCPU) per row.
   std::vector<std::unique_ptr<testkit::ChildProcess>> vms;
-  for (int i = 0; i < n; ++i) vms.push_back(fake_vm(1, 100'000));
+  for (int i = 0; i < n; ++i) vms.push_back(fake_vm(1));
   // All rows in one transaction, each with a port and a policer.
   std::vector<std::string> cmd{"--wait"};
   for (int i = 0; i < n; ++i) {

@@ -121,7 +121,8 @@ std::vector<pid_t> vcpus(pid_t pid) {
 class AgentTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    vm_ = testkit::ChildProcess::spawn({testkit::sibling_binary("capsule-fakevm"), "--vcpus", "2"});
+    vm_ = testkit::ChildProcess::spawn(
+        {testkit::sibling_binary("capsule-fakevm"), "--vcpus", "2", "--load", "idle"}, "/dev/null");
     ASSERT_TRUE(testkit::wait_until([&] { return vcpus(vm_->pid()).size() == 2; }, 5s));
   }
   std::unique_ptr<testkit::ChildProcess> vm_;

@@ -28,13 +28,14 @@ namespace {
 using namespace std::chrono_literals;
 using harness::CmdResult;
 
-// A process with `vcpus` threads named "CPU <n>/KVM".
+// A process with `vcpus` idle threads named "CPU <n>/KVM" (tools/fakevm).
 class FakeVm {
  public:
   explicit FakeVm(int vcpus, const std::string& pidfile = "") {
-    std::vector<std::string> argv{testkit::sibling_binary("capsule-fakevm"), "--vcpus", std::to_string(vcpus)};
+    std::vector<std::string> argv{testkit::sibling_binary("capsule-fakevm"), "--vcpus", std::to_string(vcpus),
+                                  "--load", "idle"};
     if (!pidfile.empty()) argv.insert(argv.end(), {"--pidfile", pidfile});
-    proc_ = testkit::ChildProcess::spawn(argv);
+    proc_ = testkit::ChildProcess::spawn(argv, "/dev/null");
     testkit::wait_until([&] { return vcpu_tids().size() == std::size_t(vcpus); }, 5s);
     if (!pidfile.empty()) testkit::wait_until([&] { return ::access(pidfile.c_str(), F_OK) == 0; }, 5s);
   }
