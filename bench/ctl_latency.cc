@@ -148,7 +148,7 @@ int ctl_scale(const std::vector<std::string>& args) {
   }
   cmd.pop_back();
   const auto t0 = Clock::now();
-  auto r = harness::ctl(*s.db, cmd);
+  auto r = harness::ctl(*s.db, cmd, std::chrono::seconds(600));
   const double converge_ms = ms_since(t0);
   if (r.rc != 0) {
     std::cerr << "bulk add failed: " << r.err.substr(0, 2000);

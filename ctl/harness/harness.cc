@@ -126,10 +126,11 @@ Status Ovsdb::restart() {
 std::string capsule_ctl_path() { return testkit::sibling_binary("capsule-ctl"); }
 std::string capsuled_path() { return testkit::sibling_binary("capsuled"); }
 
-CmdResult ctl(const Ovsdb& db, const std::vector<std::string>& args) {
-  std::vector<std::string> argv{capsule_ctl_path(), "--db=" + db.remote(), "--timeout=20"};
+CmdResult ctl(const Ovsdb& db, const std::vector<std::string>& args, std::chrono::seconds timeout) {
+  std::vector<std::string> argv{capsule_ctl_path(), "--db=" + db.remote(),
+                                "--timeout=" + std::to_string(timeout.count())};
   argv.insert(argv.end(), args.begin(), args.end());
-  return run(argv);
+  return run(argv, timeout + std::chrono::seconds(5));
 }
 
 Result<std::unique_ptr<Capsuled>> Capsuled::start(const Ovsdb& db, const std::string& dir, const std::string& chassis,

@@ -76,8 +76,9 @@ class Capsuled {
   std::string ctl_socket_, log_;
 };
 
-// capsule-ctl --db=<db> ARGS...
-CmdResult ctl(const Ovsdb& db, const std::vector<std::string>& args);
+// capsule-ctl --db=<db> --timeout=<timeout> ARGS...
+CmdResult ctl(const Ovsdb& db, const std::vector<std::string>& args,
+              std::chrono::seconds timeout = std::chrono::seconds(20));
 // ovs-appctl -t <capsuled's socket> ARGS...
 CmdResult appctl(const Capsuled& agent, const std::vector<std::string>& args);
 
