@@ -1,6 +1,5 @@
 #include "agent.h"
 
-#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -225,8 +224,11 @@ void Agent::release_vm(const std::string& name, VmState& st) {
   st.in_force.clear();
 }
 
-void Agent::reject(VmState& st, const std::string& reason) {
-  if (st.state != "rejected" || st.reason != reason) ++rejections_;
+void Agent::reject(const std::string& name, VmState& st, const std::string& reason) {
+  if (st.state != "rejected" || st.reason != reason) {  // news, not every pass
+    ++rejections_;
+    log(CAPSULE_LOG_WARN, "VM " + name + " rejected: " + reason);
+  }
   st.state = "rejected";
   st.reason = reason;
 }
@@ -281,7 +283,7 @@ void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluat
     } else {
       st.in_force = describe(rsv_->find(row.name)->spec());
     }
-    reject(st, desired.error().message);
+    reject(row.name, st, desired.error().message);
     return;
   }
 
@@ -294,7 +296,7 @@ void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluat
     if (!st.net_added || net_key != st.net_key) {
       if (Status s = datapath_->add_vm(desired->net); !s) {
         if (st.reserved) st.in_force = describe(rsv_->find(row.name)->spec());
-        reject(st, "datapath: " + s.error().message);
+        reject(row.name, st, "datapath: " + s.error().message);
         return;
       }
       net_added_now = !st.net_added;
@@ -334,7 +336,7 @@ void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluat
         if (p.tid == t.tid) {
           undo_net();
           if (st.reserved) st.in_force = describe(rsv_->find(row.name)->spec());
-          reject(st, "thread " + std::to_string(t.tid) + " (" + t.role + ") already belongs to VM " + other +
+          reject(row.name, st, "thread " + std::to_string(t.tid) + " (" + t.role + ") already belongs to VM " + other +
                          "'s capsule");
           return;
         }
@@ -342,14 +344,10 @@ void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluat
 
   const rsv::VmReservation* current = rsv_->find(row.name);
   if (st.reserved && current && st.pid == desired->pid && same_threads(current->spec(), desired->spec)) {
-    // Nothing to change, unless a thread vanished under us.
-    bool alive = ::kill(st.pid, 0) == 0 || errno != ESRCH;
-    if (alive) {
-      st.state = "running";
-      st.reason.clear();
-      st.in_force.clear();
-      return;
-    }
+    st.state = "running";  // nothing to change (a vanished process failed above)
+    st.reason.clear();
+    st.in_force.clear();
+    return;
   }
 
   auto decision = rsv_->reserve(desired->spec);
@@ -357,8 +355,7 @@ void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluat
     // reserve() left whatever was in force before untouched.
     undo_net();
     if (st.reserved && rsv_->find(row.name)) st.in_force = describe(rsv_->find(row.name)->spec());
-    reject(st, decision.error().message);
-    log(CAPSULE_LOG_WARN, "VM " + row.name + " rejected: " + decision.error().message);
+    reject(row.name, st, decision.error().message);
     return;
   }
   const bool changed = st.reserved;
@@ -368,7 +365,6 @@ void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluat
   st.state = "running";
   st.reason.clear();
   st.in_force.clear();
-  st.applied_at = std::chrono::steady_clock::now();
   ++applies_;
   start_meter(st);
   log(CAPSULE_LOG_INFO, "VM " + row.name + (changed ? ": reservation changed: " : ": reserved: ") +

@@ -98,7 +98,6 @@ class Agent {
     std::vector<ThreadSample> threads;
     std::optional<VmDatapathStats> dp_stats;
     std::map<std::string, ovs::RowStatus> ports;  // by port uuid
-    std::chrono::steady_clock::time_point applied_at{};
   };
 
   // True when the settings changed (every VM was released).
@@ -106,7 +105,7 @@ class Agent {
   // `reevaluated`: judge the row as new even if its configuration is not.
   void reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluated);
   void release_vm(const std::string& name, VmState& st);
-  void reject(VmState& st, const std::string& reason);
+  void reject(const std::string& name, VmState& st, const std::string& reason);
   void start_meter(VmState& st);
 
   AgentConfig config_;

@@ -189,7 +189,7 @@ TEST_F(AgentTest, RefusedAdmissionRollsTheNewDatapathVmBack) {
   auto dp = std::make_unique<RecordingDatapath>(pmd_.tid());
   auto* rec = dp.get();
   Agent agent(config(), std::move(dp));
-  auto row = vm_row("vm1", vm_->pid(), 15000, 20000);  // 2 x 0.75 + pmd > 0.2 x 2
+  auto row = vm_row("vm1", vm_->pid(), 15000, 20000);  // 2 x 0.75 + pmd > 0.2 x 2 CPUs, whatever else runs
   row.net_runtime_us = 1000;
   agent.update(snapshot({row}, 0.2));
   agent.reconcile();
@@ -211,15 +211,16 @@ TEST_F(AgentTest, RefusedChangePutsTheDatapathConfigurationBack) {
   port.name = "p1";
   port.vhost_path = "/tmp/p1.sock";
   row.ports.push_back(port);
-  agent.update(snapshot({row}, 0.5));
+  agent.update(snapshot({row}));
   agent.reconcile();
   ASSERT_EQ(agent.status().vms.at(row.uuid).status.at("state"), "running");
 
-  // New port and a budget over the bound in one change: refused as a whole.
-  auto changed = vm_row("vm1", vm_->pid(), 15000, 20000);
+  // A port change and a budget over any bound (2 x 100 %) in one change:
+  // refused as a whole.
+  auto changed = vm_row("vm1", vm_->pid(), 20000, 20000);
   changed.ports = row.ports;
   changed.ports[0].ingress_policing_rate = 1000;
-  agent.update(snapshot({changed}, 0.5));
+  agent.update(snapshot({changed}));
   agent.reconcile();
   EXPECT_EQ(agent.status().vms.at(row.uuid).status.at("state"), "rejected");
   ASSERT_EQ(rec->vms.count("vm1"), 1u);

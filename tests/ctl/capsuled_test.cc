@@ -181,45 +181,46 @@ TEST_F(CapsuledTest, DeletingTheRowRestoresEveryThread) {
 }
 
 TEST_F(CapsuledTest, OverBoundVmIsRejectedAndTheAdmittedOneUndisturbed) {
-  // Capacity 0.2 per CPU: vm1 (2 x 5/50 = 0.2) fits, vm2 (2 x 25/50 = 1.0) does not.
-  ok({"set", "Host", "host-a", "utilization_bound=0.2"});
+  // Numbers that hold whatever other SCHED_DEADLINE threads run on the host:
+  // vm1 asks 2 x 1/50 = 4 % of a CPU, vm2 asks 2 x 100 % = 200 %, more than
+  // the whole machine's bound (2 x 95 %).
   FakeVm a(2), b(2);
-  ok({"--wait", "add-vm", "vm1", "pid=" + std::to_string(a.pid()), "--", "set-rsv", "vm1", "5ms", "50ms"});
+  ok({"--wait", "add-vm", "vm1", "pid=" + std::to_string(a.pid()), "--", "set-rsv", "vm1", "1ms", "50ms"});
   ASSERT_EQ(status("vm1", "state"), "running");
 
-  auto r = ctl({"--wait", "add-vm", "vm2", "pid=" + std::to_string(b.pid()), "--", "set-rsv", "vm2", "25ms", "50ms"});
+  auto r = ctl({"--wait", "add-vm", "vm2", "pid=" + std::to_string(b.pid()), "--", "set-rsv", "vm2", "50ms", "50ms"});
   EXPECT_EQ(r.rc, 1);
   EXPECT_NE(r.err.find("VM vm2 rejected: cannot admit VM 'vm2'"), std::string::npos) << r.err;
   EXPECT_EQ(status("vm2", "state"), "rejected");
   EXPECT_NE(status("vm2", "reason").find("free"), std::string::npos) << status("vm2", "reason");
   for (pid_t tid : b.vcpu_tids()) EXPECT_FALSE(params(tid).is_deadline());
-  for (pid_t tid : a.vcpu_tids()) EXPECT_TRUE(has_deadline(tid, 5ms, 50ms));
+  for (pid_t tid : a.vcpu_tids()) EXPECT_TRUE(has_deadline(tid, 1ms, 50ms));
 
   // Growing the admitted VM past the bound is refused too; its old
   // reservation stays in force and status says so.
-  r = ctl({"--wait", "set-rsv", "vm1", "30ms", "50ms"});
+  r = ctl({"--wait", "set-rsv", "vm1", "50ms", "50ms"});
   EXPECT_EQ(r.rc, 1) << r.out;
   EXPECT_EQ(status("vm1", "state"), "rejected");
-  EXPECT_NE(status("vm1", "in_force").find("5 ms every 50 ms"), std::string::npos) << status("vm1", "in_force");
-  for (pid_t tid : a.vcpu_tids()) EXPECT_TRUE(has_deadline(tid, 5ms, 50ms));
+  EXPECT_NE(status("vm1", "in_force").find("1 ms every 50 ms"), std::string::npos) << status("vm1", "in_force");
+  for (pid_t tid : a.vcpu_tids()) EXPECT_TRUE(has_deadline(tid, 1ms, 50ms));
 
-  // Lowering the bound re-admits every VM; --wait reports the casualties.
-  ok({"--wait", "set-rsv", "vm1", "5ms", "50ms"});
-  r = ctl({"--wait", "set", "Host", "host-a", "utilization_bound=0.05"});
+  // Lowering the bound (1 % of each CPU) re-admits every VM; --wait reports
+  // the casualties.
+  ok({"--wait", "set-rsv", "vm1", "1ms", "50ms"});
+  r = ctl({"--wait", "set", "Host", "host-a", "utilization_bound=0.01"});
   EXPECT_EQ(r.rc, 1);
   EXPECT_NE(r.err.find("VM vm1 rejected: cannot admit"), std::string::npos) << r.err;
   for (pid_t tid : a.vcpu_tids()) EXPECT_FALSE(params(tid).is_deadline());
-  r = ctl({"--wait", "set", "Host", "host-a", "utilization_bound=0.2"});
+  r = ctl({"--wait", "clear", "Host", "host-a", "utilization_bound"});
   EXPECT_EQ(r.rc, 1);  // vm1 is back, vm2 still does not fit, and says so
   EXPECT_EQ(r.err.find("VM vm1 rejected"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("VM vm2 rejected"), std::string::npos) << r.err;
   EXPECT_EQ(status("vm1", "state"), "running");
 
-  // Freeing room lets vm2 in on a later pass (no change to vm2's row).
-  ok({"--wait", "set-rsv", "vm1", "2ms", "50ms"});
-  ok({"--wait", "set-rsv", "vm2", "3ms", "50ms"});
+  // A budget that fits lets vm2 in.
+  ok({"--wait", "set-rsv", "vm2", "2ms", "50ms"});
   EXPECT_EQ(status("vm2", "state"), "running");
-  for (pid_t tid : b.vcpu_tids()) EXPECT_TRUE(has_deadline(tid, 3ms, 50ms));
+  for (pid_t tid : b.vcpu_tids()) EXPECT_TRUE(has_deadline(tid, 2ms, 50ms));
 }
 
 TEST_F(CapsuledTest, MalformedRowsAreRejectedWithAReason) {
