@@ -17,7 +17,9 @@
 #include <gtest/gtest.h>
 
 #include "capsule/harness.h"
+#include "capsule/rsv/cpuset.h"
 #include "capsule/rsv/discovery.h"
+#include "capsule/rsv/partition.h"
 #include "capsule/rsv/sched_attr.h"
 #include "capsule/rsv/thread_state.h"
 #include "capsule/testkit.h"
@@ -423,6 +425,38 @@ TEST_F(CapsuledTest, SigtermRestoresThreadsAndSaysStopped) {
   EXPECT_EQ(status("vm1", "state"), "stopped");
   EXPECT_EQ(trim(ok({"get", "Host", "host-a", "status:state"})), "stopped");
   EXPECT_NE(::access(agent_->ctl_socket().c_str(), F_OK), 0) << "control socket left behind";
+}
+
+TEST_F(CapsuledTest, PartitionedModePinsIntoACpusetAndSigtermRemovesIt) {
+  const auto fs = rsv::CpusetFs::detect();
+  if (fs.kind() != rsv::CpusetFs::Kind::kV1) GTEST_SKIP() << "needs the cgroup v1 cpuset controller";
+  const auto cpus = rsv::online_cpus();
+  if (cpus.size() < 2) GTEST_SKIP() << "needs 2 CPUs (one stays with the system)";
+  const int cpu = cpus.back();
+  const std::string part = fs.path(rsv::PartitionSet::partition_name(cpu));
+  const std::string root_lb = *rsv::read_text_file(fs.path("/") + "/cpuset.sched_load_balance");
+
+  FakeVm vm(1);
+  const pid_t tid = vm.vcpu_tids().at(0);
+  const auto before = *rsv::ThreadSnapshot::capture(tid, fs);
+  ok({"set", "Host", "host-a", "admission_mode=partitioned", "capsule_cpus=\"" + std::to_string(cpu) + "\""});
+  ok({"--wait", "add-vm", "vm1", "pid=" + std::to_string(vm.pid()), "vcpu_runtime_us=1000", "period_us=20000"});
+  ASSERT_EQ(status("vm1", "state"), "running") << status("vm1", "reason");
+  EXPECT_EQ(status("vm1", "placement"), "partitioned: vcpu0:cpu" + std::to_string(cpu));
+  EXPECT_TRUE(has_deadline(tid, 1ms, 20ms));
+  EXPECT_EQ(*fs.thread_cpuset(tid), rsv::PartitionSet::partition_name(cpu));
+  auto now = *rsv::ThreadSnapshot::capture(tid, fs);
+  EXPECT_EQ(rsv::affinity_cpus(now.affinity), std::vector<int>{cpu});
+
+  const int rc = agent_->stop();
+  EXPECT_TRUE(WIFEXITED(rc) && WEXITSTATUS(rc) == 0) << rc;
+  now = *rsv::ThreadSnapshot::capture(tid, fs);
+  EXPECT_EQ(now.sched.policy, before.sched.policy);
+  EXPECT_EQ(now.cpuset, before.cpuset);
+  EXPECT_EQ(rsv::affinity_cpus(now.affinity), rsv::affinity_cpus(before.affinity));
+  EXPECT_NE(::access(part.c_str(), F_OK), 0) << part << " left behind";
+  EXPECT_NE(::access(fs.path("/capsule-system").c_str(), F_OK), 0) << "capsule-system left behind";
+  EXPECT_EQ(*rsv::read_text_file(fs.path("/") + "/cpuset.sched_load_balance"), root_lb);
 }
 
 TEST_F(CapsuledTest, ExitedVmIsReleasedAndReported) {
