@@ -176,12 +176,42 @@ Result<DesiredVm> desired_from_row(const ovs::VmRow& row) {
   return d;
 }
 
-Agent::Agent(AgentConfig config, std::unique_ptr<Datapath> datapath)
-    : config_(std::move(config)), datapath_(std::move(datapath)) {
+Agent::Agent(AgentConfig config, DatapathFactory datapath_factory)
+    : config_(std::move(config)),
+      datapath_factory_(std::move(datapath_factory)),
+      datapath_(std::make_unique<DetachedDatapath>()) {
   configure_admission(nullptr);
 }
 
-Agent::~Agent() { release_all(); }
+bool Agent::configure_datapath(const ovs::HostRow* host) {
+  if (!datapath_factory_ || !host) return false;
+  DatapathSettings settings;
+  settings.type = host->datapath_type.value_or("capsule");
+  settings.dpdk_options = host->dpdk_options;
+  settings.uplink = host->uplink;
+  std::ostringstream key;
+  key << settings.type;
+  for (const auto& m : {settings.dpdk_options, settings.uplink}) {
+    key << '|';
+    for (const auto& [k, v] : m) key << k << '=' << v << ';';
+  }
+  if (key.str() == datapath_key_) return false;
+  // VMs hold threads of the old datapath: release them all, then admit them
+  // again on the new one.
+  release_all();
+  datapath_ = std::make_unique<DetachedDatapath>();
+  datapath_key_ = key.str();
+  auto made = datapath_factory_(settings);
+  if (made) {
+    datapath_ = std::move(*made);
+    log(CAPSULE_LOG_INFO, "datapath " + datapath_->name() + " ready (" + settings.type + ")");
+  } else {
+    datapath_ = std::make_unique<DetachedDatapath>("not attached: " + made.error().message);
+    log(CAPSULE_LOG_ERR, "datapath " + settings.type + ": " + made.error().message);
+  }
+  return true;
+}
+
 
 bool Agent::configure_admission(const ovs::HostRow* host) {
   rsv::AdmissionConfig cfg;
@@ -379,7 +409,7 @@ void Agent::reconcile() {
   const ovs::HostRow* host = snapshot_.host ? &*snapshot_.host : nullptr;
   // New admission settings re-admit every VM: each outcome then belongs to
   // this configuration (what --wait reports).
-  const bool readmit = configure_admission(host);
+  const bool readmit = configure_datapath(host) | configure_admission(host);
   const int64_t next_cfg = host ? host->next_cfg : 0;
 
   // Releases first (VMs gone, moved to another chassis): their bandwidth is
@@ -424,6 +454,11 @@ void Agent::sample() {
 void Agent::release_all() {
   for (auto& [name, st] : vms_) release_vm(name, st);
   if (rsv_) rsv_->release_all();
+}
+
+Agent::~Agent() {
+  release_all();
+  datapath_.reset();  // after the VMs' threads are restored
 }
 
 void Agent::shutdown() {

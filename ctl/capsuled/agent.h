@@ -48,7 +48,8 @@ Result<PortConfig> port_from_row(const ovs::PortRow& row);
 
 class Agent {
  public:
-  Agent(AgentConfig config, std::unique_ptr<Datapath> datapath);
+  // No factory: the agent stays on a DetachedDatapath (vCPU reservations only).
+  explicit Agent(AgentConfig config, DatapathFactory datapath_factory = nullptr);
   ~Agent();  // releases every VM (threads restored, cpusets removed)
   Agent(const Agent&) = delete;
   Agent& operator=(const Agent&) = delete;
@@ -102,6 +103,7 @@ class Agent {
 
   // True when the settings changed (every VM was released).
   bool configure_admission(const ovs::HostRow* host);
+  bool configure_datapath(const ovs::HostRow* host);
   // `reevaluated`: judge the row as new even if its configuration is not.
   void reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluated);
   void release_vm(const std::string& name, VmState& st);
@@ -109,7 +111,9 @@ class Agent {
   void start_meter(VmState& st);
 
   AgentConfig config_;
+  DatapathFactory datapath_factory_;
   std::unique_ptr<Datapath> datapath_;
+  std::string datapath_key_;  // the Host settings datapath_ was made with
   std::unique_ptr<rsv::ReservationManager> rsv_;
   std::string admission_key_;  // the Host settings rsv_ was made with
   ovs::Snapshot snapshot_;

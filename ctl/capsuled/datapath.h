@@ -12,6 +12,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -76,18 +77,39 @@ class Datapath {
   virtual Result<VmDatapathStats> stats(const std::string& vm) const = 0;
 };
 
-// The stand-in until dpdk-pmd is wired: attached() is false.
+// The stand-in while no datapath runs: attached() is false, detail() says why.
 class DetachedDatapath final : public Datapath {
  public:
+  static constexpr const char* kNoLibrary =
+      "not attached: this capsuled has no datapath library; vCPU reservations only";
+  explicit DetachedDatapath(std::string why = kNoLibrary) : why_(std::move(why)) {}
   std::string name() const override { return "none"; }
   bool attached() const override { return false; }
-  std::string detail() const override {
-    return "not attached: this capsuled has no datapath library; vCPU reservations only";
-  }
+  std::string detail() const override { return why_; }
   Status add_vm(const VmNetConfig&) override { return Error{detail(), ENOTSUP}; }
   Status remove_vm(const std::string&) override { return Status::Ok(); }
   std::optional<pid_t> pmd_tid(const std::string&) const override { return std::nullopt; }
   Result<VmDatapathStats> stats(const std::string&) const override { return Error{detail(), ENOTSUP}; }
+
+ private:
+  std::string why_;
 };
+
+// Host-wide datapath settings, from the Host row.
+struct DatapathSettings {
+  std::string type = "capsule";                   // Host:datapath_type
+  std::map<std::string, std::string> dpdk_options;  // Host:dpdk_options (EAL)
+  std::map<std::string, std::string> uplink;        // Host:uplink
+};
+
+// Makes the datapath for the Host row's settings. capsuled calls it on the
+// first Host row and again whenever those settings change (every VM is then
+// released and admitted again on the new datapath). An error leaves capsuled
+// on a DetachedDatapath whose detail() carries the message.
+//
+// Wiring dpdk-pmd: write a class CapsuleDpdkDatapath : Datapath over
+// capsule::pmd::Datapath and return it here for type "capsule" (see
+// docs/ctl.md, "Wiring the DPDK datapath").
+using DatapathFactory = std::function<Result<std::unique_ptr<Datapath>>(const DatapathSettings&)>;
 
 }  // namespace capsule::agent

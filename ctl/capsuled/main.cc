@@ -382,8 +382,9 @@ int Daemon::run() {
   }
   std::string metrics_url =
       metrics_ ? "http://127.0.0.1:" + std::to_string(metrics_->port()) + "/metrics" : std::string();
-  agent_ = std::make_unique<agent::Agent>(agent::AgentConfig{opts_.chassis, kVersion, metrics_url},
-                                          std::make_unique<agent::DetachedDatapath>());
+  // No datapath library is linked yet: no factory, so the agent stays on a
+  // DetachedDatapath (see datapath.h for where dpdk-pmd plugs in).
+  agent_ = std::make_unique<agent::Agent>(agent::AgentConfig{opts_.chassis, kVersion, metrics_url});
   capsule_unixctl_register("capsule/show", "", 0, 0, cmd_show, this);
   capsule_unixctl_register("capsule/stats", "", 0, 0, cmd_stats, this);
   capsule_unixctl_register("capsule/reconcile", "", 0, 0, cmd_reconcile, this);

@@ -79,6 +79,17 @@ class RecordingDatapath final : public Datapath {
   pid_t pmd_;
 };
 
+// A factory that makes a RecordingDatapath and tells the test where it is.
+DatapathFactory recording(pid_t pmd, RecordingDatapath** out, int* made = nullptr) {
+  return [pmd, out, made](const DatapathSettings& s) -> Result<std::unique_ptr<Datapath>> {
+    if (made) ++*made;
+    if (s.uplink.count("devargs") && s.uplink.at("devargs") == "bogus") return Error{"unknown driver bogus", EINVAL};
+    auto dp = std::make_unique<RecordingDatapath>(pmd);
+    *out = dp.get();
+    return std::unique_ptr<Datapath>(std::move(dp));
+  };
+}
+
 AgentConfig config() {
   AgentConfig c;
   c.chassis = "c1";
@@ -97,7 +108,7 @@ ovs::VmRow vm_row(const std::string& name, pid_t pid, int64_t runtime_us, int64_
   return r;
 }
 
-ovs::Snapshot snapshot(std::vector<ovs::VmRow> vms, double bound = -1) {
+ovs::Snapshot snapshot(std::vector<ovs::VmRow> vms, double bound = -1, const std::string& devargs = "") {
   ovs::Snapshot s;
   s.connected = true;
   s.chassis = "c1";
@@ -105,6 +116,7 @@ ovs::Snapshot snapshot(std::vector<ovs::VmRow> vms, double bound = -1) {
   h.uuid = "11111111-1111-1111-1111-111111111111";
   h.chassis = "c1";
   if (bound > 0) h.utilization_bound = bound;
+  if (!devargs.empty()) h.uplink["devargs"] = devargs;
   h.next_cfg = 7;
   s.host = h;
   s.vms = std::move(vms);
@@ -130,9 +142,8 @@ class AgentTest : public ::testing::Test {
 };
 
 TEST_F(AgentTest, PmdThreadJoinsTheVmsReservation) {
-  auto dp = std::make_unique<RecordingDatapath>(pmd_.tid());
-  auto* rec = dp.get();
-  Agent agent(config(), std::move(dp));
+  RecordingDatapath* rec = nullptr;
+  Agent agent(config(), recording(pmd_.tid(), &rec));
   auto row = vm_row("vm1", vm_->pid(), 2000, 20000);
   row.net_runtime_us = 3000;
   ovs::PortRow port;
@@ -186,9 +197,8 @@ TEST_F(AgentTest, PmdThreadJoinsTheVmsReservation) {
 }
 
 TEST_F(AgentTest, RefusedAdmissionRollsTheNewDatapathVmBack) {
-  auto dp = std::make_unique<RecordingDatapath>(pmd_.tid());
-  auto* rec = dp.get();
-  Agent agent(config(), std::move(dp));
+  RecordingDatapath* rec = nullptr;
+  Agent agent(config(), recording(pmd_.tid(), &rec));
   auto row = vm_row("vm1", vm_->pid(), 15000, 20000);  // 2 x 0.75 + pmd > 0.2 x 2 CPUs, whatever else runs
   row.net_runtime_us = 1000;
   agent.update(snapshot({row}, 0.2));
@@ -202,9 +212,8 @@ TEST_F(AgentTest, RefusedAdmissionRollsTheNewDatapathVmBack) {
 }
 
 TEST_F(AgentTest, RefusedChangePutsTheDatapathConfigurationBack) {
-  auto dp = std::make_unique<RecordingDatapath>(pmd_.tid());
-  auto* rec = dp.get();
-  Agent agent(config(), std::move(dp));
+  RecordingDatapath* rec = nullptr;
+  Agent agent(config(), recording(pmd_.tid(), &rec));
   auto row = vm_row("vm1", vm_->pid(), 2000, 20000);
   ovs::PortRow port;
   port.uuid = "22222222-2222-2222-2222-222222222222";
@@ -229,9 +238,8 @@ TEST_F(AgentTest, RefusedChangePutsTheDatapathConfigurationBack) {
 }
 
 TEST_F(AgentTest, DatapathFailureRejectsAndKeepsWhatWasInForce) {
-  auto dp = std::make_unique<RecordingDatapath>(pmd_.tid());
-  auto* rec = dp.get();
-  Agent agent(config(), std::move(dp));
+  RecordingDatapath* rec = nullptr;
+  Agent agent(config(), recording(pmd_.tid(), &rec));
   auto row = vm_row("vm1", vm_->pid(), 2000, 20000);
   agent.update(snapshot({row}));
   agent.reconcile();
@@ -251,6 +259,41 @@ TEST_F(AgentTest, DatapathFailureRejectsAndKeepsWhatWasInForce) {
   EXPECT_EQ(st.at("reason"), "datapath: no more queues");
   EXPECT_NE(st.at("in_force").find("2 ms every 20 ms"), std::string::npos) << st.at("in_force");
   for (pid_t tid : vcpus(vm_->pid())) EXPECT_EQ(rsv::get_sched_params(tid)->runtime, 2ms);
+}
+
+TEST_F(AgentTest, DatapathIsMadeFromTheHostRowAndRemadeWhenItChanges) {
+  RecordingDatapath* rec = nullptr;
+  int made = 0;
+  Agent agent(config(), recording(pmd_.tid(), &rec, &made));
+  EXPECT_FALSE(agent.datapath().attached());  // no Host row seen yet
+  auto row = vm_row("vm1", vm_->pid(), 2000, 20000);
+  row.net_runtime_us = 1000;
+  agent.update(snapshot({row}, -1, "net_null0"));
+  agent.reconcile();
+  ASSERT_EQ(made, 1);
+  ASSERT_TRUE(agent.datapath().attached());
+  EXPECT_TRUE(rsv::get_sched_params(pmd_.tid())->is_deadline());
+  agent.reconcile();
+  EXPECT_EQ(made, 1) << "same settings, same datapath";
+
+  // New uplink settings: a new datapath, the VM admitted again on it.
+  agent.update(snapshot({row}, -1, "net_null1"));
+  agent.reconcile();
+  EXPECT_EQ(made, 2);
+  EXPECT_EQ(rec->vms.count("vm1"), 1u);
+  EXPECT_EQ(agent.status().vms.at(row.uuid).status.at("state"), "running");
+
+  // A datapath that cannot start: VMs keep their vCPU reservations, and
+  // every status says why there is no datapath.
+  agent.update(snapshot({row}, -1, "bogus"));
+  agent.reconcile();
+  EXPECT_FALSE(agent.datapath().attached());
+  auto st = agent.status();
+  EXPECT_EQ(st.host.status.at("datapath"), "not attached: unknown driver bogus");
+  EXPECT_EQ(st.vms.at(row.uuid).status.at("state"), "running");
+  EXPECT_EQ(st.vms.at(row.uuid).status.at("datapath"), "not attached");
+  EXPECT_FALSE(rsv::get_sched_params(pmd_.tid())->is_deadline()) << "the old PMD thread kept its reservation";
+  for (pid_t tid : vcpus(vm_->pid())) EXPECT_TRUE(rsv::get_sched_params(tid)->is_deadline());
 }
 
 TEST(PortFromRow, ValidatesLikeTheDocsSay) {
