@@ -546,6 +546,42 @@ write_host(const struct capsulerec_host *host, const struct json *h)
 }
 
 static void
+write_vm_by_uuid(struct capsule_db *db, const struct uuid *uuid, const struct json *v)
+{
+    const struct capsulerec_vm *vm = capsulerec_vm_get_for_uuid(db->idl, uuid);
+    if (vm) {
+        write_vm(vm, v);
+    }
+}
+
+static void
+write_port_by_uuid(struct capsule_db *db, const struct uuid *uuid, const struct json *p)
+{
+    const struct capsulerec_port *port = capsulerec_port_get_for_uuid(db->idl, uuid);
+    if (port) {
+        write_port(port, p);
+    }
+}
+
+/* {"<uuid>": {...}, ...}: applies `write` to each row that still exists. */
+static void
+write_rows(struct capsule_db *db, const struct json *rows,
+           void (*write)(struct capsule_db *, const struct uuid *, const struct json *))
+{
+    if (!rows || rows->type != JSON_OBJECT) {
+        return;
+    }
+    struct shash_node *node;
+    SHASH_FOR_EACH (node, json_object(rows)) {
+        struct uuid uuid;
+        const struct json *row = node->data;
+        if (uuid_from_string(&uuid, node->name) && row->type == JSON_OBJECT) {
+            write(db, &uuid, row);
+        }
+    }
+}
+
+static void
 start_status_txn(struct capsule_db *db)
 {
     struct json *st = db->pending;
@@ -569,36 +605,8 @@ start_status_txn(struct capsule_db *db)
         capsulerec_host_set_cur_cfg(host, json_integer(cur_cfg));
     }
 
-    const struct json *vms = shash_find_data(json_object(st), "vms");
-    if (vms && vms->type == JSON_OBJECT) {
-        struct shash_node *node;
-        SHASH_FOR_EACH (node, json_object(vms)) {
-            struct uuid uuid;
-            const struct json *v = node->data;
-            if (!uuid_from_string(&uuid, node->name) || v->type != JSON_OBJECT) {
-                continue;
-            }
-            const struct capsulerec_vm *vm = capsulerec_vm_get_for_uuid(db->idl, &uuid);
-            if (vm) {
-                write_vm(vm, v);
-            }
-        }
-    }
-    const struct json *ports = shash_find_data(json_object(st), "ports");
-    if (ports && ports->type == JSON_OBJECT) {
-        struct shash_node *node;
-        SHASH_FOR_EACH (node, json_object(ports)) {
-            struct uuid uuid;
-            const struct json *p = node->data;
-            if (!uuid_from_string(&uuid, node->name) || p->type != JSON_OBJECT) {
-                continue;
-            }
-            const struct capsulerec_port *port = capsulerec_port_get_for_uuid(db->idl, &uuid);
-            if (port) {
-                write_port(port, p);
-            }
-        }
-    }
+    write_rows(db, shash_find_data(json_object(st), "vms"), write_vm_by_uuid);
+    write_rows(db, shash_find_data(json_object(st), "ports"), write_port_by_uuid);
     db->inflight = st;
 }
 

@@ -108,6 +108,14 @@ ovs::VmRow vm_row(const std::string& name, pid_t pid, int64_t runtime_us, int64_
   return r;
 }
 
+ovs::PortRow port_row() {
+  ovs::PortRow port;
+  port.uuid = "22222222-2222-2222-2222-222222222222";
+  port.name = "p1";
+  port.vhost_path = "/tmp/p1.sock";
+  return port;
+}
+
 ovs::Snapshot snapshot(std::vector<ovs::VmRow> vms, double bound = -1, const std::string& devargs = "") {
   ovs::Snapshot s;
   s.connected = true;
@@ -146,10 +154,7 @@ TEST_F(AgentTest, PmdThreadJoinsTheVmsReservation) {
   Agent agent(config(), recording(pmd_.tid(), &rec));
   auto row = vm_row("vm1", vm_->pid(), 2000, 20000);
   row.net_runtime_us = 3000;
-  ovs::PortRow port;
-  port.uuid = "22222222-2222-2222-2222-222222222222";
-  port.name = "p1";
-  port.vhost_path = "/tmp/p1.sock";
+  ovs::PortRow port = port_row();
   port.qos = ovs::QosRow{"q", "egress-policer", {{"cir", "125000"}, {"cbs", "1500"}}};
   row.ports.push_back(port);
   agent.update(snapshot({row}));
@@ -215,10 +220,7 @@ TEST_F(AgentTest, RefusedChangePutsTheDatapathConfigurationBack) {
   RecordingDatapath* rec = nullptr;
   Agent agent(config(), recording(pmd_.tid(), &rec));
   auto row = vm_row("vm1", vm_->pid(), 2000, 20000);
-  ovs::PortRow port;
-  port.uuid = "22222222-2222-2222-2222-222222222222";
-  port.name = "p1";
-  port.vhost_path = "/tmp/p1.sock";
+  ovs::PortRow port = port_row();
   row.ports.push_back(port);
   agent.update(snapshot({row}));
   agent.reconcile();
@@ -247,10 +249,7 @@ TEST_F(AgentTest, DatapathFailureRejectsAndKeepsWhatWasInForce) {
 
   rec->fail_next_add = true;
   auto changed = vm_row("vm1", vm_->pid(), 4000, 20000);
-  ovs::PortRow port;  // a new port: the datapath is asked, and refuses
-  port.uuid = "22222222-2222-2222-2222-222222222222";
-  port.name = "p1";
-  port.vhost_path = "/tmp/p1.sock";
+  ovs::PortRow port = port_row();  // a new port: the datapath is asked, and refuses
   changed.ports.push_back(port);
   agent.update(snapshot({changed}));
   agent.reconcile();
