@@ -99,7 +99,8 @@ Runtime control: ovs-appctl -t <control socket> COMMAND, with COMMAND one of
   capsule/reconcile        reconcile now and report
   exit                     stop (threads restored, cpusets removed)
   vlog/list, vlog/set ...  OVS's logging commands
-With the default socket: OVS_RUNDIR=/run/capsule ovs-appctl -t capsuled capsule/show
+With the default socket and --pidfile:
+  OVS_RUNDIR=/run/capsule ovs-appctl -t capsuled capsule/show
 )";
   std::exit(0);
 }
@@ -183,12 +184,11 @@ struct Exchange {
   bool snapshot_posted = false;             // a snapshot is queued for the agent
   std::optional<ovs::Snapshot> snapshot;
   std::atomic<bool> stopping{false};        // agent thread: finish writing, then stop
-  std::atomic<bool> ovs_done{false};
 };
 
 class Daemon {
  public:
-  Daemon(Options opts) : opts_(std::move(opts)), signals_(io_), stats_timer_(io_) {}
+  explicit Daemon(Options opts) : opts_(std::move(opts)), signals_(io_), stats_timer_(io_) {}
 
   int run();
 
@@ -222,9 +222,10 @@ class Daemon {
 };
 
 void Daemon::publish() {
+  auto status = agent_->status();  // reads /proc: not under the lock
   {
     std::lock_guard<std::mutex> lock(x_.mu);
-    x_.status = agent_->status();
+    x_.status = std::move(status);
   }
   capsule_ovs_wake();
 }
@@ -318,13 +319,13 @@ void Daemon::ovs_main() {
   bool was_connected = false;
   auto deadline = std::chrono::steady_clock::time_point::max();
   for (;;) {
+    std::optional<ovs::StatusUpdate> status;
     {
       std::lock_guard<std::mutex> lock(x_.mu);
-      if (x_.status) {
-        if (Status st = db.set_status(*x_.status); !st) log(CAPSULE_LOG_ERR, st.error().message);
-        x_.status.reset();
-      }
+      status.swap(x_.status);
     }
+    if (status)
+      if (Status st = db.set_status(*status); !st) log(CAPSULE_LOG_ERR, st.error().message);
     bool changed = db.run();
     if (db.connected() != was_connected) {
       was_connected = db.connected();
@@ -339,8 +340,9 @@ void Daemon::ovs_main() {
       std::lock_guard<std::mutex> lock(x_.mu);
       if ((!x_.status && !db.status_pending()) || std::chrono::steady_clock::now() > deadline) break;
     } else if (changed) {
+      auto snapshot = db.snapshot();
       std::lock_guard<std::mutex> lock(x_.mu);
-      x_.snapshot = db.snapshot();
+      x_.snapshot = std::move(snapshot);
       if (!x_.snapshot_posted) {
         x_.snapshot_posted = true;
         asio::post(io_, [this] { on_snapshot(); });
@@ -350,7 +352,6 @@ void Daemon::ovs_main() {
   }
   db_ = nullptr;
   capsule_unixctl_destroy();
-  x_.ovs_done = true;
   asio::post(io_, [this] { io_.stop(); });
 }
 
