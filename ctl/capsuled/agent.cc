@@ -305,6 +305,32 @@ void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluat
   }
 
   auto desired = desired_from_row(row);
+  if (!desired && desired.error().errnum == ENOENT && !st.reserved && datapath_->attached()) {
+    // The VM is not up yet (no pidfile, or no vCPU threads: QEMU with a
+    // vhost-user server socket waits for its backend before it starts its
+    // vCPUs). Bring its ports up now so it can connect, as OVS does for a
+    // dpdkvhostuserclient port; the reservation follows on a later pass.
+    VmNetConfig net{row.name, {}};
+    bool ports_ok = true;
+    for (const auto& port : row.ports) {
+      auto p = port_from_row(port);
+      if (!p) ports_ok = false;
+      else net.ports.push_back(std::move(*p));
+    }
+    const std::string key = net_config_key(net);
+    if (ports_ok && !net.ports.empty() && (!st.net_added || key != st.net_key)) {
+      if (Status s = datapath_->add_vm(net); s) {
+        st.net_added = true;
+        st.net_key = key;
+        st.net = net;
+      }
+    }
+    if (st.state != "waiting" || st.reason != desired.error().message)
+      log(CAPSULE_LOG_INFO, "VM " + row.name + " waiting: " + desired.error().message);
+    st.state = "waiting";
+    st.reason = desired.error().message + (st.net_added ? "; its ports are up, the reservation follows" : "");
+    return;
+  }
   if (!desired) {
     // The process is gone: nothing left to hold. A configuration error: keep
     // what was admitted before (like OVS keeps the last good configuration).
