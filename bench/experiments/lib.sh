@@ -12,9 +12,9 @@ mkdir -p "$EXP_OUT"
 # The exact command line that produced a result, for docs/results.md.
 exp_command() { printf '%s' "bench/experiments/$(basename "$0")"; for a in "$@"; do printf ' %q' "$a"; done; }
 
-# exp_plot PNG TITLE XLABEL YLABEL "gnuplot plot clause"
+# exp_plot PNG TITLE XLABEL YLABEL "gnuplot plot clause" ["more gnuplot set-up"]
 exp_plot() {
-  local png=$1 title=$2 xl=$3 yl=$4 clause=$5
+  local png=$1 title=$2 xl=$3 yl=$4 clause=$5 extra=${6:-}
   gnuplot <<GP || say "plot: gnuplot failed for $png (the CSV is still there)"
 set terminal pngcairo size 900,560 noenhanced
 set output '$png'
@@ -24,6 +24,7 @@ set grid
 set title '$title'
 set xlabel '$xl'
 set ylabel '$yl'
+$extra
 plot $clause
 GP
 }
@@ -43,4 +44,52 @@ section = head + "\n" + body + "\n"
 text = pat.sub(lambda m: section, text) if pat.search(text) else text.rstrip() + "\n\n" + section
 open(doc, "w").write(text)
 PY
+}
+
+# exp_bench LOG ARGS...: runs `capsule-bench ARGS`, its output shown and kept
+# in LOG. If the script is interrupted or fails, exp_cleanup stops the bench
+# with SIGTERM (it then undoes its VMs, OVS-DPDK, reservations and cpuset
+# partition itself); if it does not end within 30 s, it and the processes it
+# started are killed by PID and stale capsule cpusets are removed.
+EXP_BENCH_PID=
+exp_bench() {
+  local log=$1
+  shift
+  "$EXP_BIN/capsule-bench" "$@" > >(tee "$log") 2>&1 &
+  EXP_BENCH_PID=$!
+  local rc=0
+  wait "$EXP_BENCH_PID" || rc=$?
+  EXP_BENCH_PID=
+  sleep 0.2  # let tee finish
+  return $rc
+}
+
+exp_descendants() {
+  local p
+  for p in $(pgrep -P "$1" 2>/dev/null); do
+    echo "$p"
+    exp_descendants "$p"
+  done
+}
+
+exp_cleanup() {
+  local pid=$EXP_BENCH_PID
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
+  local kids
+  kids=$(exp_descendants "$pid")
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -KILL "$pid" $kids 2>/dev/null || true
+    "$EXP_BIN/capsule-rsv" cleanup || true
+  fi
+  for k in $kids; do kill -0 "$k" 2>/dev/null && kill -KILL "$k" 2>/dev/null; done
+  return 0
+}
+trap exp_cleanup EXIT
+trap 'exit 130' INT TERM
+
+# exp_note_load: one line on what else ran on the machine (for the doc).
+exp_note_load() {
+  printf 'load average before the run: %s; %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)" "$(date -u '+%Y-%m-%d %H:%M UTC')"
 }

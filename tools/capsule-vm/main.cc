@@ -81,6 +81,7 @@ struct Options {
   double interval_ms = 20;
   uint32_t response_bytes = 100'000;
   double deadline_ms = 0;  // probe: 0 = the interval
+  std::string latency_file;  // probe: every completion time (us), one a line, at the end
   bool hugepages = true;
   bool die_with_parent = false;
   std::string prefix;
@@ -92,6 +93,7 @@ void usage() {
       "                  [--mode tx|count|reflect|probe|serve|compute] [--dst MAC] [--dst-ip A.B.C.D]\n"
       "                  [--rate PPS (0 = flat out)] [--size BYTES] [--count N] [--duration S]\n"
       "                  [--interval-ms MS] [--response-bytes N] [--deadline-ms MS]\n"
+      "                  [--latency-file FILE]\n"
       "                  [--busy-poll] [--queue-size N] [--report-ms MS] [--json] [--no-huge]\n"
       "                  [--die-with-parent]");
 }
@@ -124,6 +126,7 @@ bool parse(int argc, char** argv, Options& o) {
     else if (a == "--interval-ms") o.interval_ms = std::atof(val().c_str());
     else if (a == "--response-bytes") o.response_bytes = uint32_t(std::atoi(val().c_str()));
     else if (a == "--deadline-ms") o.deadline_ms = std::atof(val().c_str());
+    else if (a == "--latency-file") o.latency_file = val();
     else if (a == "--no-huge") o.hugepages = false;
     else if (a == "--die-with-parent") o.die_with_parent = true;
     else if (a == "--help" || a == "-h") { usage(); std::exit(0); }
@@ -198,6 +201,7 @@ class Vm {
   std::map<uint64_t, Pending> pending_;
   uint64_t next_probe_ns_ = 0;
   std::vector<double> latencies_us_;
+  std::atomic<bool> link_up_{false};
   std::atomic<uint64_t> lat_p50_{0}, lat_p99_{0}, lat_max_{0};
 };
 
@@ -352,6 +356,13 @@ unsigned Vm::tx_due(uint64_t now) {
 
 void Vm::probe_tick(uint64_t now) {
   if (o_.mode != "probe" || now < next_probe_ns_) return;
+  if (!link_up_.load(std::memory_order_relaxed)) {  // nothing could arrive yet
+    next_probe_ns_ = now + 1'000'000;
+    return;
+  }
+  // With --duration, the last second sends nothing: every request has its
+  // one second to complete before the VM stops.
+  if (o_.duration > 1 && double(now - start_ns_) / 1e9 >= o_.duration - 1) return;
   next_probe_ns_ += uint64_t(o_.interval_ms * 1e6);
   if (next_probe_ns_ < now) next_probe_ns_ = now + uint64_t(o_.interval_ms * 1e6);
   rte_mbuf* m = rte_pktmbuf_alloc(pool_);
@@ -459,6 +470,10 @@ void Vm::worker() {
   const double deadline_us = (o_.deadline_ms > 0 ? o_.deadline_ms : o_.interval_ms) * 1000.0;
   for (double l : latencies_us_)
     if (l > deadline_us) add(c_.missed);
+  if (!o_.latency_file.empty()) {
+    std::ofstream out(o_.latency_file);
+    for (double l : latencies_us_) out << uint64_t(l) << "\n";
+  }
   if (!latencies_us_.empty()) {
     auto v = latencies_us_;
     std::sort(v.begin(), v.end());
@@ -552,6 +567,7 @@ int Vm::run() {
       rte_eth_link link{};
       if (rte_eth_link_get_nowait(port_, &link) == 0 && link.link_status) {
         ready = true;
+        link_up_.store(true);
         std::printf(o_.json ? "{\"event\":\"ready\"}\n" : "capsule-vm: ready\n");
       }
     }
