@@ -243,7 +243,7 @@ TEST_F(CapsuledTest, MalformedRowsAreRejectedWithAReason) {
       {{"pidfile=/nonexistent/vm.pid", "vcpu_runtime_us=1000", "period_us=20000"}, {}, "cannot read pidfile"},
       {{"pid=4000000", "vcpu_runtime_us=1000", "period_us=20000"}, {}, "does not exist"},
       {{"pid=" + std::to_string(db_->pid()), "vcpu_runtime_us=1000", "period_us=20000"}, {}, "no vCPU threads"},
-      {{"pid=" + p}, {}, "no reservation"},
+      {{"pid=" + p, "vcpu_runtime_us=1000"}, {}, "no reservation"},
       {{"pid=" + p, "vcpu_runtime_us=1000", "period_us=20000"},
        {"--", "add-port", "bad", "p1", "/tmp/p1.sock", "mac=\"52:54:00:zz:00:01\""}, "not an Ethernet address"},
       {{"pid=" + p, "vcpu_runtime_us=1000", "period_us=20000"},

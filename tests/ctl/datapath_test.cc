@@ -157,6 +157,31 @@ TEST_F(DatapathTest, PmdJoinsTheCapsuleAndTrafficIsPolicedAtTheQosRate) {
   for (pid_t t : vcpus) EXPECT_EQ(rsv::get_sched_params(t)->policy, SCHED_OTHER);
 }
 
+TEST_F(DatapathTest, BestEffortVmGetsItsPortsAndLaterItsCapsule) {
+  const std::string mac_a = "02:00:00:00:00:0a", mac_b = "02:00:00:00:00:0b";
+  EmulatedVm b(dir_, "b", mac_b, {"--mode", "count"});
+  EmulatedVm a(dir_, "a", mac_a, {"--mode", "tx", "--dst", mac_b, "--rate", "5000", "--size", "256"});
+  // No set-rsv: best effort. The ports come up and traffic flows in CFS.
+  auto r = ctl({"--wait", "add-vm", "a", "pid=" + std::to_string(a.pid()), "--", "add-port", "a", "a0", a.socket(),
+                "mac=\"" + mac_a + "\"", "--", "add-vm", "b", "pid=" + std::to_string(b.pid()), "--", "add-port", "b",
+                "b0", b.socket(), "mac=\"" + mac_b + "\""});
+  ASSERT_EQ(r.rc, 0) << r.out << r.err;
+  ASSERT_TRUE(testkit::wait_until([&] { return b.counter("rx_to_me") > 500; }, 20s)) << a.output() << b.output();
+  EXPECT_NE(ctl({"get", "VM", "a", "status:reason"}).out.find("best effort"), std::string::npos);
+  const pid_t pmd = pmd_thread(agent_->pid(), "a");
+  ASSERT_NE(pmd, 0);
+  EXPECT_EQ(rsv::get_sched_params(pmd)->policy, SCHED_OTHER);
+
+  // Giving it a capsule later puts its vCPU and its datapath thread in it.
+  r = ctl({"--wait", "--", "--net=3ms", "set-rsv", "a", "2ms", "20ms"});
+  ASSERT_EQ(r.rc, 0) << r.out << r.err;
+  ASSERT_TRUE(testkit::wait_until([&] { return rsv::get_sched_params(pmd)->is_deadline(); }, 5s));
+  EXPECT_EQ(rsv::get_sched_params(pmd)->runtime, 3ms);
+  for (pid_t t : a.vcpus()) EXPECT_EQ(rsv::get_sched_params(t)->runtime, 2ms);
+  const long long before = b.counter("rx_to_me");
+  EXPECT_TRUE(testkit::wait_until([&] { return b.counter("rx_to_me") > before + 1000; }, 10s)) << b.output();
+}
+
 TEST_F(DatapathTest, PortWithoutMacIsRejectedWithTheReason) {
   // A VM process that is up (capsule-fakevm: vCPU threads, no vhost-user).
   auto vm = testkit::ChildProcess::spawn({testkit::sibling_binary("capsule-fakevm"), "--vcpus", "1", "--load", "idle"},
