@@ -25,6 +25,8 @@ struct PolicerCase {
   bool on_to_vm;    // measured on B's to_vm counters instead of A's from_vm
 };
 
+void PrintTo(const PolicerCase& c, std::ostream* os) { *os << c.name; }
+
 class PmdPolicer : public ::testing::TestWithParam<PolicerCase> {};
 
 TEST_P(PmdPolicer, HoldsItsRateAtTwiceTheOfferedLoad) {
