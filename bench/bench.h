@@ -42,5 +42,9 @@ std::string arg(const std::vector<std::string>& args, const std::string& key, co
 
 }  // namespace capsule::bench
 
+#define CAPSULE_BENCH_CAT2(a, b) a##b
+#define CAPSULE_BENCH_CAT(a, b) CAPSULE_BENCH_CAT2(a, b)
+// CAPSULE_BENCH("name", "one-line summary", function): any function name,
+// qualified or not, may be registered.
 #define CAPSULE_BENCH(name, summary, fn) \
-  static ::capsule::bench::Register capsule_bench_reg_##fn(name, summary, fn)
+  static ::capsule::bench::Register CAPSULE_BENCH_CAT(capsule_bench_reg_, __COUNTER__)(name, summary, fn)

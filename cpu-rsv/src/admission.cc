@@ -1,6 +1,7 @@
 #include "capsule/rsv/admission.h"
 
 #include <dirent.h>
+#include <sys/utsname.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -41,12 +42,6 @@ int sched_file_policy(const std::string& path) {
 
 }  // namespace
 
-std::string format_percent(double fraction) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f %%", fraction * 100.0);
-  return buf;
-}
-
 double kernel_dl_bound() {
   auto rt = read_text_file("/proc/sys/kernel/sched_rt_runtime_us");
   auto per = read_text_file("/proc/sys/kernel/sched_rt_period_us");
@@ -54,6 +49,17 @@ double kernel_dl_bound() {
   const double r = std::atof(rt->c_str()), p = std::atof(per->c_str());
   if (r < 0) return 1.0;
   return p > 0 ? r / p : 0.95;
+}
+
+double fair_server_bandwidth() {
+  auto rt = read_text_file("/sys/kernel/debug/sched/fair_server/cpu0/runtime");
+  auto per = read_text_file("/sys/kernel/debug/sched/fair_server/cpu0/period");
+  if (rt && per && std::atof(per->c_str()) > 0) return std::atof(rt->c_str()) / std::atof(per->c_str());
+  utsname u{};
+  if (::uname(&u) != 0) return 0;
+  int major = 0, minor = 0;
+  std::sscanf(u.release, "%d.%d", &major, &minor);
+  return (major > 6 || (major == 6 && minor >= 12)) ? 0.05 : 0.0;
 }
 
 std::vector<DeadlineThread> scan_deadline_threads() {
@@ -98,6 +104,7 @@ std::vector<DomainLoad> AdmissionControl::load_without(const std::string& skip,
     d.name = "root domain (cpus " + format_cpu_list(cfg_.cpus) + ")";
     d.cpus = cfg_.cpus;
     d.capacity = cfg_.bound * double(cfg_.cpus.size());
+    d.kernel = fair_server_bandwidth() * double(cfg_.cpus.size());
     doms.push_back(d);
   } else {
     for (int c : cfg_.cpus) {
@@ -105,6 +112,7 @@ std::vector<DomainLoad> AdmissionControl::load_without(const std::string& skip,
       d.name = "core " + std::to_string(c);
       d.cpus = {c};
       d.capacity = cfg_.bound;
+      d.kernel = fair_server_bandwidth();
       doms.push_back(d);
     }
   }
@@ -140,9 +148,10 @@ Result<AdmissionDecision> AdmissionControl::admit(const VmReservationSpec& spec,
   auto doms = load_without(spec.name, external);
   const std::string who = "VM '" + spec.name + "'";
   auto describe = [&](const DomainLoad& d) {
-    return d.name + ": " + format_percent(d.capsule + d.external) + " booked (" +
+    return d.name + ": " + format_percent(d.capsule + d.external + d.kernel) + " booked (" +
            format_percent(d.capsule) + " by capsule, " + format_percent(d.external) +
-           " by other SCHED_DEADLINE threads), bound " + format_percent(d.capacity) + ", free " +
+           " by other SCHED_DEADLINE threads, " + format_percent(d.kernel) +
+           " by the kernel's fair server), bound " + format_percent(d.capacity) + ", free " +
            format_percent(std::max(0.0, d.free()));
   };
   const std::string advice = ". Lower the budget, lengthen the period, or remove another VM";

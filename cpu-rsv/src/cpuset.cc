@@ -68,6 +68,19 @@ std::vector<int> online_cpus() {
   return s ? parse_cpu_list(*s) : std::vector<int>{0};
 }
 
+bool rebuild_kernel_dl_accounting() {
+  const CpusetFs fs = CpusetFs::detect();
+  if (fs.kind() != CpusetFs::Kind::kV1) return false;
+  for (const char* rel : {"/", "/capsule-system"}) {
+    const std::string file = fs.path(rel) + "/cpuset.sched_load_balance";
+    auto cur = read_text_file(file);
+    if (!cur || *cur != "1") continue;
+    if (!write_text_file(file, "0")) return false;
+    return bool(write_text_file(file, "1"));
+  }
+  return false;
+}
+
 CpusetFs CpusetFs::detect() {
   CpusetFs fs;
   std::ifstream mounts("/proc/mounts");

@@ -1,5 +1,7 @@
 #include "capsule/rsv/reservation.h"
 
+#include "capsule/rsv/cpuset.h"
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -25,7 +27,10 @@ struct Registry {
 };
 Registry& registry() {
   static Registry* r = [] {
-    std::atexit([] { VmReservation::release_all(); });
+    std::atexit([] {
+      VmReservation::release_all();
+      wait_for_released_bandwidth();
+    });
     return new Registry;
   }();
   return *r;
@@ -43,23 +48,55 @@ SchedParams dl_params(const ReservationSpec& s) {
 
 }  // namespace
 
-void note_bandwidth_released(nanoseconds deadline) {
-  // 0-lag time <= the current absolute deadline <= now + D; the margin
-  // covers the kernel's inactive timer firing late under load.
-  const auto when = (Clock::now() + deadline + std::chrono::milliseconds(20)).time_since_epoch().count();
+void note_bandwidth_released(nanoseconds deadline, double bandwidth) {
+  // The kernel frees a departing thread's bandwidth at its 0-lag time,
+  // deadline - remaining_runtime / bandwidth. The deadline is at most D away;
+  // a thread that overran its budget (budgets are enforced at the tick, up
+  // to 10 ms late at HZ=100) has negative runtime, which pushes the 0-lag
+  // time out by overrun / bandwidth. The margin covers timer slack.
+  const double overrun_ns = 10e6 / std::max(bandwidth, 0.01);
+  const auto when = (Clock::now() + deadline + nanoseconds(static_cast<long long>(overrun_ns)) +
+                     std::chrono::milliseconds(20))
+                        .time_since_epoch()
+                        .count();
   auto cur = g_release_horizon.load();
   while (cur < when && !g_release_horizon.compare_exchange_weak(cur, when)) {
   }
 }
 
+void wait_for_released_bandwidth() {
+  const auto horizon = Clock::time_point(Clock::duration(g_release_horizon.load()));
+  if (Clock::now() < horizon) std::this_thread::sleep_until(horizon);
+}
+
 Status set_deadline_params(pid_t tid, const ReservationSpec& spec) {
+  // Any process's thread that just left SCHED_DEADLINE holds its bandwidth
+  // for a while too, and admission has already checked that the demand
+  // fits what live threads hold: so EBUSY gets a short grace period even
+  // without a release of our own, and a longer one after ours.
+  constexpr auto kGrace = std::chrono::milliseconds(300);
   const SchedParams p = dl_params(spec);
+  const auto start = Clock::now();
+  bool repaired = false;
   for (;;) {
     Status st = set_sched_params(tid, p);
     if (st || st.error().errnum != EBUSY) return st;
-    const auto horizon = Clock::time_point(Clock::duration(g_release_horizon.load()));
-    if (Clock::now() >= horizon) return st;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    const auto own = Clock::time_point(Clock::duration(g_release_horizon.load()));
+    if (Clock::now() < std::max(own, start + kGrace)) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      continue;
+    }
+    // Linux 6.18 was seen to leave its root-domain DL total wrong (even
+    // below zero) when threads exit while their bandwidth is still being
+    // released; a sched-domain rebuild recounts it from the live tasks.
+    if (!repaired && rebuild_kernel_dl_accounting()) {
+      repaired = true;
+      continue;
+    }
+    return Error{st.error().message + ", although capsule's own accounting found room: another "
+                       "program holds SCHED_DEADLINE bandwidth that no live thread shows (released "
+                       "moments ago, or booked by a kernel DL server)",
+                   EBUSY};
   }
 }
 
@@ -135,7 +172,7 @@ Status VmReservation::restore_member(Member& m) {
   if (!m.applied) return Status::Ok();
   auto cur = get_sched_params(m.budget.tid);
   Status st = m.saved.restore(fs_);
-  if (cur && cur->is_deadline()) note_bandwidth_released(cur->deadline);
+  if (cur && cur->is_deadline()) note_bandwidth_released(cur->deadline, cur->bandwidth());
   if (m.budget.cpu >= 0 && partitions_) (void)partitions_->release(m.budget.cpu);
   m.applied = false;
   return st;
@@ -201,7 +238,7 @@ Status VmReservation::change(const VmReservationSpec& next) {
     const ThreadBudget nb = *want[m->budget.tid];
     if (Status st = set_deadline_params(m->budget.tid, next.thread_spec(nb)); !st)
       return fail(m->budget.tid, st);
-    note_bandwidth_released(prev.effective_deadline());
+    note_bandwidth_released(prev.effective_deadline(), prev.thread_spec(m->budget).bandwidth());
     changed.push_back(m);
   }
   for (auto* m : growing) {

@@ -16,13 +16,13 @@ bool read_us(const char* path, nanoseconds& out) {
   return true;
 }
 
-std::string pct(double fraction) {
+}  // namespace
+
+std::string format_percent(double fraction) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.1f %%", fraction * 100.0);
   return buf;
 }
-
-}  // namespace
 
 KernelLimits KernelLimits::read() {
   KernelLimits l;
@@ -63,7 +63,7 @@ Result<nanoseconds> parse_duration(const std::string& text) {
 std::string ReservationSpec::to_string() const {
   std::string s = "runtime " + format_duration(runtime) + ", period " + format_duration(period);
   if (deadline.count() && deadline != period) s += ", deadline " + format_duration(deadline);
-  s += " (" + pct(bandwidth()) + ")";
+  s += " (" + format_percent(bandwidth()) + ")";
   if (reclaim) s += ", reclaiming";
   return s;
 }

@@ -62,6 +62,7 @@ std::unique_ptr<ChildProcess> ChildProcess::spawn(const std::vector<std::string>
       int fd = ::open(stdout_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
       if (fd >= 0) {
         ::dup2(fd, 1);
+        ::dup2(fd, 2);
         ::close(fd);
       }
     }
@@ -93,6 +94,11 @@ int ChildProcess::terminate(std::chrono::milliseconds grace) {
     reaped_ = true;
     status_ = st;
   }
+  return status_;
+}
+
+int ChildProcess::wait_exit(std::chrono::milliseconds timeout) {
+  if (!wait_until([this] { return !running(); }, timeout)) return -1;
   return status_;
 }
 

@@ -34,6 +34,12 @@ struct AdmissionConfig {
 // 1.0 when sched_rt_runtime_us is -1).
 double kernel_dl_bound();
 
+// Bandwidth per CPU that the kernel itself books as SCHED_DEADLINE: since
+// Linux 6.12 every CPU runs a "fair server" (a DL server that keeps CFS
+// tasks alive under RT/DL load), 50 ms every 1000 ms by default. Read from
+// debugfs when it is readable, else the kernel's default for its version.
+double fair_server_bandwidth();
+
 // A SCHED_DEADLINE thread found on the system.
 struct DeadlineThread {
   pid_t tid = 0;
@@ -64,7 +70,8 @@ struct DomainLoad {
   double capacity = 0;    // bound x cpus
   double capsule = 0;     // booked by capsule
   double external = 0;    // other SCHED_DEADLINE threads
-  double free() const { return capacity - capsule - external; }
+  double kernel = 0;      // the kernel's own DL servers (fair server)
+  double free() const { return capacity - capsule - external - kernel; }
 };
 
 class AdmissionControl {
@@ -92,7 +99,5 @@ class AdmissionControl {
   AdmissionConfig cfg_;
   std::map<std::string, AdmissionDecision> booked_;
 };
-
-std::string format_percent(double fraction);  // 0.7 -> "70.0 %"
 
 }  // namespace capsule::rsv

@@ -42,6 +42,12 @@ Status write_text_file(const std::string& path, const std::string& value);
 std::vector<int> parse_cpu_list(const std::string& list);
 std::string format_cpu_list(const std::vector<int>& cpus);
 
+// Makes the kernel rebuild its sched domains, which recounts every root
+// domain's SCHED_DEADLINE bandwidth from the live tasks, by flipping
+// sched_load_balance of a balanced cgroup v1 cpuset (the root, or
+// capsule-system while partitions exist) and back. True if it could.
+bool rebuild_kernel_dl_accounting();
+
 // CPUs the scheduler can use (sysfs "online" list).
 std::vector<int> online_cpus();
 

@@ -75,8 +75,13 @@ class VmReservation {
 // waits for that to pass and tries again instead of failing.
 Status set_deadline_params(pid_t tid, const ReservationSpec& spec);
 
-// Tells the retry logic that a DL thread with this deadline left
-// SCHED_DEADLINE (or shrank) now.
-void note_bandwidth_released(nanoseconds deadline);
+// Sleeps until bandwidth this process released is surely free in the
+// kernel. Run at exit, so that threads do not die while the kernel still
+// books their bandwidth (which Linux 6.18 was seen to miscount).
+void wait_for_released_bandwidth();
+
+// Tells the retry logic that a DL thread with this relative deadline and
+// bandwidth left SCHED_DEADLINE (or shrank) now.
+void note_bandwidth_released(nanoseconds deadline, double bandwidth);
 
 }  // namespace capsule::rsv

@@ -69,6 +69,9 @@ struct VmReservationSpec {
 // Validates every thread's spec and the set (non-empty, no tid twice).
 Status validate(const VmReservationSpec& spec, const KernelLimits& limits = KernelLimits::read());
 
+// 0.7 -> "70.0 %": fractions of a CPU in messages.
+std::string format_percent(double fraction);
+
 // "4 ms", "250 us", "1.5 ms": human durations for messages.
 std::string format_duration(nanoseconds d);
 

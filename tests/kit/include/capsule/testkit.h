@@ -49,13 +49,17 @@ class CpuHogs {
 // A child process, killed (SIGTERM, then SIGKILL) and reaped on destruction.
 class ChildProcess {
  public:
-  // argv[0] is the program path.
+  // argv[0] is the program path; stdout and stderr go to `stdout_file`
+  // when one is given.
   static std::unique_ptr<ChildProcess> spawn(const std::vector<std::string>& argv,
                                              const std::string& stdout_file = "");
   ~ChildProcess();
   pid_t pid() const { return pid_; }
   bool running();
-  int terminate(std::chrono::milliseconds grace = std::chrono::milliseconds(2000));  // exit status
+  int terminate(std::chrono::milliseconds grace = std::chrono::milliseconds(2000));  // wait status
+  // Waits up to `timeout` for the process to exit by itself; its wait
+  // status, or -1 if it is still running.
+  int wait_exit(std::chrono::milliseconds timeout);
 
  private:
   explicit ChildProcess(pid_t pid) : pid_(pid) {}

@@ -1,0 +1,101 @@
+// capsule-rsv, the reservation CLI: a reservation lasts while the command
+// runs and the VM's threads are restored when it exits; bad input is refused
+// with the reason and changes nothing.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "capsule/rsv/discovery.h"
+#include "capsule/rsv/sched_attr.h"
+#include "capsule/testkit.h"
+
+using namespace capsule;
+using namespace capsule::rsv;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+class RsvCliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    vm_ = testkit::ChildProcess::spawn({testkit::sibling_binary("capsule-fakevm"), "--vcpus", "2", "--load", "busy"},
+                                       "/dev/null");
+    ASSERT_TRUE(vm_);
+    ASSERT_TRUE(testkit::wait_until([&] {
+      auto t = discover_threads(vm_->pid());
+      if (t) vcpus_ = threads_with_role(*t, ThreadRole::kVcpu);
+      return vcpus_.size() == 2;
+    }, 5s));
+  }
+  std::unique_ptr<testkit::ChildProcess> vm_;
+  std::vector<DiscoveredThread> vcpus_;
+  const std::string out_ = "/tmp/capsule-rsv-cli-test.out";
+};
+
+}  // namespace
+
+TEST_F(RsvCliTest, ReservationLastsWhileTheCommandRuns) {
+  auto cli = testkit::ChildProcess::spawn({testkit::sibling_binary("capsule-rsv"), "reserve", "--pid",
+                                           std::to_string(vm_->pid()), "--runtime", "4ms", "--period", "20ms",
+                                           "--seconds", "1"},
+                                          out_);
+  ASSERT_TRUE(cli);
+  ASSERT_TRUE(testkit::wait_until([&] {
+    for (const auto& v : vcpus_) {
+      auto p = get_sched_params(v.tid);
+      if (!p || !p->is_deadline()) return false;
+    }
+    return true;
+  }, 3s)) << slurp(out_);
+  auto p = get_sched_params(vcpus_[1].tid);
+  EXPECT_EQ(p->runtime, 4ms);
+  EXPECT_EQ(p->period, 20ms);
+  const int status = cli->wait_exit(5s);
+  ASSERT_TRUE(WIFEXITED(status)) << slurp(out_);
+  EXPECT_EQ(WEXITSTATUS(status), 0) << slurp(out_);
+  for (const auto& v : vcpus_) EXPECT_EQ(get_sched_params(v.tid)->policy, SCHED_OTHER);
+  EXPECT_NE(slurp(out_).find("threads restored"), std::string::npos);
+}
+
+TEST_F(RsvCliTest, SigtermEndsTheReservationAndRestores) {
+  auto cli = testkit::ChildProcess::spawn({testkit::sibling_binary("capsule-rsv"), "reserve", "--pid",
+                                           std::to_string(vm_->pid()), "--runtime", "2ms", "--period", "20ms"},
+                                          out_);
+  ASSERT_TRUE(testkit::wait_until([&] { return get_sched_params(vcpus_[0].tid)->is_deadline(); }, 3s))
+      << slurp(out_);
+  const int status = cli->terminate();
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  for (const auto& v : vcpus_) EXPECT_EQ(get_sched_params(v.tid)->policy, SCHED_OTHER);
+}
+
+TEST_F(RsvCliTest, BudgetAbovePeriodIsRefusedAndChangesNothing) {
+  auto cli = testkit::ChildProcess::spawn({testkit::sibling_binary("capsule-rsv"), "reserve", "--pid",
+                                           std::to_string(vm_->pid()), "--runtime", "30ms", "--period", "20ms"},
+                                          out_);
+  const int status = cli->wait_exit(5s);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 1);
+  const std::string out = slurp(out_);
+  EXPECT_NE(out.find("budget 30 ms is larger than the period 20 ms"), std::string::npos) << out;
+  for (const auto& v : vcpus_) EXPECT_EQ(get_sched_params(v.tid)->policy, SCHED_OTHER);
+}
+
+TEST_F(RsvCliTest, UnknownProcessIsRefused) {
+  auto cli = testkit::ChildProcess::spawn({testkit::sibling_binary("capsule-rsv"), "reserve", "--pid", "999999999",
+                                           "--runtime", "2ms", "--period", "20ms"},
+                                          out_);
+  const int status = cli->wait_exit(5s);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 1);
+  EXPECT_NE(slurp(out_).find("process 999999999 does not exist"), std::string::npos) << slurp(out_);
+}
