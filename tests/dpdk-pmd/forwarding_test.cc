@@ -163,8 +163,10 @@ TEST(PmdForwarding, UplinkToVmByMacAnswersPingFromTheNamespace) {
   ASSERT_TRUE(a.wait_ready()) << a.output();
   ASSERT_TRUE(b.wait_ready()) << b.output();
   std::string out;
-  // ARP (broadcast, flooded to both VMs) then unicast echo to B only.
-  const int rc = tap.ns().exec("ping -c 20 -i 0.05 -W 2 198.18.0.3", &out);
+  // ARP (broadcast, flooded to both VMs) then unicast echo to B only. -w:
+  // wait up to 10 s for all 20 replies (this shared machine can delay a
+  // thread by tens of ms; a lost frame still fails the test).
+  const int rc = tap.ns().exec("ping -c 20 -i 0.05 -w 10 198.18.0.3", &out);
   EXPECT_EQ(rc, 0) << out;
   EXPECT_NE(out.find("20 received"), std::string::npos) << out;
   auto ca = a.finish();
