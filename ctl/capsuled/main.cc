@@ -27,6 +27,7 @@
 #include <thread>
 
 #include "agent.h"
+#include "dpdk_datapath.h"
 #include "capsule/ovs/db.h"
 #include "capsule/ovs/shim.h"
 #include "capsule/rsv/partition.h"
@@ -383,9 +384,11 @@ int Daemon::run() {
   }
   std::string metrics_url =
       metrics_ ? "http://127.0.0.1:" + std::to_string(metrics_->port()) + "/metrics" : std::string();
-  // No datapath library is linked yet: no factory, so the agent stays on a
-  // DetachedDatapath (see datapath.h for where dpdk-pmd plugs in).
-  agent_ = std::make_unique<agent::Agent>(agent::AgentConfig{opts_.chassis, kVersion, metrics_url});
+  // The Host row's datapath settings start the capsule DPDK datapath
+  // (dpdk_datapath.h); until then, or when that fails, the agent runs on a
+  // DetachedDatapath that says why.
+  agent_ = std::make_unique<agent::Agent>(agent::AgentConfig{opts_.chassis, kVersion, metrics_url},
+                                          agent::make_datapath);
   capsule_unixctl_register("capsule/show", "", 0, 0, cmd_show, this);
   capsule_unixctl_register("capsule/stats", "", 0, 0, cmd_stats, this);
   capsule_unixctl_register("capsule/reconcile", "", 0, 0, cmd_reconcile, this);

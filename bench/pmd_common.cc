@@ -1,0 +1,235 @@
+#include "pmd_common.h"
+
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <rte_lcore.h>
+
+#include <chrono>
+#include <cstring>
+#include <cstdio>
+#include <dirent.h>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+namespace capsule::bench::pmd {
+
+using namespace std::chrono_literals;
+
+std::string make_tempdir(const std::string& prefix) {
+  std::string t = "/tmp/" + prefix + "-XXXXXX";
+  char* p = mkdtemp(t.data());
+  return p ? p : "";
+}
+
+void remove_tempdir(const std::string& dir) {
+  if (dir.rfind("/tmp/capsule-", 0) == 0) run("rm -rf '" + dir + "'");
+}
+
+EmuVm::EmuVm(const std::string& dir, const std::string& name, const std::string& socket, const std::string& mac,
+             std::vector<std::string> args, int cpu)
+    : VmPeer(dir + "/" + name + ".out", socket, mac,
+             [&] {
+               args.insert(args.begin(), {"--report-ms", "200"});
+               return args;
+             }(),
+             cpu) {}
+
+RingFeeder::RingFeeder(rte_ring* ring, const std::string& dst_mac, uint32_t frame_size, int cpu) : ring_(ring), cpu_(cpu) {
+  static std::atomic<int> instances{0};
+  const std::string name = "feeder_" + std::to_string(instances++);
+  pool_ = rte_pktmbuf_pool_create(name.c_str(), 1023, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, SOCKET_ID_ANY);
+  if (!ring_ || !pool_) return;
+  unsigned d[6] = {};
+  std::sscanf(dst_mac.c_str(), "%x:%x:%x:%x:%x:%x", &d[0], &d[1], &d[2], &d[3], &d[4], &d[5]);
+  for (auto& m : frames_) {
+    m = rte_pktmbuf_alloc(pool_);
+    char* p = rte_pktmbuf_append(m, uint16_t(frame_size));
+    std::memset(p, 0, frame_size);
+    for (int i = 0; i < 6; ++i) p[i] = char(d[i]);
+    p[6] = 0x02;  // source 02:00:00:00:00:ff, somewhere behind the uplink
+    p[11] = char(0xff);
+    p[12] = 0x08;  // IPv4 ethertype; the payload is zeros
+  }
+  thread_ = std::thread([this] { loop(); });
+}
+
+RingFeeder::~RingFeeder() {
+  stop_ = true;
+  if (thread_.joinable()) thread_.join();
+  // Frames still in flight hold references; the pool stays (it is small).
+  for (auto* m : frames_)
+    if (m) rte_pktmbuf_free(m);
+}
+
+void RingFeeder::loop() {
+  rte_thread_register();
+  pthread_setname_np(pthread_self(), "ring-feeder");
+  if (cpu_ >= 0) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu_, &set);
+    pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+  }
+  unsigned i = 0;
+  while (!stop_.load(std::memory_order_relaxed)) {
+    rte_mbuf* burst[32];
+    for (auto& m : burst) {
+      m = frames_[i++ % std::size(frames_)];
+      rte_mbuf_refcnt_update(m, 1);
+    }
+    const unsigned n = rte_ring_enqueue_burst(ring_, reinterpret_cast<void**>(burst), 32, nullptr);
+    for (unsigned k = n; k < 32; ++k) rte_mbuf_refcnt_update(burst[k], -1);
+    if (n < 32) std::this_thread::sleep_for(std::chrono::microseconds(20));
+  }
+  rte_thread_unregister();
+}
+
+OvsDpdk::OvsDpdk(Options o) {
+  dir_ = make_tempdir("capsule-ovs");
+  if (dir_.empty()) {
+    error_ = "cannot create a directory for OVS";
+    return;
+  }
+  env_ = "OVS_RUNDIR=" + dir_ + " OVS_LOGDIR=" + dir_ + " OVS_DBDIR=" + dir_ + " OVS_SYSCONFDIR=" + dir_ + " ";
+  const std::string vswitchd = "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk";
+  if (access(vswitchd.c_str(), X_OK) != 0) {
+    error_ = vswitchd + " is missing (package openvswitch-switch-dpdk)";
+    return;
+  }
+  std::string out;
+  if (run("ovsdb-tool create " + dir_ + "/conf.db /usr/share/openvswitch/vswitch.ovsschema", &out) != 0) {
+    error_ = "ovsdb-tool create failed: " + out;
+    return;
+  }
+  // Every OVS file (mgmt sockets, pidfiles, logs) in dir_: nothing in
+  // /var/run/openvswitch, where another OVS may live.
+  const std::vector<std::string> env = {"/usr/bin/env", "OVS_RUNDIR=" + dir_, "OVS_LOGDIR=" + dir_,
+                                        "OVS_DBDIR=" + dir_, "OVS_SYSCONFDIR=" + dir_};
+  auto with_env = [&](std::vector<std::string> argv) {
+    argv.insert(argv.begin(), env.begin(), env.end());
+    return argv;
+  };
+  ovsdb_ = testkit::ChildProcess::spawn(with_env({"/usr/sbin/ovsdb-server", dir_ + "/conf.db", "--remote=punix:" + dir_ + "/db.sock",
+                                         "--unixctl=" + dir_ + "/ovsdb.ctl", "--log-file=" + dir_ + "/ovsdb.log", "-vconsole:off"}),
+                                        dir_ + "/ovsdb.out");
+  if (!testkit::wait_until([&] { return access((dir_ + "/db.sock").c_str(), F_OK) == 0; }, 5s)) {
+    error_ = "ovsdb-server did not start";
+    return;
+  }
+  int rc = 0;
+  vsctl("--no-wait init", &rc);
+  std::string cfg = "--no-wait set Open_vSwitch . other_config:dpdk-init=true "
+                    "other_config:dpdk-extra=\"--no-pci --in-memory --file-prefix=capsule-ovs-" +
+                    std::to_string(getpid()) +
+                    "\" other_config:dpdk-socket-mem=512 other_config:dpdk-socket-limit=512 "
+                    "other_config:pmd-cpu-mask=" +
+                    std::to_string(1 << o.pmd_cpu);
+  if (o.pmd_maxsleep_us >= 0) cfg += " other_config:pmd-maxsleep=" + std::to_string(o.pmd_maxsleep_us);
+  vsctl(cfg, &rc);
+  if (rc != 0) {
+    error_ = "cannot configure OVS";
+    return;
+  }
+  vswitchd_ = testkit::ChildProcess::spawn(with_env({vswitchd, "unix:" + dir_ + "/db.sock", "--unixctl=" + dir_ + "/vswitchd.ctl",
+                                            "--log-file=" + dir_ + "/vswitchd.log", "-vconsole:off"}),
+                                           dir_ + "/vswitchd.out");
+  if (!testkit::wait_until([&] { return vsctl("get Open_vSwitch . dpdk_initialized").find("true") != std::string::npos; },
+                           30s)) {
+    error_ = "ovs-vswitchd-dpdk did not initialise DPDK (see " + dir_ + "/vswitchd.log)";
+    return;
+  }
+  vsctl("add-br br0 -- set bridge br0 datapath_type=netdev", &rc);
+  if (rc != 0) {
+    error_ = "cannot add bridge br0";
+    return;
+  }
+  run(env_ + "ovs-ofctl del-flows br0");
+  ok_ = true;
+}
+
+OvsDpdk::~OvsDpdk() {
+  if (vswitchd_) {
+    run(env_ + "ovs-appctl -t " + dir_ + "/vswitchd.ctl exit");
+    testkit::wait_until([&] { return !vswitchd_->running(); }, 5s);
+    vswitchd_->terminate(std::chrono::milliseconds(3000));
+  }
+  if (ovsdb_) ovsdb_->terminate(std::chrono::milliseconds(3000));
+  remove_tempdir(dir_);
+}
+
+std::string OvsDpdk::vsctl(const std::string& args, int* rc) {
+  std::string out;
+  const int r = run(env_ + "ovs-vsctl --db=unix:" + dir_ + "/db.sock --timeout=20 " + args, &out);
+  if (rc) *rc = r;
+  return out;
+}
+
+bool OvsDpdk::add_vhost_port(const std::string& name, const std::string& socket) {
+  int rc = 0;
+  vsctl("add-port br0 " + name + " -- set Interface " + name +
+            " type=dpdkvhostuserclient options:vhost-server-path=" + socket,
+        &rc);
+  return rc == 0;
+}
+
+bool OvsDpdk::add_dpdk_port(const std::string& name, const std::string& devargs) {
+  int rc = 0;
+  vsctl("add-port br0 " + name + " -- set Interface " + name + " type=dpdk options:dpdk-devargs=" + devargs, &rc);
+  return rc == 0;
+}
+
+bool OvsDpdk::flow(const std::string& spec) { return run(env_ + "ovs-ofctl add-flow br0 '" + spec + "'") == 0; }
+
+namespace {
+uint64_t field(const std::string& text, const std::string& key) {
+  auto p = text.find(key);
+  if (p == std::string::npos) return 0;
+  return std::strtoull(text.c_str() + p + key.size(), nullptr, 10);
+}
+}  // namespace
+
+uint64_t OvsDpdk::port_tx_packets(const std::string& port) {
+  std::string out;
+  run(env_ + "ovs-ofctl dump-ports br0 " + port, &out);
+  auto p = out.find("tx pkts=");
+  if (p == std::string::npos) std::fprintf(stderr, "ovs-ofctl dump-ports: %s\n", out.c_str());
+  return p == std::string::npos ? 0 : field(out.substr(p), "tx pkts=");
+}
+
+uint64_t OvsDpdk::port_rx_packets(const std::string& port) {
+  std::string out;
+  run(env_ + "ovs-ofctl dump-ports br0 " + port, &out);
+  return field(out, "rx pkts=");
+}
+
+void OvsDpdk::clear_pmd_stats() { run(env_ + "ovs-appctl -t " + dir_ + "/vswitchd.ctl dpif-netdev/pmd-stats-clear"); }
+
+double OvsDpdk::pmd_cycles_per_packet() {
+  std::string out;
+  run(env_ + "ovs-appctl -t " + dir_ + "/vswitchd.ctl dpif-netdev/pmd-stats-show", &out);
+  const std::string key = "avg processing cycles per packet:";
+  auto p = out.find(key);
+  return p == std::string::npos ? 0 : std::atof(out.c_str() + p + key.size());
+}
+
+std::vector<pid_t> OvsDpdk::pmd_tids() const {
+  std::vector<pid_t> v;
+  if (!vswitchd_) return v;
+  const std::string base = "/proc/" + std::to_string(vswitchd_->pid()) + "/task";
+  if (DIR* d = opendir(base.c_str())) {
+    while (dirent* e = readdir(d)) {
+      if (e->d_name[0] == '.') continue;
+      std::ifstream in(base + "/" + e->d_name + "/comm");
+      std::string comm;
+      std::getline(in, comm);
+      if (comm.rfind("pmd-", 0) == 0) v.push_back(pid_t(std::atoi(e->d_name)));
+    }
+    closedir(d);
+  }
+  return v;
+}
+
+}  // namespace capsule::bench::pmd

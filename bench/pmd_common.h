@@ -1,0 +1,90 @@
+// Shared pieces of the datapath benchmarks: emulated VMs (capsule-vm
+// processes, optionally pinned), an OVS-DPDK instance started and stopped
+// by the benchmark, thread CPU accounting.
+#pragma once
+
+#include <sys/types.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <rte_mbuf.h>
+#include <rte_ring.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include "capsule/testkit.h"
+#include "capsule/vm/peer.h"
+
+namespace capsule::bench::pmd {
+
+std::string make_tempdir(const std::string& prefix);  // under /tmp
+void remove_tempdir(const std::string& dir);
+inline int run(const std::string& cmd, std::string* out = nullptr) { return capsule::vm::run_shell(cmd, out); }
+
+// A capsule-vm process that reports its counters every 200 ms; its output
+// lives in `dir`. cpu >= 0 pins it there.
+class EmuVm : public capsule::vm::VmPeer {
+ public:
+  EmuVm(const std::string& dir, const std::string& name, const std::string& socket, const std::string& mac,
+        std::vector<std::string> args, int cpu = -1);
+  bool wait_ready(double secs = 20) { return VmPeer::wait_ready(std::chrono::milliseconds(int(secs * 1000))); }
+};
+
+using capsule::vm::thread_cpu_ns;
+
+// Feeds frames for `dst` into a ring (an uplink's rx ring, "the wire") as fast
+// as it drains, from a thread of its own (on `cpu` when >= 0). The same few
+// mbufs go round with their reference count raised, so it costs little.
+class RingFeeder {
+ public:
+  RingFeeder(rte_ring* ring, const std::string& dst_mac, uint32_t frame_size, int cpu = -1);
+  ~RingFeeder();
+  bool ok() const { return ring_ && pool_; }
+
+ private:
+  void loop();
+  rte_ring* ring_;
+  int cpu_;
+  rte_mempool* pool_ = nullptr;
+  rte_mbuf* frames_[64] = {};
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+};
+
+// OVS-DPDK in a directory of its own: ovsdb-server + ovs-vswitchd-dpdk with
+// one PMD on `pmd_cpu`, bridge br0 (netdev). Stopped on destruction.
+class OvsDpdk {
+ public:
+  struct Options {
+    int pmd_cpu = 1;
+    int pmd_maxsleep_us = -1;  // -1: OVS default
+  };
+  explicit OvsDpdk(Options o);
+  ~OvsDpdk();
+  bool ok() const { return ok_; }
+  const std::string& error() const { return error_; }
+  // vhost-user client port (the VM serves the socket).
+  bool add_vhost_port(const std::string& name, const std::string& socket);
+  bool add_dpdk_port(const std::string& name, const std::string& devargs);
+  bool flow(const std::string& spec);  // ovs-ofctl add-flow br0 SPEC
+  // Live port counters from ovs-ofctl dump-ports ("rx pkts", "tx pkts").
+  uint64_t port_tx_packets(const std::string& port);
+  uint64_t port_rx_packets(const std::string& port);
+  void clear_pmd_stats();
+  double pmd_cycles_per_packet();  // avg processing cycles per packet
+  std::vector<pid_t> pmd_tids() const;
+  pid_t vswitchd_pid() const { return vswitchd_ ? vswitchd_->pid() : 0; }
+  std::string vsctl(const std::string& args, int* rc = nullptr);
+
+ private:
+  std::string dir_, env_, error_;
+  bool ok_ = false;
+  std::unique_ptr<testkit::ChildProcess> ovsdb_, vswitchd_;
+};
+
+}  // namespace capsule::bench::pmd

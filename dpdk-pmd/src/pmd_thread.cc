@@ -1,0 +1,423 @@
+// The per-VM poll loop. One round: dequeue a burst from the VM's virtio tx
+// ring, police, forward (uplink tx queue of this VM, another VM's ring, or
+// flood); dequeue a burst from this VM's ring, police, enqueue into the
+// VM's virtio rx ring. When rounds come up empty the poll policy decides
+// what the thread does with the CPU (see PollPolicy).
+#include "pmd_thread.h"
+
+#include <pthread.h>
+#include <rte_cycles.h>
+#include <rte_ether.h>
+#include <rte_lcore.h>
+#include <rte_vhost.h>
+#include <sched.h>
+#include <sys/epoll.h>
+#include <sys/syscall.h>
+#include <time.h>
+
+#include <cstdio>
+#include <cstring>
+#include <future>
+
+#include "uplink.h"
+
+namespace capsule::pmd::detail {
+namespace {
+
+constexpr uint16_t kGuestTxQueue = 1;
+constexpr uint16_t kGuestRxQueue = 0;
+
+class Pmd {
+ public:
+  Pmd(Core* core, Vm* vm) : core_(core), vm_(vm), qid_(vm->slot) {}
+  void run(std::promise<Status>& started);
+
+ private:
+  unsigned from_vm(int vid, uint64_t now);
+  unsigned to_vm(int vid, uint64_t now);
+  void flood(rte_mbuf* m);
+  void to_vm_bucket(Vm* dst, rte_mbuf* m);
+  void flush();
+  void idle(int vid);
+  void park(int vid);
+  void watch_kick_fds();
+  unsigned push_pending(int vid);
+  bool pending_moved(int vid);
+
+  Core* core_;
+  Vm* vm_;
+  unsigned qid_;
+  int epfd_ = -1;
+  uint64_t watched_gen_ = 0;
+  // Frames for the VM that did not fit its virtio rx ring: they wait here
+  // (and new ones in our ring) instead of being dropped; only when our ring
+  // is full do senders drop (ring_full_drops).
+  rte_mbuf* pending_[kBurst];
+  unsigned npending_ = 0;
+  bool rx_kicks_on_ = false;
+  unsigned empty_ = 0;
+  bool guest_kicks_on_ = true;  // the library starts with guest notifications on
+  uint64_t last_learned_ = ~0ull;
+
+  rte_mbuf* up_[kBurst * 2];
+  unsigned nup_ = 0;
+  struct Bucket {
+    Vm* dst;
+    unsigned n;
+    rte_mbuf* m[kBurst];
+  };
+  Bucket buckets_[4];
+  unsigned nbuckets_ = 0;
+};
+
+// A fresh epoll set whenever the device changed: kick eventfds are closed
+// and replaced on reconnects and vring resets, and their numbers get reused,
+// so registrations are never patched, only rebuilt.
+void Pmd::watch_kick_fds() {
+  const uint64_t gen = vm_->device_gen.load();
+  if (gen == watched_gen_ && epfd_ >= 0) return;
+  watched_gen_ = gen;
+  if (epfd_ >= 0) ::close(epfd_);
+  epfd_ = epoll_create1(EPOLL_CLOEXEC);
+  auto add = [&](int fd, uint32_t tag, uint32_t events) {
+    if (fd < 0) return;
+    epoll_event ev{};
+    ev.events = events;
+    ev.data.u32 = tag;
+    epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev);
+  };
+  add(vm_->wake_fd, 1, EPOLLIN);
+  add(vm_->kick_fd.load(), 2, EPOLLIN | EPOLLET);  // each kick is an edge: no need to drain
+  add(vm_->rx_kick_fd.load(), 3, EPOLLIN | EPOLLET);
+}
+
+void Pmd::to_vm_bucket(Vm* dst, rte_mbuf* m) {
+  for (unsigned i = 0; i < nbuckets_; ++i)
+    if (buckets_[i].dst == dst) {
+      buckets_[i].m[buckets_[i].n++] = m;
+      return;
+    }
+  if (nbuckets_ == std::size(buckets_)) {
+    deliver(dst, &m, 1);
+    return;
+  }
+  buckets_[nbuckets_++] = Bucket{dst, 1, {m}};
+}
+
+void Pmd::flood(rte_mbuf* m) {
+  Vm* targets[kMaxVms];
+  unsigned n = 0;
+  for (unsigned s = 0; s < core_->max_vms; ++s) {
+    if (s == vm_->slot) continue;
+    Vm* d = core_->slots[s].load(std::memory_order_acquire);
+    if (d && d->vid.load(std::memory_order_relaxed) >= 0) targets[n++] = d;
+  }
+  const bool up = core_->uplink != nullptr;
+  const unsigned copies = n + (up ? 1 : 0);
+  if (copies == 0) {
+    rte_pktmbuf_free(m);
+    return;
+  }
+  // Receivers only read the frame (vhost enqueue copies it): share it.
+  if (copies > 1) rte_mbuf_refcnt_update(m, int16_t(copies - 1));
+  for (unsigned i = 0; i < n; ++i) to_vm_bucket(targets[i], m);
+  if (up) up_[nup_++] = m;
+}
+
+void Pmd::flush() {
+  for (unsigned i = 0; i < nbuckets_; ++i) deliver(buckets_[i].dst, buckets_[i].m, buckets_[i].n);
+  nbuckets_ = 0;
+  if (nup_) {
+    const uint16_t sent = core_->uplink->tx(vm_->txq, up_, uint16_t(nup_));
+    if (sent < nup_) {
+      rte_pktmbuf_free_bulk(up_ + sent, nup_ - sent);
+      bump(vm_->c.uplink_tx_drops, nup_ - sent);
+    }
+    nup_ = 0;
+  }
+}
+
+unsigned Pmd::from_vm(int vid, uint64_t now) {
+  rte_mbuf* pkts[kBurst];
+  const uint16_t n = rte_vhost_dequeue_burst(vid, kGuestTxQueue, core_->pool, pkts, kBurst);
+  if (n == 0) return 0;
+  Policers* pol = vm_->policers.load(std::memory_order_acquire);
+  const bool police = pol && pol->from_vm.enabled();
+  uint64_t pk = 0, bytes = 0, dy = 0, dr = 0, dp = 0;
+  for (uint16_t i = 0; i < n; ++i) {
+    rte_mbuf* m = pkts[i];
+    const uint32_t len = rte_pktmbuf_pkt_len(m);
+    if (len < sizeof(rte_ether_hdr)) {
+      rte_pktmbuf_free(m);
+      continue;
+    }
+    const auto* eth = rte_pktmbuf_mtod(m, const rte_ether_hdr*);
+    const uint64_t src = MacAddr{{eth->src_addr.addr_bytes[0], eth->src_addr.addr_bytes[1], eth->src_addr.addr_bytes[2],
+                                  eth->src_addr.addr_bytes[3], eth->src_addr.addr_bytes[4], eth->src_addr.addr_bytes[5]}}
+                             .u64();
+    if (src != last_learned_ && !(eth->src_addr.addr_bytes[0] & 1) && src != 0) {
+      core_->fdb.learn(src, uint16_t(vm_->slot));
+      last_learned_ = src;
+    }
+    if (police) {
+      switch (pol->from_vm.check(now, len)) {
+        case Verdict::kPass: break;
+        case Verdict::kDropYellow: ++dy; rte_pktmbuf_free(m); continue;
+        case Verdict::kDropRed: ++dr; rte_pktmbuf_free(m); continue;
+        case Verdict::kDropPps: ++dp; rte_pktmbuf_free(m); continue;
+      }
+    }
+    ++pk;
+    bytes += len;
+    if (eth->dst_addr.addr_bytes[0] & 1) {
+      flood(m);
+      continue;
+    }
+    const uint64_t dst = MacAddr{{eth->dst_addr.addr_bytes[0], eth->dst_addr.addr_bytes[1], eth->dst_addr.addr_bytes[2],
+                                  eth->dst_addr.addr_bytes[3], eth->dst_addr.addr_bytes[4], eth->dst_addr.addr_bytes[5]}}
+                             .u64();
+    const int port = core_->fdb.lookup(dst);
+    if (port >= 0 && unsigned(port) < core_->max_vms) {
+      Vm* d = port == int(vm_->slot) ? nullptr : core_->slots[port].load(std::memory_order_acquire);
+      if (d)
+        to_vm_bucket(d, m);
+      else
+        rte_pktmbuf_free(m);  // to itself, or a VM being removed
+    } else if (core_->uplink) {
+      up_[nup_++] = m;  // the uplink's MAC, or unknown: out to the wire
+    } else {
+      flood(m);
+    }
+  }
+  flush();
+  auto& c = vm_->c;
+  bump(c.from_vm_packets, pk);
+  bump(c.from_vm_bytes, bytes);
+  if (dy) bump(c.from_vm_drops_yellow, dy);
+  if (dr) bump(c.from_vm_drops_red, dr);
+  if (dp) bump(c.from_vm_drops_pps, dp);
+  return n;
+}
+
+// Enqueues the waiting frames into the VM (copy into guest memory; the
+// library calls the guest only if it asked to be interrupted). Returns how
+// many went in.
+unsigned Pmd::push_pending(int vid) {
+  if (npending_ == 0) return 0;
+  const uint16_t sent = rte_vhost_enqueue_burst(vid, kGuestRxQueue, pending_, uint16_t(npending_));
+  if (sent == 0) return 0;
+  uint64_t bytes = 0;
+  for (unsigned i = 0; i < sent; ++i) bytes += rte_pktmbuf_pkt_len(pending_[i]);
+  rte_pktmbuf_free_bulk(pending_, sent);
+  npending_ -= sent;
+  std::memmove(pending_, pending_ + sent, npending_ * sizeof(rte_mbuf*));
+  bump(vm_->c.to_vm_packets, sent);
+  bump(vm_->c.to_vm_bytes, bytes);
+  return sent;
+}
+
+unsigned Pmd::to_vm(int vid, uint64_t now) {
+  auto& c = vm_->c;
+  if (vid < 0 && npending_) {  // the device went away with frames waiting
+    rte_pktmbuf_free_bulk(pending_, npending_);
+    bump(c.vhost_enqueue_drops, npending_);
+    npending_ = 0;
+  }
+  unsigned work = 0;
+  if (npending_) {
+    work += push_pending(vid);
+    if (npending_) return work;  // the VM has no room: take no more
+  }
+  rte_mbuf* pkts[kBurst];
+  const unsigned n = rte_ring_sc_dequeue_burst(vm_->ring, reinterpret_cast<void**>(pkts), kBurst, nullptr);
+  if (n == 0) return work;
+  if (vid < 0) {
+    rte_pktmbuf_free_bulk(pkts, n);
+    bump(c.not_connected_drops, n);
+    return n;
+  }
+  Policers* pol = vm_->policers.load(std::memory_order_acquire);
+  if (pol && pol->to_vm.enabled()) {
+    for (unsigned i = 0; i < n; ++i) {
+      switch (pol->to_vm.check(now, rte_pktmbuf_pkt_len(pkts[i]))) {
+        case Verdict::kPass: pending_[npending_++] = pkts[i]; continue;
+        case Verdict::kDropYellow: bump(c.to_vm_drops_yellow); break;
+        case Verdict::kDropRed: bump(c.to_vm_drops_red); break;
+        case Verdict::kDropPps: bump(c.to_vm_drops_pps); break;
+      }
+      rte_pktmbuf_free(pkts[i]);
+    }
+  } else {
+    std::memcpy(pending_, pkts, n * sizeof(rte_mbuf*));
+    npending_ = n;
+  }
+  push_pending(vid);
+  return n;
+}
+
+// While frames wait for room in the VM: ask the guest to kick us when it
+// refills its rx ring, then try once more. True if frames moved.
+bool Pmd::pending_moved(int vid) {
+  if (npending_ == 0 || vid < 0) return false;
+  if (!rx_kicks_on_) {
+    rte_vhost_enable_guest_notification(vid, kGuestRxQueue, 1);
+    rx_kicks_on_ = true;
+  }
+  return push_pending(vid) > 0;
+}
+
+// Arm notifications, check once more, block. A blocked thread is offline
+// for RCU and does not touch the device.
+void Pmd::park(int vid) {
+  if (vid >= 0 && !guest_kicks_on_) {
+    rte_vhost_enable_guest_notification(vid, kGuestTxQueue, 1);
+    guest_kicks_on_ = true;
+  }
+  vm_->parked.store(true, std::memory_order_seq_cst);
+  const bool work = vm_->stop.load() || (npending_ == 0 && !rte_ring_empty(vm_->ring)) || pending_moved(vid) ||
+                    (vid >= 0 && rte_vhost_rx_queue_count(vid, kGuestTxQueue) > 0) || vm_->vid.load() != vid ||
+                    vm_->device_gen.load() != watched_gen_;
+  if (!work) {
+    rte_rcu_qsbr_thread_offline(core_->qsbr, qid_);
+    vm_->blocked.store(true);
+    bump(vm_->c.blocks);
+    epoll_event ev[4];
+    const int n = epoll_wait(epfd_, ev, 4, 1000);
+    vm_->blocked.store(false);
+    rte_rcu_qsbr_thread_online(core_->qsbr, qid_);
+    for (int i = 0; i < n; ++i) {
+      if (ev[i].data.u32 == 1) {
+        uint64_t v;
+        [[maybe_unused]] ssize_t r = ::read(vm_->wake_fd, &v, sizeof v);
+        bump(vm_->c.wakeups_by_ring);
+      } else if (ev[i].data.u32 == 2) {
+        bump(vm_->c.wakeups_by_kick);
+      } else {
+        bump(vm_->c.wakeups_by_room);
+      }
+    }
+  }
+  vm_->wake_pending.store(false);
+  vm_->parked.store(false, std::memory_order_relaxed);
+}
+
+void Pmd::idle(int vid) {
+  const auto& po = vm_->cfg.poll;
+  if (++empty_ < po.empty_polls) return;
+  empty_ = 0;
+  switch (po.policy) {
+    case PollPolicy::kBusy: break;
+    case PollPolicy::kYield:
+      rte_rcu_qsbr_quiescent(core_->qsbr, qid_);
+      sched_yield();
+      bump(vm_->c.yields);
+      break;
+    case PollPolicy::kSleep: {
+      rte_rcu_qsbr_thread_offline(core_->qsbr, qid_);
+      timespec ts{0, long(po.sleep_us) * 1000};
+      nanosleep(&ts, nullptr);
+      rte_rcu_qsbr_thread_online(core_->qsbr, qid_);
+      bump(vm_->c.sleeps);
+      break;
+    }
+    case PollPolicy::kInterrupt: park(vid); break;
+  }
+}
+
+void Pmd::run(std::promise<Status>& started) {
+  if (rte_thread_register() != 0) {
+    started.set_value(Error{"VM '" + vm_->cfg.name + "': DPDK has no free lcore for its PMD thread", EBUSY});
+    return;
+  }
+  const std::string tname = ("cpmd-" + vm_->cfg.name).substr(0, 15);
+  pthread_setname_np(pthread_self(), tname.c_str());
+  if (vm_->cfg.pin_cpu >= 0) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(vm_->cfg.pin_cpu, &set);
+    if (int rc = pthread_setaffinity_np(pthread_self(), sizeof set, &set); rc != 0) {
+      rte_thread_unregister();
+      started.set_value(errno_error("VM '" + vm_->cfg.name + "': cannot pin its PMD thread to CPU " +
+                                        std::to_string(vm_->cfg.pin_cpu),
+                                    rc));
+      return;
+    }
+  }
+  watch_kick_fds();
+  rte_rcu_qsbr_thread_register(core_->qsbr, qid_);
+  rte_rcu_qsbr_thread_online(core_->qsbr, qid_);
+  vm_->tid.store(pid_t(syscall(SYS_gettid)));
+  vm_->running.store(true);
+  started.set_value(Status::Ok());
+
+  auto& c = vm_->c;
+  int last_vid = -1;
+  while (!vm_->stop.load(std::memory_order_relaxed)) {
+    vm_->iteration.store(vm_->iteration.load(std::memory_order_relaxed) + 1, std::memory_order_seq_cst);
+    const int vid = vm_->vid.load(std::memory_order_seq_cst);
+    if (vid != last_vid) {
+      last_vid = vid;
+      guest_kicks_on_ = true;  // a new device starts with notifications on
+      rx_kicks_on_ = false;    // ... and we switched them off on its rx ring
+      last_learned_ = ~0ull;
+    }
+    watch_kick_fds();
+    rte_rcu_qsbr_quiescent(core_->qsbr, qid_);
+    const uint64_t t0 = rte_rdtsc();
+    unsigned n = 0;
+    if (vid >= 0) {
+      // While we poll, the guest need not kick us (each kick is a syscall in the guest).
+      if (guest_kicks_on_) {
+        rte_vhost_enable_guest_notification(vid, kGuestTxQueue, 0);
+        guest_kicks_on_ = false;
+      }
+      if (rx_kicks_on_ && npending_ == 0) {
+        rte_vhost_enable_guest_notification(vid, kGuestRxQueue, 0);
+        rx_kicks_on_ = false;
+      }
+      n += from_vm(vid, t0);
+    }
+    n += to_vm(vid, t0);
+    if (n) {
+      empty_ = 0;
+      bump(c.busy_iterations);
+      bump(c.busy_cycles, rte_rdtsc() - t0);
+    } else {
+      bump(c.idle_iterations);
+      idle(vid);
+    }
+  }
+  if (npending_) {
+    rte_pktmbuf_free_bulk(pending_, npending_);
+    npending_ = 0;
+  }
+  vm_->running.store(false);
+  rte_rcu_qsbr_thread_offline(core_->qsbr, qid_);
+  rte_rcu_qsbr_thread_unregister(core_->qsbr, qid_);
+  ::close(epfd_);
+  rte_thread_unregister();
+}
+
+}  // namespace
+
+Status pmd_thread_start(Core* core, Vm* vm) {
+  std::promise<Status> started;
+  auto fut = started.get_future();
+  vm->thread = std::thread([core, vm, &started] {
+    Pmd pmd(core, vm);
+    pmd.run(started);
+  });
+  Status s = fut.get();
+  if (!s) vm->thread.join();
+  return s;
+}
+
+void pmd_thread_stop(Vm* vm) {
+  if (!vm->thread.joinable()) return;
+  vm->stop.store(true);
+  vm->wake_pending.store(false);
+  vm->wake();
+  vm->thread.join();
+}
+
+}  // namespace capsule::pmd::detail
