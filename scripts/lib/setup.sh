@@ -59,8 +59,9 @@ capsule_setup_hugepages() {
 capsule_build() {
   local werror=${CAPSULE_WERROR:-ON}
   say "build: configuring ($CAPSULE_BUILD)"
-  cmake -S "$CAPSULE_ROOT" -B "$CAPSULE_BUILD" -DCAPSULE_WERROR="$werror" >"$CAPSULE_BUILD.configure.log" 2>&1 \
-    || { cat "$CAPSULE_BUILD.configure.log"; die "cmake configure failed"; }
+  mkdir -p "$CAPSULE_BUILD"
+  cmake -S "$CAPSULE_ROOT" -B "$CAPSULE_BUILD" -DCAPSULE_WERROR="$werror" >"$CAPSULE_BUILD/configure.log" 2>&1 \
+    || { cat "$CAPSULE_BUILD/configure.log"; die "cmake configure failed"; }
   say "build: compiling (first build includes libopenvswitch, a few minutes on 2 cores)"
   cmake --build "$CAPSULE_BUILD" -j"$(nproc)" || die "build failed"
 }
