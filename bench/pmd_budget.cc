@@ -20,6 +20,7 @@
 #include <rte_ring.h>
 #include <sched.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstring>
@@ -43,52 +44,6 @@ using capsule::pmd::VmConfig;
 
 constexpr const char* kMacB = "02:00:00:00:00:0b";
 
-// Feeds frames for one MAC into a ring, re-using a few mbufs by reference
-// count (see pmd_throughput.cc).
-class Feeder {
- public:
-  Feeder(rte_ring* ring, const MacAddr& dst, uint32_t size) : ring_(ring) {
-    pool_ = rte_pktmbuf_pool_create("budget_feed", 1023, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, SOCKET_ID_ANY);
-    for (auto& m : frames_) {
-      m = rte_pktmbuf_alloc(pool_);
-      char* p = rte_pktmbuf_append(m, uint16_t(size));
-      std::memset(p, 0, size);
-      std::memcpy(p, dst.b.data(), 6);
-      p[6] = 0x02;
-      p[11] = 0x77;
-      p[12] = 0x08;
-    }
-    thread_ = std::thread([this] {
-      rte_thread_register();
-      pthread_setname_np(pthread_self(), "budget-feeder");
-      unsigned i = 0;
-      while (!stop_.load(std::memory_order_relaxed)) {
-        rte_mbuf* burst[32];
-        for (auto& m : burst) {
-          m = frames_[i++ % std::size(frames_)];
-          rte_mbuf_refcnt_update(m, 1);
-        }
-        const unsigned n = rte_ring_enqueue_burst(ring_, reinterpret_cast<void**>(burst), 32, nullptr);
-        for (unsigned k = n; k < 32; ++k) rte_mbuf_refcnt_update(burst[k], -1);
-        if (n < 32) std::this_thread::sleep_for(20us);
-      }
-      rte_thread_unregister();
-    });
-  }
-  ~Feeder() {
-    stop_ = true;
-    thread_.join();
-    for (auto* m : frames_) rte_pktmbuf_free(m);
-  }
-
- private:
-  rte_ring* ring_;
-  rte_mempool* pool_ = nullptr;
-  rte_mbuf* frames_[64] = {};
-  std::thread thread_;
-  std::atomic<bool> stop_{false};
-};
-
 double r_squared(const std::vector<double>& x, const std::vector<double>& y) {
   const double n = double(x.size());
   if (n < 3) return NAN;
@@ -106,6 +61,7 @@ double r_squared(const std::vector<double>& x, const std::vector<double>& y) {
 
 int pmd_budget(const std::vector<std::string>& args) {
   const double secs = std::stod(arg(args, "--seconds", "1.5"));
+  const int runs = std::max(1, std::stoi(arg(args, "--runs", "3")));  // windows per point, median
   const uint32_t size = uint32_t(std::stoi(arg(args, "--size", "1514")));
   const int vcpu_share = std::stoi(arg(args, "--vcpu-share", "0"));  // 0: split Q evenly
   const std::string dir = make_tempdir("capsule-bench");
@@ -138,12 +94,12 @@ int pmd_budget(const std::vector<std::string>& args) {
     std::cerr << "pmd-budget: net_ring0's ring not found\n";
     return 1;
   }
-  Feeder feeder(ring, v.mac, size);
+  RingFeeder feeder(ring, kMacB, size);
 
   std::cout << "pmd-budget: uplink -> VM, " << size << "-byte frames; the VM's capsule (SCHED_DEADLINE, no reclaim) "
             << (vcpu_share ? "gives its PMD thread Q and its vCPU " + std::to_string(vcpu_share) + " % of P"
                            : std::string("has budget Q of P, half for its PMD thread, half for its vCPU"))
-            << "; " << secs << " s per point; nothing pinned\n\n";
+            << "; median of " << runs << " windows of " << secs << " s per point; nothing pinned\n\n";
   const std::string kinds = arg(args, "--vms", "interrupt,busy-poll");
   const std::string periods = arg(args, "--periods", "100,20");
   Table t({"VM", "P ms", "Q %", "Mpps", "PMD CPU %", "vCPU CPU %", "ring-full drops/s"});
@@ -180,21 +136,27 @@ int pmd_budget(const std::vector<std::string>& args) {
                  r.error().message});
           continue;
         }
+        // --runs windows back to back; the point is their median.
+        std::vector<double> m, pmd_cpu, vcpu_cpu, drops;
         std::this_thread::sleep_for(300ms);
-        const auto s0 = dp.stats("b").value();
-        const uint64_t c0 = thread_cpu_ns(getpid(), pmd_tid), v0 = thread_cpu_ns(vm.pid(), vm.vcpu_tid());
-        const auto t0 = std::chrono::steady_clock::now();
-        std::this_thread::sleep_for(std::chrono::duration<double>(secs));
-        const auto s1 = dp.stats("b").value();
-        const uint64_t c1 = thread_cpu_ns(getpid(), pmd_tid), v1 = thread_cpu_ns(vm.pid(), vm.vcpu_tid());
-        const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        for (int run = 0; run < runs; ++run) {
+          const auto s0 = dp.stats("b").value();
+          const uint64_t c0 = thread_cpu_ns(getpid(), pmd_tid), v0 = thread_cpu_ns(vm.pid(), vm.vcpu_tid());
+          const auto t0 = std::chrono::steady_clock::now();
+          std::this_thread::sleep_for(std::chrono::duration<double>(secs));
+          const auto s1 = dp.stats("b").value();
+          const uint64_t c1 = thread_cpu_ns(getpid(), pmd_tid), v1 = thread_cpu_ns(vm.pid(), vm.vcpu_tid());
+          const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+          m.push_back(double(s1.to_vm_packets - s0.to_vm_packets) / dt / 1e6);
+          pmd_cpu.push_back(100.0 * double(c1 - c0) / 1e9 / dt);
+          vcpu_cpu.push_back(100.0 * double(v1 - v0) / 1e9 / dt);
+          drops.push_back(double(s1.ring_full_drops - s0.ring_full_drops) / dt);
+        }
         r.value().reset();
-        const double m = double(s1.to_vm_packets - s0.to_vm_packets) / dt / 1e6;
         qs.push_back(q);
-        mpps.push_back(m);
-        t.row({busy ? "busy-poll" : "interrupt", std::to_string(period_ms), std::to_string(q), fmt("%.3f", m),
-               fmt("%.1f", 100.0 * double(c1 - c0) / 1e9 / dt), fmt("%.1f", 100.0 * double(v1 - v0) / 1e9 / dt),
-               fmt("%.0f", double(s1.ring_full_drops - s0.ring_full_drops) / dt)});
+        mpps.push_back(median(m));
+        t.row({busy ? "busy-poll" : "interrupt", std::to_string(period_ms), std::to_string(q), fmt("%.3f", median(m)),
+               fmt("%.1f", median(pmd_cpu)), fmt("%.1f", median(vcpu_cpu)), fmt("%.0f", median(drops))});
       }
       fits[std::string(busy ? "busy-poll" : "interrupt") + " P=" + std::to_string(period_ms) + " ms"] = r_squared(qs, mpps);
     }

@@ -4,7 +4,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <rte_lcore.h>
+
 #include <chrono>
+#include <cstring>
 #include <cstdio>
 #include <dirent.h>
 #include <fstream>
@@ -25,78 +28,63 @@ void remove_tempdir(const std::string& dir) {
   if (dir.rfind("/tmp/capsule-", 0) == 0) run("rm -rf '" + dir + "'");
 }
 
-int run(const std::string& cmd, std::string* out) {
-  FILE* f = popen((cmd + " 2>&1").c_str(), "r");
-  if (!f) return -1;
-  std::string s;
-  char buf[512];
-  while (fgets(buf, sizeof buf, f)) s += buf;
-  const int st = pclose(f);
-  if (out) *out = s;
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 EmuVm::EmuVm(const std::string& dir, const std::string& name, const std::string& socket, const std::string& mac,
-             std::vector<std::string> args, int cpu) {
-  out_ = dir + "/" + name + ".out";
-  std::vector<std::string> argv;
-  if (cpu >= 0) argv = {"/usr/bin/taskset", "-c", std::to_string(cpu)};
-  argv.push_back(testkit::sibling_binary("capsule-vm"));
-  argv.insert(argv.end(), {"--socket", socket, "--mac", mac, "--die-with-parent", "--report-ms", "200"});
-  argv.insert(argv.end(), args.begin(), args.end());
-  proc_ = testkit::ChildProcess::spawn(argv, out_);
-}
+             std::vector<std::string> args, int cpu)
+    : VmPeer(dir + "/" + name + ".out", socket, mac,
+             [&] {
+               args.insert(args.begin(), {"--report-ms", "200"});
+               return args;
+             }(),
+             cpu) {}
 
-EmuVm::~EmuVm() {
-  if (proc_) proc_->terminate(std::chrono::milliseconds(3000));
-}
-
-std::string EmuVm::output() const {
-  std::ifstream in(out_);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-bool EmuVm::wait_ready(double secs) {
-  return testkit::wait_until([&] { return output().find("capsule-vm: ready") != std::string::npos || !proc_->running(); },
-                             std::chrono::milliseconds(int(secs * 1000))) &&
-         output().find("capsule-vm: ready") != std::string::npos;
-}
-
-pid_t EmuVm::vcpu_tid() const {
-  const std::string o = output();
-  auto p = o.find("vcpu_tids=");
-  return p == std::string::npos ? 0 : pid_t(std::atoi(o.c_str() + p + 10));
-}
-
-std::map<std::string, uint64_t> EmuVm::counters() const {
-  std::istringstream in(output());
-  std::string line, last;
-  while (std::getline(in, line))
-    if (line.rfind("report ", 0) == 0 || line.rfind("final ", 0) == 0) last = line;
-  std::map<std::string, uint64_t> c;
-  std::istringstream ls(last);
-  std::string kv;
-  ls >> kv;
-  while (ls >> kv)
-    if (auto eq = kv.find('='); eq != std::string::npos) c[kv.substr(0, eq)] = std::stoull(kv.substr(eq + 1));
-  return c;
-}
-
-uint64_t thread_cpu_ns(pid_t pid, pid_t tid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/stat");
-  std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  auto p = s.rfind(')');
-  if (p == std::string::npos) return 0;
-  std::istringstream ss(s.substr(p + 2));
-  std::string f;
-  uint64_t ut = 0, st = 0;
-  for (int i = 3; i <= 15 && ss >> f; ++i) {
-    if (i == 14) ut = std::stoull(f);
-    if (i == 15) st = std::stoull(f);
+RingFeeder::RingFeeder(rte_ring* ring, const std::string& dst_mac, uint32_t frame_size, int cpu) : ring_(ring), cpu_(cpu) {
+  static std::atomic<int> instances{0};
+  const std::string name = "feeder_" + std::to_string(instances++);
+  pool_ = rte_pktmbuf_pool_create(name.c_str(), 1023, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, SOCKET_ID_ANY);
+  if (!ring_ || !pool_) return;
+  unsigned d[6] = {};
+  std::sscanf(dst_mac.c_str(), "%x:%x:%x:%x:%x:%x", &d[0], &d[1], &d[2], &d[3], &d[4], &d[5]);
+  for (auto& m : frames_) {
+    m = rte_pktmbuf_alloc(pool_);
+    char* p = rte_pktmbuf_append(m, uint16_t(frame_size));
+    std::memset(p, 0, frame_size);
+    for (int i = 0; i < 6; ++i) p[i] = char(d[i]);
+    p[6] = 0x02;  // source 02:00:00:00:00:ff, somewhere behind the uplink
+    p[11] = char(0xff);
+    p[12] = 0x08;  // IPv4 ethertype; the payload is zeros
   }
-  return (ut + st) * (1'000'000'000ull / uint64_t(sysconf(_SC_CLK_TCK)));
+  thread_ = std::thread([this] { loop(); });
+}
+
+RingFeeder::~RingFeeder() {
+  stop_ = true;
+  if (thread_.joinable()) thread_.join();
+  // Frames still in flight hold references; the pool stays (it is small).
+  for (auto* m : frames_)
+    if (m) rte_pktmbuf_free(m);
+}
+
+void RingFeeder::loop() {
+  rte_thread_register();
+  pthread_setname_np(pthread_self(), "ring-feeder");
+  if (cpu_ >= 0) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu_, &set);
+    pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+  }
+  unsigned i = 0;
+  while (!stop_.load(std::memory_order_relaxed)) {
+    rte_mbuf* burst[32];
+    for (auto& m : burst) {
+      m = frames_[i++ % std::size(frames_)];
+      rte_mbuf_refcnt_update(m, 1);
+    }
+    const unsigned n = rte_ring_enqueue_burst(ring_, reinterpret_cast<void**>(burst), 32, nullptr);
+    for (unsigned k = n; k < 32; ++k) rte_mbuf_refcnt_update(burst[k], -1);
+    if (n < 32) std::this_thread::sleep_for(std::chrono::microseconds(20));
+  }
+  rte_thread_unregister();
 }
 
 OvsDpdk::OvsDpdk(Options o) {

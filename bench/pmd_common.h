@@ -10,33 +10,51 @@
 #include <string>
 #include <vector>
 
+#include <rte_mbuf.h>
+#include <rte_ring.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
 #include "capsule/testkit.h"
+#include "capsule/vm/peer.h"
 
 namespace capsule::bench::pmd {
 
 std::string make_tempdir(const std::string& prefix);  // under /tmp
 void remove_tempdir(const std::string& dir);
-int run(const std::string& cmd, std::string* out = nullptr);  // sh -c, stdout+stderr
+inline int run(const std::string& cmd, std::string* out = nullptr) { return capsule::vm::run_shell(cmd, out); }
 
-// A capsule-vm process; killed and reaped on destruction.
-class EmuVm {
+// A capsule-vm process that reports its counters every 200 ms; its output
+// lives in `dir`. cpu >= 0 pins it there.
+class EmuVm : public capsule::vm::VmPeer {
  public:
   EmuVm(const std::string& dir, const std::string& name, const std::string& socket, const std::string& mac,
         std::vector<std::string> args, int cpu = -1);
-  ~EmuVm();
-  bool wait_ready(double secs = 20);
-  pid_t pid() const { return proc_ ? proc_->pid() : 0; }
-  pid_t vcpu_tid() const;
-  std::map<std::string, uint64_t> counters() const;  // last report/final line
-  std::string output() const;
-
- private:
-  std::string out_;
-  std::unique_ptr<testkit::ChildProcess> proc_;
+  bool wait_ready(double secs = 20) { return VmPeer::wait_ready(std::chrono::milliseconds(int(secs * 1000))); }
 };
 
-// CPU time (user + system) of one thread, in ns.
-uint64_t thread_cpu_ns(pid_t pid, pid_t tid);
+using capsule::vm::thread_cpu_ns;
+
+// Feeds frames for `dst` into a ring (an uplink's rx ring, "the wire") as fast
+// as it drains, from a thread of its own (on `cpu` when >= 0). The same few
+// mbufs go round with their reference count raised, so it costs little.
+class RingFeeder {
+ public:
+  RingFeeder(rte_ring* ring, const std::string& dst_mac, uint32_t frame_size, int cpu = -1);
+  ~RingFeeder();
+  bool ok() const { return ring_ && pool_; }
+
+ private:
+  void loop();
+  rte_ring* ring_;
+  int cpu_;
+  rte_mempool* pool_ = nullptr;
+  rte_mbuf* frames_[64] = {};
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+};
 
 // OVS-DPDK in a directory of its own: ovsdb-server + ovs-vswitchd-dpdk with
 // one PMD on `pmd_cpu`, bridge br0 (netdev). Stopped on destruction.

@@ -56,67 +56,6 @@ Sample measure(const std::function<uint64_t()>& count, double warm, double secs)
   return Sample{double(c1 - c0) / dt / 1e6, 0};
 }
 
-// Feeds frames for `dst` into a net_ring's rx ring as fast as it drains:
-// the wire, for uplink -> VM. The same few mbufs go round with their
-// reference count raised, so the generator costs little.
-class RingFeeder {
- public:
-  RingFeeder(const std::string& ring_name, const std::string& dst, uint32_t size) {
-    ring_ = rte_ring_lookup(ring_name.c_str());
-    pool_ = rte_pktmbuf_pool_create(("feed_" + std::to_string(instance_++)).c_str(), 1023, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
-                                    SOCKET_ID_ANY);
-    if (!ring_ || !pool_) return;
-    const auto d = MacAddr::parse(dst).value();
-    for (auto& m : frames_) {
-      m = rte_pktmbuf_alloc(pool_);
-      char* p = rte_pktmbuf_append(m, uint16_t(size));
-      std::memset(p, 0, size);
-      std::memcpy(p, d.b.data(), 6);
-      std::memcpy(p + 6, MacAddr::parse(kMacFar).value().b.data(), 6);
-      p[12] = 0x08;  // IPv4 ethertype; the payload is zeros
-    }
-    thread_ = std::thread([this] { loop(); });
-  }
-  ~RingFeeder() {
-    stop_ = true;
-    if (thread_.joinable()) thread_.join();
-    if (pool_) {
-      for (auto* m : frames_)
-        if (m) rte_pktmbuf_free(m);
-      // Frames still in flight hold references; the pool goes when they do.
-    }
-  }
-  bool ok() const { return ring_ && pool_; }
-
- private:
-  void loop() {
-    rte_thread_register();
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(kVmCpu, &set);
-    pthread_setaffinity_np(pthread_self(), sizeof set, &set);
-    pthread_setname_np(pthread_self(), "ring-feeder");
-    unsigned i = 0;
-    while (!stop_.load(std::memory_order_relaxed)) {
-      rte_mbuf* burst[32];
-      for (auto& m : burst) {
-        m = frames_[i++ % std::size(frames_)];
-        rte_mbuf_refcnt_update(m, 1);
-      }
-      const unsigned n = rte_ring_enqueue_burst(ring_, reinterpret_cast<void**>(burst), 32, nullptr);
-      for (unsigned k = n; k < 32; ++k) rte_mbuf_refcnt_update(burst[k], -1);
-      if (n == 0) sched_yield();
-    }
-    rte_thread_unregister();
-  }
-  static inline int instance_ = 0;
-  rte_ring* ring_ = nullptr;
-  rte_mempool* pool_ = nullptr;
-  rte_mbuf* frames_[64] = {};
-  std::thread thread_;
-  std::atomic<bool> stop_{false};
-};
-
 Result<Sample> run_capsule(const std::string& path, uint32_t size, double warm, double secs) {
   const std::string dir = make_tempdir("capsule-bench");
   struct Cleanup {
@@ -163,7 +102,7 @@ Result<Sample> run_capsule(const std::string& path, uint32_t size, double warm, 
     if (!a->wait_ready()) return Error{"VM a did not come up: " + a->output()};
   }
   if (path == "uplink-vm") {
-    feeder = std::make_unique<RingFeeder>("ETH_RXTX0_net_ring0", kMacB, size);
+    feeder = std::make_unique<RingFeeder>(rte_ring_lookup("ETH_RXTX0_net_ring0"), kMacB, size, kVmCpu);
     if (!feeder->ok()) return Error{"cannot find net_ring0's ring"};
   }
   Datapath& d = *dp.value();

@@ -509,7 +509,7 @@ cmd_set_rsv(struct ctl_context *ctx)
     }
     /* Obvious mistakes are refused here; everything else (kernel limits,
      * admission) is capsuled's to judge and report in status. */
-    if (period == 0 || runtime > period || (deadline && (deadline < runtime || deadline > period))) {
+    if (runtime == 0 || runtime > period || (deadline && (deadline < runtime || deadline > period))) {
         ctl_error(ctx, "set-rsv %s: need 0 < RUNTIME <= DEADLINE <= PERIOD "
                   "(got runtime %"PRId64" us, deadline %"PRId64" us, period %"PRId64" us)",
                   ctx->argv[1], runtime, deadline ? deadline : period, period);

@@ -254,6 +254,25 @@ void Agent::release_vm(const std::string& name, VmState& st) {
   st.in_force.clear();
 }
 
+void Agent::bring_up_ports(const ovs::VmRow& row, VmState& st) {
+  if (!datapath_->attached()) return;
+  VmNetConfig net{row.name, {}};
+  for (const auto& port : row.ports) {
+    auto p = port_from_row(port);
+    if (!p) return;  // the port's own status says why
+    net.ports.push_back(std::move(*p));
+  }
+  const std::string key = net_config_key(net);
+  if (st.net_added && key == st.net_key) return;
+  if (Status s = datapath_->add_vm(net); !s) {
+    log(CAPSULE_LOG_WARN, "VM " + row.name + ": datapath: " + s.error().message);
+    return;
+  }
+  st.net_added = !net.ports.empty();
+  st.net_key = key;
+  st.net = net;
+}
+
 void Agent::reject(const std::string& name, VmState& st, const std::string& reason) {
   if (st.state != "rejected" || st.reason != reason) {  // news, not every pass
     ++rejections_;
@@ -304,28 +323,31 @@ void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluat
     return;
   }
 
+  // A row with no reservation at all is a best-effort VM: its ports are on
+  // the datapath, its threads (and its datapath thread) stay with CFS.
+  const bool best_effort = !row.vcpu_runtime_us && !row.period_us && !row.net_runtime_us;
+  if (best_effort) {
+    if (st.reserved) {
+      (void)rsv_->release(row.name);
+      st.reserved = false;
+      st.meter.reset();
+      st.threads.clear();
+    }
+    bring_up_ports(row, st);
+    st.state = "running";
+    st.reason = "best effort: no reservation (set-rsv gives it a capsule)";
+    st.in_force.clear();
+    return;
+  }
+
   auto desired = desired_from_row(row);
   if (!desired && desired.error().errnum == ENOENT && !st.reserved && datapath_->attached()) {
     // The VM is not up yet (no pidfile, or no vCPU threads: QEMU with a
     // vhost-user server socket waits for its backend before it starts its
     // vCPUs). Bring its ports up now so it can connect, as OVS does for a
     // dpdkvhostuserclient port; the reservation follows on a later pass.
-    VmNetConfig net{row.name, {}};
-    bool ports_ok = true;
-    for (const auto& port : row.ports) {
-      auto p = port_from_row(port);
-      if (!p) ports_ok = false;
-      else net.ports.push_back(std::move(*p));
-    }
-    const std::string key = net_config_key(net);
-    if (ports_ok && !net.ports.empty() && (!st.net_added || key != st.net_key)) {
-      if (Status s = datapath_->add_vm(net); s) {
-        st.net_added = true;
-        st.net_key = key;
-        st.net = net;
-      }
-    }
-    if (st.state != "waiting" || st.reason != desired.error().message)
+    bring_up_ports(row, st);
+    if (st.state != "waiting" || st.reason.rfind(desired.error().message, 0) != 0)
       log(CAPSULE_LOG_INFO, "VM " + row.name + " waiting: " + desired.error().message);
     st.state = "waiting";
     st.reason = desired.error().message + (st.net_added ? "; its ports are up, the reservation follows" : "");

@@ -108,6 +108,9 @@ class Agent {
   void reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluated);
   void release_vm(const std::string& name, VmState& st);
   void reject(const std::string& name, VmState& st, const std::string& reason);
+  // Puts the row's ports on the datapath without a reservation (best-effort
+  // VMs, and VMs whose threads have not appeared yet).
+  void bring_up_ports(const ovs::VmRow& row, VmState& st);
   void start_meter(VmState& st);
 
   AgentConfig config_;

@@ -147,6 +147,7 @@ Result<std::unique_ptr<Capsuled>> Capsuled::start(const Ovsdb& db, const std::st
                                 "--chassis=" + chassis,  "--unixctl=" + c->ctl_socket_, "--log-file=" + c->log_,
                                 "--metrics-port=0",      "--no-chdir"};
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  // capsuled's run directory (it creates it): the test's, not /run/capsule.
   ::setenv("CAPSULE_RUNDIR", dir.c_str(), 1);
   c->proc_ = testkit::ChildProcess::spawn(argv);
   if (!c->proc_) return Error{"cannot start capsuled", EIO};

@@ -6,12 +6,14 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <chrono>
 #include <thread>
 
 #include <gtest/gtest.h>
 
 #include "agent.h"
+#include "capsule/ovs/shim.h"
 #include "capsule/rsv/discovery.h"
 #include "capsule/rsv/sched_attr.h"
 #include "capsule/testkit.h"
@@ -141,6 +143,8 @@ std::vector<pid_t> vcpus(pid_t pid) {
 class AgentTest : public ::testing::Test {
  protected:
   void SetUp() override {
+    // The agent logs through vlog; keep the test's console for gtest.
+    free(capsule_ovs_set_verbosity("console:off"));
     vm_ = testkit::ChildProcess::spawn(
         {testkit::sibling_binary("capsule-fakevm"), "--vcpus", "2", "--load", "idle"}, "/dev/null");
     ASSERT_TRUE(testkit::wait_until([&] { return vcpus(vm_->pid()).size() == 2; }, 5s));

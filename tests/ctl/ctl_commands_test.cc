@@ -129,6 +129,8 @@ TEST_F(CtlCommandsTest, CapsuleCommands) {
       {{"set-rsv", "vm1", "3", "10"}, 0, ""},  // bare numbers are microseconds
       {{"get", "VM", "vm1", "vcpu_runtime_us"}, 0, "3\n"},
       {{"set-rsv", "vm1", "20ms", "10ms"}, 1, "", "need 0 < RUNTIME <= DEADLINE <= PERIOD"},
+      {{"set-rsv", "vm1", "0", "10ms"}, 1, "", "need 0 < RUNTIME <= DEADLINE <= PERIOD"},
+      {{"set-rsv", "vm1", "2ms", "10ms", "1ms"}, 1, "", "need 0 < RUNTIME <= DEADLINE <= PERIOD"},
       {{"set-rsv", "vm1", "2 fortnights", "10ms"}, 1, "", "unknown unit"},
       {{"set-rsv", "nope", "2ms", "10ms"}, 1, "", "no VM named nope"},
       // ports and QoS

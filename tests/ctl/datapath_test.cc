@@ -7,59 +7,44 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <fstream>
-#include <regex>
-#include <sstream>
 #include <thread>
 
 #include "capsule/harness.h"
 #include "capsule/rsv/discovery.h"
 #include "capsule/rsv/sched_attr.h"
 #include "capsule/testkit.h"
+#include "capsule/vm/peer.h"
 
 namespace capsule {
 namespace {
 
 using namespace std::chrono_literals;
 
-// An emulated VM: capsule-vm serving its vhost-user socket, output to a file.
-class EmulatedVm {
+// An emulated VM (capsule-vm serving its vhost-user socket) in `dir`.
+class EmulatedVm : public vm::VmPeer {
  public:
   EmulatedVm(const harness::TempDir& dir, const std::string& name, const std::string& mac,
              std::vector<std::string> mode_args)
-      : socket_(dir.file(name + ".sock")), out_(dir.file(name + ".out")) {
-    std::vector<std::string> argv{testkit::sibling_binary("capsule-vm"), "--socket", socket_, "--mac", mac,
-                                  "--json", "--report-ms", "200", "--die-with-parent"};
-    argv.insert(argv.end(), mode_args.begin(), mode_args.end());
-    proc_ = testkit::ChildProcess::spawn(argv, out_);
-  }
-  pid_t pid() const { return proc_->pid(); }
+      : VmPeer(dir.file(name + ".out"), dir.file(name + ".sock"), mac, with_reports(std::move(mode_args))),
+        socket_(dir.file(name + ".sock")) {}
   const std::string& socket() const { return socket_; }
-  std::string output() const {
-    std::ifstream f(out_);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    return ss.str();
-  }
   // A counter from the newest report line, -1 if none yet.
   long long counter(const std::string& key) const {
-    const std::string out = output();
-    const std::regex re("\"" + key + "\":([0-9]+)");
-    long long v = -1;
-    for (std::sregex_iterator it(out.begin(), out.end(), re), end; it != end; ++it) v = std::stoll((*it)[1]);
-    return v;
+    auto c = counters();
+    auto it = c.find(key);
+    return it == c.end() ? -1 : (long long)it->second;
   }
-  bool ready() const { return output().find("\"event\":\"ready\"") != std::string::npos; }
   std::vector<pid_t> vcpus() const {
-    std::vector<pid_t> v;
-    if (auto all = rsv::discover_threads(pid()))
-      for (const auto& t : rsv::threads_with_role(*all, rsv::ThreadRole::kVcpu)) v.push_back(t.tid);
-    return v;
+    const pid_t t = vcpu_tid();
+    return t > 0 ? std::vector<pid_t>{t} : std::vector<pid_t>{};
   }
 
  private:
-  std::string socket_, out_;
-  std::unique_ptr<testkit::ChildProcess> proc_;
+  static std::vector<std::string> with_reports(std::vector<std::string> args) {
+    args.insert(args.end(), {"--report-ms", "200"});
+    return args;
+  }
+  std::string socket_;
 };
 
 // capsuled's datapath thread for a VM ("cpmd-<vm>"), 0 if none.
@@ -155,6 +140,31 @@ TEST_F(DatapathTest, PmdJoinsTheCapsuleAndTrafficIsPolicedAtTheQosRate) {
   ASSERT_EQ(r.rc, 0) << r.err;
   EXPECT_TRUE(testkit::wait_until([&] { return pmd_thread(agent_->pid(), "a") == 0; }, 5s));
   for (pid_t t : vcpus) EXPECT_EQ(rsv::get_sched_params(t)->policy, SCHED_OTHER);
+}
+
+TEST_F(DatapathTest, BestEffortVmGetsItsPortsAndLaterItsCapsule) {
+  const std::string mac_a = "02:00:00:00:00:0a", mac_b = "02:00:00:00:00:0b";
+  EmulatedVm b(dir_, "b", mac_b, {"--mode", "count"});
+  EmulatedVm a(dir_, "a", mac_a, {"--mode", "tx", "--dst", mac_b, "--rate", "5000", "--size", "256"});
+  // No set-rsv: best effort. The ports come up and traffic flows in CFS.
+  auto r = ctl({"--wait", "add-vm", "a", "pid=" + std::to_string(a.pid()), "--", "add-port", "a", "a0", a.socket(),
+                "mac=\"" + mac_a + "\"", "--", "add-vm", "b", "pid=" + std::to_string(b.pid()), "--", "add-port", "b",
+                "b0", b.socket(), "mac=\"" + mac_b + "\""});
+  ASSERT_EQ(r.rc, 0) << r.out << r.err;
+  ASSERT_TRUE(testkit::wait_until([&] { return b.counter("rx_to_me") > 500; }, 20s)) << a.output() << b.output();
+  EXPECT_NE(ctl({"get", "VM", "a", "status:reason"}).out.find("best effort"), std::string::npos);
+  const pid_t pmd = pmd_thread(agent_->pid(), "a");
+  ASSERT_NE(pmd, 0);
+  EXPECT_EQ(rsv::get_sched_params(pmd)->policy, SCHED_OTHER);
+
+  // Giving it a capsule later puts its vCPU and its datapath thread in it.
+  r = ctl({"--wait", "--", "--net=3ms", "set-rsv", "a", "2ms", "20ms"});
+  ASSERT_EQ(r.rc, 0) << r.out << r.err;
+  ASSERT_TRUE(testkit::wait_until([&] { return rsv::get_sched_params(pmd)->is_deadline(); }, 5s));
+  EXPECT_EQ(rsv::get_sched_params(pmd)->runtime, 3ms);
+  for (pid_t t : a.vcpus()) EXPECT_EQ(rsv::get_sched_params(t)->runtime, 2ms);
+  const long long before = b.counter("rx_to_me");
+  EXPECT_TRUE(testkit::wait_until([&] { return b.counter("rx_to_me") > before + 1000; }, 10s)) << b.output();
 }
 
 TEST_F(DatapathTest, PortWithoutMacIsRejectedWithTheReason) {

@@ -11,9 +11,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-constexpr const char* kMacA = "02:00:00:00:00:0a";
-constexpr const char* kMacB = "02:00:00:00:00:0b";
-
 void expect_refused(const Status& s, const std::string& words) {
   ASSERT_FALSE(s.ok()) << "accepted, expected a refusal mentioning '" << words << "'";
   EXPECT_NE(s.error().message.find(words), std::string::npos) << s.error().message;

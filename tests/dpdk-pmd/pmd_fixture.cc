@@ -22,64 +22,6 @@ TempDir::~TempDir() {
   if (path_.rfind("/tmp/capsule-pmd-", 0) == 0) shell("rm -rf '" + path_ + "'");
 }
 
-VmProcess::VmProcess(const TempDir& dir, const std::string& name, const std::string& socket, const std::string& mac,
-                     std::vector<std::string> extra) {
-  out_ = dir.file(name + ".out");
-  std::vector<std::string> argv = {testkit::sibling_binary("capsule-vm"), "--socket", socket, "--mac", mac, "--die-with-parent"};
-  argv.insert(argv.end(), extra.begin(), extra.end());
-  proc_ = testkit::ChildProcess::spawn(argv, out_);
-}
-
-VmProcess::~VmProcess() {
-  if (proc_) proc_->terminate(std::chrono::milliseconds(3000));
-}
-
-std::string VmProcess::output() const {
-  std::ifstream in(out_);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-bool VmProcess::wait_ready(std::chrono::milliseconds timeout) {
-  return testkit::wait_until(
-      [&] { return output().find("capsule-vm: ready") != std::string::npos || (proc_ && !proc_->running()); },
-             timeout) &&
-         output().find("capsule-vm: ready") != std::string::npos;
-}
-
-Counters VmProcess::last_counters() const {
-  std::istringstream in(output());
-  std::string line, last;
-  while (std::getline(in, line))
-    if (line.rfind("report ", 0) == 0 || line.rfind("final ", 0) == 0) last = line;
-  Counters c;
-  std::istringstream ls(last);
-  std::string kv;
-  ls >> kv;  // event
-  while (ls >> kv) {
-    auto eq = kv.find('=');
-    if (eq != std::string::npos) c[kv.substr(0, eq)] = std::stoull(kv.substr(eq + 1));
-  }
-  return c;
-}
-
-Counters VmProcess::finish() {
-  if (proc_) proc_->terminate(std::chrono::milliseconds(5000));
-  return last_counters();
-}
-
-Counters VmProcess::wait_exit(std::chrono::milliseconds timeout) {
-  if (proc_) testkit::wait_until([&] { return !proc_->running(); }, timeout);
-  return finish();
-}
-
-pid_t VmProcess::vcpu_tid() const {
-  const std::string o = output();
-  auto p = o.find("vcpu_tids=");
-  return p == std::string::npos ? 0 : pid_t(std::atoi(o.c_str() + p + 10));
-}
-
 Netns::Netns(const std::string& name) : name_(name) {
   shell("ip netns del " + name_ + " 2>/dev/null");
   ok_ = shell("ip netns add " + name_) == 0;
@@ -96,32 +38,6 @@ Netns::~Netns() {
 
 int Netns::exec(const std::string& cmd, std::string* out) const {
   return shell("ip netns exec " + name_ + " sh -c '" + cmd + "'", out);
-}
-
-int shell(const std::string& cmd, std::string* out) {
-  FILE* f = popen((cmd + " 2>&1").c_str(), "r");
-  if (!f) return -1;
-  std::string s;
-  char buf[512];
-  while (fgets(buf, sizeof buf, f)) s += buf;
-  const int st = pclose(f);
-  if (out) *out = s;
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-uint64_t tid_cpu_ns(pid_t pid, pid_t tid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/stat");
-  std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  auto p = s.rfind(')');
-  if (p == std::string::npos) return 0;
-  std::istringstream ss(s.substr(p + 2));
-  std::string f;
-  uint64_t ut = 0, st = 0;
-  for (int i = 3; i <= 15 && ss >> f; ++i) {
-    if (i == 14) ut = std::stoull(f);
-    if (i == 15) st = std::stoull(f);
-  }
-  return (ut + st) * (1'000'000'000ull / uint64_t(sysconf(_SC_CLK_TCK)));
 }
 
 std::string thread_name(pid_t pid, pid_t tid) {

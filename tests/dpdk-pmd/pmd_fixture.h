@@ -14,10 +14,15 @@
 
 #include "capsule/pmd/datapath.h"
 #include "capsule/testkit.h"
+#include "capsule/vm/peer.h"
 
 namespace capsule::pmd::testing {
 
-using Counters = std::map<std::string, uint64_t>;
+using Counters = vm::Counters;
+
+inline constexpr const char* kMacA = "02:00:00:00:00:0a";
+inline constexpr const char* kMacB = "02:00:00:00:00:0b";
+inline constexpr const char* kMacC = "02:00:00:00:00:0c";
 
 // mkdtemp under /tmp, removed (with its sockets) on destruction.
 class TempDir {
@@ -31,27 +36,14 @@ class TempDir {
   std::string path_;
 };
 
-// One capsule-vm process.
-class VmProcess {
+// One capsule-vm process whose output lives in the test's directory.
+class VmProcess : public vm::VmPeer {
  public:
   // extra: capsule-vm options after --socket/--mac.
   VmProcess(const TempDir& dir, const std::string& name, const std::string& socket, const std::string& mac,
-            std::vector<std::string> extra);
-  ~VmProcess();
-  bool wait_ready(std::chrono::milliseconds timeout = std::chrono::seconds(15));
-  // The last counters line ("report" or "final") printed so far.
-  Counters last_counters() const;
-  // Stops the VM (SIGTERM) and returns its final counters.
-  Counters finish();
-  // Waits for the process to end by itself (tx --count, --duration).
-  Counters wait_exit(std::chrono::milliseconds timeout);
-  pid_t pid() const { return proc_ ? proc_->pid() : 0; }
-  pid_t vcpu_tid() const;
-  std::string output() const;
-
- private:
-  std::string out_;
-  std::unique_ptr<testkit::ChildProcess> proc_;
+            const std::vector<std::string>& extra)
+      : vm::VmPeer(dir.file(name + ".out"), socket, mac, extra) {}
+  Counters last_counters() const { return counters(); }
 };
 
 // A network namespace; deleted (with the devices moved into it) on destruction.
@@ -70,14 +62,27 @@ class Netns {
   bool ok_ = false;
 };
 
-int shell(const std::string& cmd, std::string* out = nullptr);
-uint64_t tid_cpu_ns(pid_t pid, pid_t tid);  // utime + stime of a thread
+inline int shell(const std::string& cmd, std::string* out = nullptr) { return vm::run_shell(cmd, out); }
+inline uint64_t tid_cpu_ns(pid_t pid, pid_t tid) { return vm::thread_cpu_ns(pid, tid); }
 std::string thread_name(pid_t pid, pid_t tid);
 
 // A datapath for a test; EAL options fixed for the test process.
 Result<std::unique_ptr<Datapath>> make_datapath(const std::string& uplink = "", PollOptions dispatcher = {},
                                                 unsigned ring_size = 1024);
 VmConfig vm_config(const std::string& name, const std::string& socket, const std::string& mac);
+
+// A test with a datapath (no uplink) and a directory for its sockets; the
+// datapath goes before the directory.
+class DatapathTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto r = make_datapath();
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    dp = std::move(r.value());
+  }
+  TempDir dir;
+  std::unique_ptr<Datapath> dp;
+};
 
 // Sum of counters over a window: rates from two stats snapshots.
 VmStats stats_of(Datapath& dp, const std::string& vm);

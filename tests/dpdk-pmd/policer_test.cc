@@ -13,8 +13,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-constexpr const char* kMacA = "02:00:00:00:00:0a";
-constexpr const char* kMacB = "02:00:00:00:00:0b";
 constexpr uint32_t kFrame = 1000;
 constexpr double kPolicedBytes = kFrame - 14;
 
@@ -25,18 +23,18 @@ struct PolicerCase {
   bool on_to_vm;    // measured on B's to_vm counters instead of A's from_vm
 };
 
-class PmdPolicer : public ::testing::TestWithParam<PolicerCase> {};
+void PrintTo(const PolicerCase& c, std::ostream* os) { *os << c.name; }
+
+class PmdPolicer : public DatapathTest, public ::testing::WithParamInterface<PolicerCase> {};
+class PmdPolicerConfig : public DatapathTest {};
 
 TEST_P(PmdPolicer, HoldsItsRateAtTwiceTheOfferedLoad) {
   const PolicerCase& pc = GetParam();
-  TempDir dir;
-  auto dp = make_datapath();
-  ASSERT_TRUE(dp.ok()) << dp.error().message;
   auto a_cfg = vm_config("a", dir.file("a.sock"), kMacA);
   auto b_cfg = vm_config("b", dir.file("b.sock"), kMacB);
   (pc.on_to_vm ? b_cfg : a_cfg).qos = pc.qos;
-  ASSERT_TRUE(dp.value()->add_vm(a_cfg).ok());
-  ASSERT_TRUE(dp.value()->add_vm(b_cfg).ok());
+  ASSERT_TRUE(dp->add_vm(a_cfg).ok());
+  ASSERT_TRUE(dp->add_vm(b_cfg).ok());
   VmProcess b(dir, "b", dir.file("b.sock"), kMacB, {"--mode", "count"});
   ASSERT_TRUE(b.wait_ready());
   const double offered = 2 * pc.expected;
@@ -45,7 +43,7 @@ TEST_P(PmdPolicer, HoldsItsRateAtTwiceTheOfferedLoad) {
   ASSERT_TRUE(a.wait_ready());
   std::this_thread::sleep_for(700ms);  // the initial burst (cbs) is spent
   auto passed = [&] {
-    auto s = stats_of(*dp.value(), pc.on_to_vm ? "b" : "a");
+    auto s = stats_of(*dp, pc.on_to_vm ? "b" : "a");
     return pc.on_to_vm ? s.to_vm_packets : s.from_vm_packets;
   };
   const uint64_t p0 = passed();
@@ -55,8 +53,8 @@ TEST_P(PmdPolicer, HoldsItsRateAtTwiceTheOfferedLoad) {
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const double rate = double(p1 - p0) / secs;
   EXPECT_NEAR(rate, pc.expected, pc.expected * 0.05) << pc.name << ": " << rate << " pps passed, offered " << offered;
-  auto sa = stats_of(*dp.value(), "a");
-  auto sb = stats_of(*dp.value(), "b");
+  auto sa = stats_of(*dp, "a");
+  auto sb = stats_of(*dp, "b");
   const auto& s = pc.on_to_vm ? sb : sa;
   const uint64_t drops = pc.on_to_vm ? s.to_vm_drops_red + s.to_vm_drops_yellow + s.to_vm_drops_pps
                                      : s.from_vm_drops_red + s.from_vm_drops_yellow + s.from_vm_drops_pps;
@@ -69,7 +67,7 @@ TEST_P(PmdPolicer, HoldsItsRateAtTwiceTheOfferedLoad) {
   }
   // What passed arrived (nothing lost behind the policer).
   a.finish();
-  ASSERT_TRUE(testkit::wait_until([&] { return stats_of(*dp.value(), "b").to_vm_packets >= (pc.on_to_vm ? 0 : sa.from_vm_packets); }, 2s));
+  ASSERT_TRUE(testkit::wait_until([&] { return stats_of(*dp, "b").to_vm_packets >= (pc.on_to_vm ? 0 : sa.from_vm_packets); }, 2s));
 }
 
 VmQos from_vm(BytePolicerConfig b, PacketPolicerConfig p = {}) {
@@ -99,25 +97,22 @@ INSTANTIATE_TEST_SUITE_P(
         PolicerCase{"PacketRate", from_vm({}, PacketPolicerConfig{1000, 16}), 1000, false}),
     [](const auto& p) { return p.param.name; });
 
-TEST(PmdPolicerConfig, SetQosReplacesThePolicerWhileTrafficFlows) {
-  TempDir dir;
-  auto dp = make_datapath();
-  ASSERT_TRUE(dp.ok()) << dp.error().message;
-  ASSERT_TRUE(dp.value()->add_vm(vm_config("a", dir.file("a.sock"), kMacA)).ok());
-  ASSERT_TRUE(dp.value()->add_vm(vm_config("b", dir.file("b.sock"), kMacB)).ok());
+TEST_F(PmdPolicerConfig, SetQosReplacesThePolicerWhileTrafficFlows) {
+  ASSERT_TRUE(dp->add_vm(vm_config("a", dir.file("a.sock"), kMacA)).ok());
+  ASSERT_TRUE(dp->add_vm(vm_config("b", dir.file("b.sock"), kMacB)).ok());
   VmProcess b(dir, "b", dir.file("b.sock"), kMacB, {"--mode", "count"});
   ASSERT_TRUE(b.wait_ready());
   VmProcess a(dir, "a", dir.file("a.sock"), kMacA, {"--mode", "tx", "--dst", kMacB, "--rate", "2000"});
   ASSERT_TRUE(a.wait_ready());
   std::this_thread::sleep_for(300ms);
-  EXPECT_EQ(stats_of(*dp.value(), "a").from_vm_drops_pps, 0u);
-  ASSERT_TRUE(dp.value()->set_qos("a", from_vm({}, PacketPolicerConfig{500, 8})).ok());
+  EXPECT_EQ(stats_of(*dp, "a").from_vm_drops_pps, 0u);
+  ASSERT_TRUE(dp->set_qos("a", from_vm({}, PacketPolicerConfig{500, 8})).ok());
   std::this_thread::sleep_for(500ms);
-  EXPECT_GT(stats_of(*dp.value(), "a").from_vm_drops_pps, 300u);
-  ASSERT_TRUE(dp.value()->set_qos("a", VmQos{}).ok());
-  const uint64_t d = stats_of(*dp.value(), "a").from_vm_drops_pps;
+  EXPECT_GT(stats_of(*dp, "a").from_vm_drops_pps, 300u);
+  ASSERT_TRUE(dp->set_qos("a", VmQos{}).ok());
+  const uint64_t d = stats_of(*dp, "a").from_vm_drops_pps;
   std::this_thread::sleep_for(300ms);
-  EXPECT_EQ(stats_of(*dp.value(), "a").from_vm_drops_pps, d);
+  EXPECT_EQ(stats_of(*dp, "a").from_vm_drops_pps, d);
 }
 
 }  // namespace

@@ -15,15 +15,11 @@ namespace {
 
 using namespace std::chrono_literals;
 
-constexpr const char* kMacA = "02:00:00:00:00:0a";
-constexpr const char* kMacB = "02:00:00:00:00:0b";
+class PmdThread : public DatapathTest {};
 
-TEST(PmdThread, IsNamedUnpinnedAndDiscoverable) {
-  TempDir dir;
-  auto dp = make_datapath();
-  ASSERT_TRUE(dp.ok()) << dp.error().message;
-  ASSERT_TRUE(dp.value()->add_vm(vm_config("web1", dir.file("a.sock"), kMacA)).ok());
-  const pid_t tid = dp.value()->pmd_tid("web1").value();
+TEST_F(PmdThread, IsNamedUnpinnedAndDiscoverable) {
+  ASSERT_TRUE(dp->add_vm(vm_config("web1", dir.file("a.sock"), kMacA)).ok());
+  const pid_t tid = dp->pmd_tid("web1").value();
   ASSERT_GT(tid, 0);
   EXPECT_EQ(thread_name(getpid(), tid), "cpmd-web1");
   cpu_set_t mine, its;
@@ -38,20 +34,17 @@ TEST(PmdThread, IsNamedUnpinnedAndDiscoverable) {
   // Pinning on request.
   auto v = vm_config("pinned", dir.file("p.sock"), kMacB);
   v.pin_cpu = 0;
-  ASSERT_TRUE(dp.value()->add_vm(v).ok());
-  const pid_t ptid = dp.value()->pmd_tid("pinned").value();
+  ASSERT_TRUE(dp->add_vm(v).ok());
+  const pid_t ptid = dp->pmd_tid("pinned").value();
   ASSERT_EQ(sched_getaffinity(ptid, sizeof its, &its), 0);
   EXPECT_EQ(CPU_COUNT(&its), 1);
   EXPECT_TRUE(CPU_ISSET(0, &its));
-  ASSERT_TRUE(dp.value()->remove_vm("web1").ok());
+  ASSERT_TRUE(dp->remove_vm("web1").ok());
   EXPECT_TRUE(testkit::wait_until([&] { return thread_name(getpid(), tid).empty(); }, 1s)) << "thread still there";
 }
 
-TEST(PmdThread, EmulatedVmHasAVcpuThreadForReservations) {
-  TempDir dir;
-  auto dp = make_datapath();
-  ASSERT_TRUE(dp.ok()) << dp.error().message;
-  ASSERT_TRUE(dp.value()->add_vm(vm_config("a", dir.file("a.sock"), kMacA)).ok());
+TEST_F(PmdThread, EmulatedVmHasAVcpuThreadForReservations) {
+  ASSERT_TRUE(dp->add_vm(vm_config("a", dir.file("a.sock"), kMacA)).ok());
   VmProcess a(dir, "a", dir.file("a.sock"), kMacA, {"--mode", "count"});
   ASSERT_TRUE(a.wait_ready());
   auto all = rsv::discover_threads(a.pid());
@@ -71,18 +64,15 @@ double idle_cpu_percent(Datapath& dp, const std::string& vm, double secs) {
   return 100.0 * double(tid_cpu_ns(getpid(), tid) - c0) / 1e9 / wall;
 }
 
-TEST(PmdThread, InterruptModeSleepsWhenIdleAndWakesForTraffic) {
-  TempDir dir;
-  auto dp = make_datapath();
-  ASSERT_TRUE(dp.ok()) << dp.error().message;
-  ASSERT_TRUE(dp.value()->add_vm(vm_config("a", dir.file("a.sock"), kMacA)).ok());
-  ASSERT_TRUE(dp.value()->add_vm(vm_config("b", dir.file("b.sock"), kMacB)).ok());
+TEST_F(PmdThread, InterruptModeSleepsWhenIdleAndWakesForTraffic) {
+  ASSERT_TRUE(dp->add_vm(vm_config("a", dir.file("a.sock"), kMacA)).ok());
+  ASSERT_TRUE(dp->add_vm(vm_config("b", dir.file("b.sock"), kMacB)).ok());
   VmProcess b(dir, "b", dir.file("b.sock"), kMacB, {"--mode", "count"});
   auto a = std::make_unique<VmProcess>(dir, "a", dir.file("a.sock"), kMacA, std::vector<std::string>{"--mode", "count"});
   ASSERT_TRUE(b.wait_ready() && a->wait_ready());
   std::this_thread::sleep_for(300ms);
-  const double idle = idle_cpu_percent(*dp.value(), "a", 2.0);
-  const auto s0 = stats_of(*dp.value(), "a");
+  const double idle = idle_cpu_percent(*dp, "a", 2.0);
+  const auto s0 = stats_of(*dp, "a");
   EXPECT_LE(idle, 2.0) << "an idle VM's PMD thread used " << idle << " % of a CPU; blocks " << s0.blocks
                        << " kicks " << s0.wakeups_by_kick << " ring " << s0.wakeups_by_ring << " room "
                        << s0.wakeups_by_room << " idle rounds " << s0.idle_iterations;
@@ -92,31 +82,28 @@ TEST(PmdThread, InterruptModeSleepsWhenIdleAndWakesForTraffic) {
   VmProcess a2(dir, "a2", dir.file("a.sock"), kMacA, {"--mode", "tx", "--dst", kMacB, "--rate", "1000", "--count", "1000"});
   ASSERT_TRUE(a2.wait_ready());
   a2.wait_exit(10s);
-  ASSERT_TRUE(testkit::wait_until([&] { return stats_of(*dp.value(), "b").to_vm_packets >= 1000; }, 2s));
-  const auto s1 = stats_of(*dp.value(), "a");
-  const auto sb = stats_of(*dp.value(), "b");
+  ASSERT_TRUE(testkit::wait_until([&] { return stats_of(*dp, "b").to_vm_packets >= 1000; }, 2s));
+  const auto s1 = stats_of(*dp, "a");
+  const auto sb = stats_of(*dp, "b");
   EXPECT_GT(s1.wakeups_by_kick, s0.wakeups_by_kick + 100) << "A's thread was not woken by kicks";
   EXPECT_GT(sb.wakeups_by_ring, 100u) << "B's thread was not woken through its ring";
   EXPECT_EQ(b.finish()["rx_test"], 1000u);
 }
 
-TEST(PmdThread, BusyPolicySpinsAndSleepPolicySleeps) {
-  TempDir dir;
-  auto dp = make_datapath();
-  ASSERT_TRUE(dp.ok()) << dp.error().message;
+TEST_F(PmdThread, BusyPolicySpinsAndSleepPolicySleeps) {
   auto busy = vm_config("busy", dir.file("a.sock"), kMacA);
   busy.poll.policy = PollPolicy::kBusy;
   auto sleepy = vm_config("sleepy", dir.file("b.sock"), kMacB);
   sleepy.poll.policy = PollPolicy::kSleep;
   sleepy.poll.sleep_us = 1000;
-  ASSERT_TRUE(dp.value()->add_vm(busy).ok());
-  ASSERT_TRUE(dp.value()->add_vm(sleepy).ok());
-  const double b = idle_cpu_percent(*dp.value(), "busy", 1.0);
-  ASSERT_TRUE(dp.value()->remove_vm("busy").ok());  // stop spinning now
-  const double s = idle_cpu_percent(*dp.value(), "sleepy", 1.0);
+  ASSERT_TRUE(dp->add_vm(busy).ok());
+  ASSERT_TRUE(dp->add_vm(sleepy).ok());
+  const double b = idle_cpu_percent(*dp, "busy", 1.0);
+  ASSERT_TRUE(dp->remove_vm("busy").ok());  // stop spinning now
+  const double s = idle_cpu_percent(*dp, "sleepy", 1.0);
   EXPECT_GT(b, 30.0) << "busy policy did not spin";
   EXPECT_LT(s, 15.0);
-  EXPECT_GT(stats_of(*dp.value(), "sleepy").sleeps, 100u);
+  EXPECT_GT(stats_of(*dp, "sleepy").sleeps, 100u);
 }
 
 }  // namespace

@@ -448,6 +448,11 @@ void Vm::worker() {
       continue;
     }
     rte_eth_dev_rx_intr_enable(port_, 0);
+    // virtio's enable is a plain store to avail->flags; the host reads it
+    // after its enqueue. Without a full fence our next read of the used ring
+    // can pass that store (x86 reorders store -> load) and we sleep through
+    // a frame the host did not signal.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
     const uint16_t late = rte_eth_rx_burst(port_, 0, pkts, 32);  // arrived while arming
     if (late) {
       rte_eth_dev_rx_intr_disable(port_, 0);

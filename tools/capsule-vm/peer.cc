@@ -1,0 +1,98 @@
+#include "capsule/vm/peer.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+namespace capsule::vm {
+
+VmPeer::VmPeer(const std::string& out_file, const std::string& socket, const std::string& mac,
+               const std::vector<std::string>& args, int cpu)
+    : out_(out_file) {
+  std::vector<std::string> argv;
+  if (cpu >= 0) argv = {"/usr/bin/taskset", "-c", std::to_string(cpu)};
+  argv.push_back(testkit::sibling_binary("capsule-vm"));
+  argv.insert(argv.end(), {"--socket", socket, "--mac", mac, "--die-with-parent"});
+  argv.insert(argv.end(), args.begin(), args.end());
+  proc_ = testkit::ChildProcess::spawn(argv, out_);
+}
+
+VmPeer::~VmPeer() {
+  if (proc_) proc_->terminate(std::chrono::milliseconds(3000));
+}
+
+std::string VmPeer::output() const {
+  std::ifstream in(out_);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+bool VmPeer::wait_ready(std::chrono::milliseconds timeout) {
+  auto ready = [&] { return output().find("capsule-vm: ready") != std::string::npos; };
+  testkit::wait_until([&] { return ready() || !proc_ || !proc_->running(); }, timeout);
+  return ready();
+}
+
+Counters parse_counters(const std::string& output) {
+  std::istringstream in(output);
+  std::string line, last;
+  while (std::getline(in, line))
+    if (line.rfind("report ", 0) == 0 || line.rfind("final ", 0) == 0) last = line;
+  Counters c;
+  std::istringstream ls(last);
+  std::string kv;
+  ls >> kv;  // the event
+  while (ls >> kv)
+    if (auto eq = kv.find('='); eq != std::string::npos) c[kv.substr(0, eq)] = std::stoull(kv.substr(eq + 1));
+  return c;
+}
+
+Counters VmPeer::counters() const { return parse_counters(output()); }
+
+Counters VmPeer::finish() {
+  if (proc_) proc_->terminate(std::chrono::milliseconds(5000));
+  return counters();
+}
+
+Counters VmPeer::wait_exit(std::chrono::milliseconds timeout) {
+  if (proc_) testkit::wait_until([&] { return !proc_->running(); }, timeout);
+  return finish();
+}
+
+pid_t VmPeer::vcpu_tid() const {
+  const std::string o = output();
+  const auto p = o.find("vcpu_tids=");
+  return p == std::string::npos ? 0 : pid_t(std::atoi(o.c_str() + p + 10));
+}
+
+uint64_t thread_cpu_ns(pid_t pid, pid_t tid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/stat");
+  const std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto p = s.rfind(')');
+  if (p == std::string::npos) return 0;
+  std::istringstream ss(s.substr(p + 2));
+  std::string f;
+  uint64_t ut = 0, st = 0;
+  for (int i = 3; i <= 15 && ss >> f; ++i) {  // fields 14 and 15: utime, stime
+    if (i == 14) ut = std::stoull(f);
+    if (i == 15) st = std::stoull(f);
+  }
+  return (ut + st) * (1'000'000'000ull / uint64_t(sysconf(_SC_CLK_TCK)));
+}
+
+int run_shell(const std::string& cmd, std::string* out) {
+  FILE* f = popen((cmd + " 2>&1").c_str(), "r");
+  if (!f) return -1;
+  std::string s;
+  char buf[512];
+  while (fgets(buf, sizeof buf, f)) s += buf;
+  const int st = pclose(f);
+  if (out) *out = s;
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+}  // namespace capsule::vm
