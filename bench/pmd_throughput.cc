@@ -163,11 +163,6 @@ Result<Sample> run_ovs(const std::string& path, uint32_t size, double warm, doub
   ovs.clear_pmd_stats();
   Sample s = measure([&] { return ovs.port_tx_packets(port); }, 0, secs);
   s.cpp = ovs.pmd_cycles_per_packet();
-  if (getenv("CAPSULE_BENCH_DEBUG")) {
-    std::string out;
-    run("ls " + dir, &out);
-    std::cerr << ovs.vsctl("list interface") << "\nVM a: " << (a ? a->output() : "") << "\n";
-  }
   a.reset();
   b.reset();
   return s;
