@@ -30,16 +30,8 @@
 namespace capsule::bench {
 namespace {
 
-using namespace std::chrono_literals;
 using namespace capsule::bench::pmd;
-using capsule::pmd::Datapath;
-using capsule::pmd::DatapathConfig;
-using capsule::pmd::MacAddr;
-using capsule::pmd::VmConfig;
 
-constexpr const char* kMacA = "02:00:00:00:00:0a";
-constexpr const char* kMacB = "02:00:00:00:00:0b";
-constexpr const char* kMacFar = "02:00:00:00:00:ff";  // somewhere behind the uplink
 constexpr int kVmCpu = 0, kSwitchCpu = 1;
 
 struct Sample {
