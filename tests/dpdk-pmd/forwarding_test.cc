@@ -171,7 +171,10 @@ TEST_F(PmdUplink, UplinkToVmByMacAnswersPingFromTheNamespace) {
   EXPECT_EQ(ca["icmp_replies"], 0u);
   EXPECT_EQ(ca["rx_to_me"], 0u) << "unicast for B leaked to A";
   EXPECT_GE(ca["rx_packets"], 1u) << "the ARP broadcast was not flooded to A";
-  EXPECT_GT(dp->uplink_stats().rx_packets, 20u);
+  const auto up = dp->uplink_stats();
+  EXPECT_GT(up.rx_packets, 20u);
+  EXPECT_TRUE(up.rx_interrupts) << "the dispatcher polled instead of blocking on the tap's rx interrupts";
+  EXPECT_GT(up.dispatcher_blocks, 0u);
   bool learned = false;
   for (const auto& e : dp->fdb())
     if (e.port == "uplink" && e.mac.str() == tap.mac()) learned = true;
