@@ -59,11 +59,16 @@ TEST_F(PmdForwarding, NoLossAtHalfOfCapacity) {
     VmProcess a(dir, "a1", dir.file("a.sock"), kMacA, {"--mode", "tx", "--dst", kMacB, "--rate", "0"});
     ASSERT_TRUE(a.wait_ready());
     std::this_thread::sleep_for(300ms);
-    const uint64_t p0 = stats_of(*dp, "b").to_vm_packets;
-    const auto t0 = std::chrono::steady_clock::now();
-    std::this_thread::sleep_for(1s);
-    const uint64_t p1 = stats_of(*dp, "b").to_vm_packets;
-    capacity = double(p1 - p0) / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    // Best of three 1 s windows: other engineers' experiments on this
+    // machine can starve us for a while.
+    for (int window = 0; window < 3; ++window) {
+      const uint64_t p0 = stats_of(*dp, "b").to_vm_packets;
+      const auto t0 = std::chrono::steady_clock::now();
+      std::this_thread::sleep_for(1s);
+      const uint64_t p1 = stats_of(*dp, "b").to_vm_packets;
+      capacity = std::max(capacity, double(p1 - p0) /
+                                        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
   }
   ASSERT_GT(capacity, 10'000.0) << "VM -> VM capacity is implausibly low";
   std::this_thread::sleep_for(300ms);
