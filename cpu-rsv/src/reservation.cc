@@ -36,6 +36,30 @@ Registry& registry() {
   return *r;
 }
 
+// The CPU a thread last ran on (/proc/<tid>/stat field 39), -1 if unknown.
+int last_cpu(pid_t tid) {
+  auto stat = read_text_file("/proc/" + std::to_string(tid) + "/stat");
+  if (!stat) return -1;
+  std::size_t pos = stat->rfind(')');  // the name may hold spaces
+  if (pos == std::string::npos) return -1;
+  pos += 2;
+  for (int field = 3; field < 39; ++field) {
+    pos = stat->find(' ', pos);
+    if (pos == std::string::npos) return -1;
+    ++pos;
+  }
+  return std::atoi(stat->c_str() + pos);
+}
+
+// A sleeping thread stays on the run queue of the CPU it last ran on until
+// it wakes, and the kernel judges SCHED_DEADLINE against that CPU's root
+// domain: a thread just pinned into a partition but still asleep on another
+// CPU gets EPERM. Idle vCPUs wake often (timer ticks), so give it a moment.
+void wait_until_on_cpu(pid_t tid, int cpu, std::chrono::milliseconds timeout) {
+  const auto end = Clock::now() + timeout;
+  while (last_cpu(tid) != cpu && Clock::now() < end) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+}
+
 SchedParams dl_params(const ReservationSpec& s) {
   SchedParams p;
   p.policy = kSchedDeadline;
@@ -157,6 +181,7 @@ Status VmReservation::apply_member(Member& m, const VmReservationSpec& spec) {
       return part.error();
     }
     if (Status st = partitions_->add_thread(m.budget.cpu, m.budget.tid); !st) return st;
+    wait_until_on_cpu(m.budget.tid, m.budget.cpu, std::chrono::milliseconds(200));
   }
   return set_params(m, spec);
 }

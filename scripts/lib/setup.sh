@@ -14,6 +14,7 @@ CAPSULE_PACKAGES=(
   openvswitch-common openvswitch-switch-dpdk openvswitch-source
   autoconf automake libtool libssl-dev libcap-ng-dev python3
   iproute2 iputils-ping iperf3 gnuplot-nox procps psmisc
+  qemu-system-x86 busybox-static
 )
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
@@ -59,8 +60,9 @@ capsule_setup_hugepages() {
 capsule_build() {
   local werror=${CAPSULE_WERROR:-ON}
   say "build: configuring ($CAPSULE_BUILD)"
-  cmake -S "$CAPSULE_ROOT" -B "$CAPSULE_BUILD" -DCAPSULE_WERROR="$werror" >"$CAPSULE_BUILD.configure.log" 2>&1 \
-    || { cat "$CAPSULE_BUILD.configure.log"; die "cmake configure failed"; }
+  mkdir -p "$CAPSULE_BUILD"
+  cmake -S "$CAPSULE_ROOT" -B "$CAPSULE_BUILD" -DCAPSULE_WERROR="$werror" >"$CAPSULE_BUILD/configure.log" 2>&1 \
+    || { cat "$CAPSULE_BUILD/configure.log"; die "cmake configure failed"; }
   say "build: compiling (first build includes libopenvswitch, a few minutes on 2 cores)"
   cmake --build "$CAPSULE_BUILD" -j"$(nproc)" || die "build failed"
 }

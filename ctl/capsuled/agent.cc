@@ -1,0 +1,725 @@
+#include "agent.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <regex>
+#include <sstream>
+
+#include "capsule/ovs/shim.h"
+#include "capsule/rsv/cpuset.h"
+#include "capsule/rsv/discovery.h"
+#include "capsule/rsv/sched_attr.h"
+#include "capsule/rsv/spec.h"
+
+namespace capsule::agent {
+namespace {
+
+using std::chrono::microseconds;
+
+void log(capsule_ovs_log_level level, const std::string& msg) { capsule_ovs_log(level, msg.c_str()); }
+
+std::string fixed(double v, int digits = 4) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", digits, v);
+  return buf;
+}
+
+// Prometheus label values: backslash, quote and newline escaped.
+std::string label(const std::string& v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '\\' || c == '"') out += '\\';
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out += c;
+  }
+  return out;
+}
+
+bool same_threads(const rsv::VmReservationSpec& a, const rsv::VmReservationSpec& b) {
+  if (a.period != b.period || a.effective_deadline() != b.effective_deadline() || a.reclaim != b.reclaim ||
+      a.threads.size() != b.threads.size())
+    return false;
+  for (std::size_t i = 0; i < a.threads.size(); ++i)
+    if (a.threads[i].tid != b.threads[i].tid || a.threads[i].runtime != b.threads[i].runtime ||
+        a.threads[i].role != b.threads[i].role)
+      return false;
+  return true;
+}
+
+Result<uint64_t> parse_u64(const std::string& key, const std::string& text) {
+  if (text.empty() || text.find_first_not_of("0123456789") != std::string::npos || text.size() > 19)
+    return Error{"QoS " + key + "=\"" + text + "\" is not a non-negative integer", EINVAL};
+  return std::stoull(text);
+}
+
+std::string describe(const rsv::VmReservationSpec& spec) {
+  std::ostringstream s;
+  for (std::size_t i = 0; i < spec.threads.size(); ++i)
+    s << (i ? ", " : "") << spec.threads[i].role << " " << rsv::format_duration(spec.threads[i].runtime);
+  s << " every " << rsv::format_duration(spec.period);
+  if (spec.deadline.count() && spec.deadline != spec.period)
+    s << " (deadline " << rsv::format_duration(spec.deadline) << ")";
+  return s.str();
+}
+
+// Everything of a VmNetConfig, as text: equal keys mean nothing to change.
+std::string net_config_key(const VmNetConfig& c) {
+  std::ostringstream k;
+  for (const auto& p : c.ports) {
+    k << p.name << '|' << p.vhost_path << '|' << p.vhost_client << '|' << p.mac << '|' << p.ingress_kbps << '|'
+      << p.ingress_burst_kb << '|' << p.ingress_kpps << '|' << p.ingress_burst_kpkts << '|';
+    if (p.egress) {
+      k << p.egress->type;
+      for (const auto& [key, v] : p.egress->params) k << ',' << key << '=' << v;
+    }
+    k << ';';
+  }
+  return k.str();
+}
+
+}  // namespace
+
+Result<PortConfig> port_from_row(const ovs::PortRow& row) {
+  PortConfig p;
+  p.name = row.name;
+  const std::string where = "port " + row.name + ": ";
+  if (row.vhost_path.empty() || row.vhost_path[0] != '/')
+    return Error{where + "vhost_path \"" + row.vhost_path + "\" is not an absolute path", EINVAL};
+  p.vhost_path = row.vhost_path;
+  p.vhost_client = row.vhost_mode.value_or("client") == "client";
+  if (row.mac) {
+    static const std::regex mac_re("^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$");
+    if (!std::regex_match(*row.mac, mac_re))
+      return Error{where + "mac \"" + *row.mac + "\" is not an Ethernet address (xx:xx:xx:xx:xx:xx)", EINVAL};
+    p.mac = *row.mac;
+  }
+  if (row.qos) {
+    PolicerConfig pol;
+    pol.type = row.qos->type;
+    std::vector<std::string> keys;
+    if (pol.type == "egress-policer")
+      keys = {"cir", "cbs"};
+    else if (pol.type == "trtcm-policer")
+      keys = {"cir", "cbs", "eir", "ebs"};
+    else if (pol.type == "pkt-policer")
+      keys = {"pir", "pbs"};
+    else
+      return Error{where + "QoS type \"" + pol.type + "\" is not supported", EINVAL};
+    for (const auto& [k, v] : row.qos->other_config) {
+      if (std::find(keys.begin(), keys.end(), k) == keys.end())
+        return Error{where + pol.type + " has no key \"" + k + "\"", EINVAL};
+      auto n = parse_u64(k, v);
+      if (!n) return Error{where + n.error().message, EINVAL};
+      pol.params[k] = *n;
+    }
+    const std::string rate_key = pol.type == "pkt-policer" ? "pir" : "cir";
+    if (!pol.params.count(rate_key))
+      return Error{where + pol.type + " needs " + rate_key + " (the committed rate)", EINVAL};
+    p.egress = pol;
+  }
+  p.ingress_kbps = uint64_t(row.ingress_policing_rate);
+  p.ingress_burst_kb = uint64_t(row.ingress_policing_burst);
+  p.ingress_kpps = uint64_t(row.ingress_policing_kpkts_rate);
+  p.ingress_burst_kpkts = uint64_t(row.ingress_policing_kpkts_burst);
+  return p;
+}
+
+Result<DesiredVm> desired_from_row(const ovs::VmRow& row) {
+  DesiredVm d;
+  d.net.vm = row.name;
+  for (const auto& port : row.ports) {
+    auto p = port_from_row(port);
+    if (!p) return p.error();
+    d.net.ports.push_back(std::move(*p));
+  }
+
+  if (row.pid && row.pidfile) return Error{"both pid and pidfile are set: set one of them", EINVAL};
+  if (!row.pid && !row.pidfile)
+    return Error{"neither pid nor pidfile is set: capsuled cannot find the VM's threads", EINVAL};
+  if (!row.vcpu_runtime_us || !row.period_us)
+    return Error{"no reservation: set vcpu_runtime_us and period_us (capsule-ctl set-rsv " + row.name +
+                     " RUNTIME PERIOD)",
+                 EINVAL};
+
+  rsv::VmReservationSpec& spec = d.spec;
+  spec.name = row.name;
+  spec.period = microseconds(*row.period_us);
+  spec.deadline = microseconds(row.deadline_us.value_or(0));
+  spec.reclaim = row.reclaim.value_or(false);
+  // The parameters alone first, so a malformed row reads as such even when
+  // its process is missing.
+  rsv::ReservationSpec one{microseconds(*row.vcpu_runtime_us), spec.period, spec.deadline, spec.reclaim};
+  if (Status st = rsv::validate(one); !st) return st.error();
+
+  if (row.pid) {
+    d.pid = pid_t(*row.pid);
+  } else {
+    auto pid = rsv::read_pidfile(*row.pidfile);
+    if (!pid) return pid.error();
+    d.pid = *pid;
+  }
+  auto threads = rsv::discover_threads(d.pid);
+  if (!threads) return threads.error();
+  auto vcpus = rsv::threads_with_role(*threads, rsv::ThreadRole::kVcpu);
+  if (vcpus.empty())
+    return Error{"process " + std::to_string(d.pid) + " has no vCPU threads (threads named \"CPU <n>/KVM\")",
+                 ENOENT};
+  for (const auto& t : vcpus)
+    spec.threads.push_back(rsv::ThreadBudget{t.tid, one.runtime, -1, "vcpu" + std::to_string(t.index)});
+  return d;
+}
+
+Agent::Agent(AgentConfig config, DatapathFactory datapath_factory)
+    : config_(std::move(config)),
+      datapath_factory_(std::move(datapath_factory)),
+      datapath_(std::make_unique<DetachedDatapath>()) {
+  configure_admission(nullptr);
+}
+
+bool Agent::configure_datapath(const ovs::HostRow* host) {
+  if (!datapath_factory_ || !host) return false;
+  DatapathSettings settings;
+  settings.type = host->datapath_type.value_or("capsule");
+  settings.dpdk_options = host->dpdk_options;
+  settings.uplink = host->uplink;
+  std::ostringstream key;
+  key << settings.type;
+  for (const auto& m : {settings.dpdk_options, settings.uplink}) {
+    key << '|';
+    for (const auto& [k, v] : m) key << k << '=' << v << ';';
+  }
+  if (key.str() == datapath_key_) return false;
+  // VMs hold threads of the old datapath: release them all, then admit them
+  // again on the new one.
+  release_all();
+  datapath_ = std::make_unique<DetachedDatapath>();
+  datapath_key_ = key.str();
+  auto made = datapath_factory_(settings);
+  if (made) {
+    datapath_ = std::move(*made);
+    log(CAPSULE_LOG_INFO, "datapath " + datapath_->name() + " ready (" + settings.type + ")");
+  } else {
+    datapath_ = std::make_unique<DetachedDatapath>("not attached: " + made.error().message);
+    log(CAPSULE_LOG_ERR, "datapath " + settings.type + ": " + made.error().message);
+  }
+  return true;
+}
+
+
+bool Agent::configure_admission(const ovs::HostRow* host) {
+  rsv::AdmissionConfig cfg;
+  const std::string mode = host ? host->admission_mode.value_or("global") : "global";
+  if (mode == "partitioned") cfg.mode = rsv::AdmissionMode::kPartitioned;
+  cfg.bound = host ? host->utilization_bound.value_or(-1) : -1;
+  const std::string cpus = host ? host->capsule_cpus.value_or("") : "";
+  if (!cpus.empty()) cfg.cpus = rsv::parse_cpu_list(cpus);
+  const std::string key = mode + "|" + fixed(cfg.bound, 6) + "|" + cpus;
+  if (rsv_ && key == admission_key_) return false;
+  if (rsv_) {
+    log(CAPSULE_LOG_INFO, "admission settings changed (" + key + "): re-admitting every VM");
+    release_all();
+  }
+  const bool changed = rsv_ != nullptr;
+  rsv_ = std::make_unique<rsv::ReservationManager>(cfg);
+  admission_key_ = key;
+  return changed;
+}
+
+void Agent::update(ovs::Snapshot snapshot) {
+  snapshot_ = std::move(snapshot);
+  have_snapshot_ = true;
+}
+
+void Agent::release_vm(const std::string& name, VmState& st) {
+  if (st.reserved) {
+    if (Status s = rsv_->release(name); !s)
+      log(CAPSULE_LOG_WARN, "VM " + name + ": restoring threads: " + s.error().message);
+    else
+      log(CAPSULE_LOG_INFO, "VM " + name + ": reservation released, threads restored");
+  }
+  if (st.net_added) (void)datapath_->remove_vm(name);
+  st.reserved = st.net_added = false;
+  st.net_key.clear();
+  st.net = {};
+  st.meter.reset();
+  st.threads.clear();
+  st.dp_stats.reset();
+  st.in_force.clear();
+}
+
+void Agent::bring_up_ports(const ovs::VmRow& row, VmState& st) {
+  if (!datapath_->attached()) return;
+  VmNetConfig net{row.name, {}};
+  for (const auto& port : row.ports) {
+    auto p = port_from_row(port);
+    if (!p) return;  // the port's own status says why
+    net.ports.push_back(std::move(*p));
+  }
+  const std::string key = net_config_key(net);
+  if (st.net_added && key == st.net_key) return;
+  if (Status s = datapath_->add_vm(net); !s) {
+    log(CAPSULE_LOG_WARN, "VM " + row.name + ": datapath: " + s.error().message);
+    return;
+  }
+  st.net_added = !net.ports.empty();
+  st.net_key = key;
+  st.net = net;
+}
+
+void Agent::reject(const std::string& name, VmState& st, const std::string& reason) {
+  if (st.state != "rejected" || st.reason != reason) {  // news, not every pass
+    ++rejections_;
+    log(CAPSULE_LOG_WARN, "VM " + name + " rejected: " + reason);
+  }
+  st.state = "rejected";
+  st.reason = reason;
+}
+
+void Agent::start_meter(VmState& st) {
+  st.meter.reset();
+  st.threads.clear();
+  if (!st.reserved) return;
+  std::vector<pid_t> tids;
+  for (const auto& p : st.decision.threads) {
+    tids.push_back(p.tid);
+    st.threads.push_back(ThreadSample{p.tid, p.role, 0, -1});
+  }
+  st.meter = std::make_unique<rsv::UtilisationMeter>(tids);
+}
+
+void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluated) {
+  VmState& st = vms_[row.name];
+  st.uuid = row.uuid;
+  if (row.fingerprint != st.fingerprint || reevaluated) {
+    st.fingerprint = row.fingerprint;
+    st.cfg = next_cfg;
+  }
+
+  // Ports are validated even without a datapath, so status tells the truth
+  // about them before one is attached.
+  st.ports.clear();
+  for (const auto& port : row.ports) {
+    ovs::RowStatus ps;
+    auto p = port_from_row(port);
+    if (!p) {
+      ps.status = {{"state", "rejected"}, {"reason", p.error().message}};
+    } else if (!datapath_->attached()) {
+      ps.status = {{"state", "not attached"}, {"reason", datapath_->detail()}};
+    }
+    st.ports[port.uuid] = std::move(ps);
+  }
+
+  if (row.enabled && !*row.enabled) {
+    release_vm(row.name, st);
+    st.state = "disabled";
+    st.reason = "enabled=false";
+    return;
+  }
+
+  // A row with no reservation at all is a best-effort VM: its ports are on
+  // the datapath, its threads (and its datapath thread) stay with CFS.
+  const bool best_effort = !row.vcpu_runtime_us && !row.period_us && !row.net_runtime_us;
+  if (best_effort) {
+    if (st.reserved) {
+      (void)rsv_->release(row.name);
+      st.reserved = false;
+      st.meter.reset();
+      st.threads.clear();
+    }
+    bring_up_ports(row, st);
+    st.state = "running";
+    st.reason = "best effort: no reservation (set-rsv gives it a capsule)";
+    st.in_force.clear();
+    return;
+  }
+
+  auto desired = desired_from_row(row);
+  if (!desired && desired.error().errnum == ENOENT && !st.reserved && datapath_->attached()) {
+    // The VM is not up yet (no pidfile, or no vCPU threads: QEMU with a
+    // vhost-user server socket waits for its backend before it starts its
+    // vCPUs). Bring its ports up now so it can connect, as OVS does for a
+    // dpdkvhostuserclient port; the reservation follows on a later pass.
+    bring_up_ports(row, st);
+    if (st.state != "waiting" || st.reason.rfind(desired.error().message, 0) != 0)
+      log(CAPSULE_LOG_INFO, "VM " + row.name + " waiting: " + desired.error().message);
+    st.state = "waiting";
+    st.reason = desired.error().message + (st.net_added ? "; its ports are up, the reservation follows" : "");
+    return;
+  }
+  if (!desired) {
+    // The process is gone: nothing left to hold. A configuration error: keep
+    // what was admitted before (like OVS keeps the last good configuration).
+    if (desired.error().errnum == ESRCH || !st.reserved) {
+      release_vm(row.name, st);
+    } else {
+      st.in_force = describe(rsv_->find(row.name)->spec());
+    }
+    reject(row.name, st, desired.error().message);
+    return;
+  }
+
+  // The datapath first (it owns the PMD thread the reservation must hold);
+  // only when the VM's network configuration changed.
+  bool net_added_now = false, net_changed = false;
+  const VmNetConfig net_before = st.net;
+  if (datapath_->attached()) {
+    const std::string net_key = net_config_key(desired->net);
+    if (!st.net_added || net_key != st.net_key) {
+      if (Status s = datapath_->add_vm(desired->net); !s) {
+        if (st.reserved) st.in_force = describe(rsv_->find(row.name)->spec());
+        reject(row.name, st, "datapath: " + s.error().message);
+        return;
+      }
+      net_added_now = !st.net_added;
+      net_changed = st.net_added;
+      st.net_added = true;
+      st.net_key = net_key;
+      st.net = desired->net;
+    }
+    if (auto tid = datapath_->pmd_tid(row.name)) {
+      auto net_us = row.net_runtime_us.value_or(0);
+      if (net_us > 0)
+        desired->spec.threads.push_back(rsv::ThreadBudget{*tid, microseconds(net_us), -1, "pmd"});
+    }
+  }
+
+  // All or nothing: a refusal below puts the datapath back as it was.
+  auto undo_net = [&] {
+    if (net_added_now) {
+      (void)datapath_->remove_vm(row.name);
+      st.net_added = false;
+      st.net_key.clear();
+      st.net = {};
+    } else if (net_changed) {
+      if (Status s = datapath_->add_vm(net_before); !s)
+        log(CAPSULE_LOG_ERR, "VM " + row.name + ": cannot restore its datapath configuration: " + s.error().message);
+      st.net_key = net_config_key(net_before);
+      st.net = net_before;
+    }
+  };
+
+  // A thread belongs to one capsule: two rows naming one process would
+  // fight over its threads.
+  for (const auto& [other, ost] : vms_) {
+    if (other == row.name || !ost.reserved) continue;
+    for (const auto& p : ost.decision.threads)
+      for (const auto& t : desired->spec.threads)
+        if (p.tid == t.tid) {
+          undo_net();
+          if (st.reserved) st.in_force = describe(rsv_->find(row.name)->spec());
+          reject(row.name, st, "thread " + std::to_string(t.tid) + " (" + t.role + ") already belongs to VM " + other +
+                         "'s capsule");
+          return;
+        }
+  }
+
+  const rsv::VmReservation* current = rsv_->find(row.name);
+  if (st.reserved && current && st.pid == desired->pid && same_threads(current->spec(), desired->spec)) {
+    st.state = "running";  // nothing to change (a vanished process failed above)
+    st.reason.clear();
+    st.in_force.clear();
+    return;
+  }
+
+  auto decision = rsv_->reserve(desired->spec);
+  if (!decision) {
+    // reserve() left whatever was in force before untouched.
+    undo_net();
+    if (st.reserved && rsv_->find(row.name)) st.in_force = describe(rsv_->find(row.name)->spec());
+    reject(row.name, st, decision.error().message);
+    return;
+  }
+  const bool changed = st.reserved;
+  st.reserved = true;
+  st.pid = desired->pid;
+  st.decision = *decision;
+  st.state = "running";
+  st.reason.clear();
+  st.in_force.clear();
+  ++applies_;
+  start_meter(st);
+  log(CAPSULE_LOG_INFO, "VM " + row.name + (changed ? ": reservation changed: " : ": reserved: ") +
+                            describe(desired->spec) + " (pid " + std::to_string(st.pid) + ")");
+}
+
+void Agent::reconcile() {
+  // Without a live database view, keep everything as it is: a lost
+  // connection is not a request to release every VM.
+  if (!have_snapshot_ || !snapshot_.connected) return;
+  ++reconciles_;
+  const ovs::HostRow* host = snapshot_.host ? &*snapshot_.host : nullptr;
+  // New admission settings re-admit every VM: each outcome then belongs to
+  // this configuration (what --wait reports).
+  const bool readmit = configure_datapath(host) | configure_admission(host);
+  const int64_t next_cfg = host ? host->next_cfg : 0;
+
+  // Releases first (VMs gone, moved to another chassis): their bandwidth is
+  // then free for the admissions below.
+  std::map<std::string, const ovs::VmRow*> rows;
+  for (const auto& row : snapshot_.vms)
+    if (row.chassis == config_.chassis) rows[row.name] = &row;
+  for (auto it = vms_.begin(); it != vms_.end();) {
+    if (!rows.count(it->first)) {
+      release_vm(it->first, it->second);
+      log(CAPSULE_LOG_INFO, "VM " + it->first + " left the database");
+      it = vms_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  // Shrinking or unchanged VMs before growing ones would be kinder to
+  // admission; names give a stable order, and a refused VM is retried on the
+  // next pass anyway.
+  for (const auto& [name, row] : rows) reconcile_vm(*row, next_cfg, readmit);
+  if (host) reconciled_cfg_ = host->next_cfg;
+}
+
+void Agent::sample() {
+  for (auto& [name, st] : vms_) {
+    if (st.meter) {
+      auto usage = st.meter->sample();
+      for (auto& t : st.threads) {
+        auto it = usage.find(t.tid);
+        if (it == usage.end()) continue;
+        t.utilisation = it->second.utilisation;
+        t.budget_used = it->second.budget_used;
+      }
+    }
+    if (st.net_added) {
+      auto s = datapath_->stats(name);
+      if (s) st.dp_stats = *s;
+    }
+  }
+}
+
+void Agent::release_all() {
+  for (auto& [name, st] : vms_) release_vm(name, st);
+  if (rsv_) rsv_->release_all();
+}
+
+Agent::~Agent() {
+  release_all();
+  datapath_.reset();  // after the VMs' threads are restored
+}
+
+void Agent::shutdown() {
+  release_all();
+  stopped_ = true;
+  for (auto& [name, st] : vms_) {
+    st.state = "stopped";
+    st.reason = "capsuled stopped: threads restored";
+  }
+}
+
+ovs::StatusUpdate Agent::status() const {
+  ovs::StatusUpdate u;
+  if (have_snapshot_ && snapshot_.host && reconciled_cfg_ >= 0) u.cur_cfg = reconciled_cfg_;
+
+  int running = 0, rejected = 0;
+  for (const auto& [name, st] : vms_) {
+    ovs::RowStatus rs;
+    rs.status["state"] = st.state;
+    if (!st.reason.empty()) rs.status["reason"] = st.reason;
+    if (!st.in_force.empty()) rs.status["in_force"] = st.in_force;
+    rs.status["cfg"] = std::to_string(st.cfg);
+    rs.status["datapath"] = datapath_->attached() ? (st.net_added ? "attached" : "none") : "not attached";
+    if (st.state == "running") ++running;
+    if (st.state == "rejected") ++rejected;
+    if (st.reserved) {
+      rs.status["pid"] = std::to_string(st.pid);
+      std::string threads, placement;
+      bool pinned = false;
+      for (const auto& p : st.decision.threads) {
+        threads += (threads.empty() ? "" : " ") + p.role + "=" + std::to_string(p.tid);
+        placement += (placement.empty() ? "" : " ") + p.role + ":" + (p.cpu < 0 ? "any" : "cpu" + std::to_string(p.cpu));
+        pinned = pinned || p.cpu >= 0;
+      }
+      rs.status["threads"] = threads;
+      rs.status["placement"] = pinned ? "partitioned: " + placement : "global EDF (unpinned)";
+      rs.status["admitted_utilization"] = fixed(st.decision.bandwidth);
+      if (const auto* r = rsv_->find(name)) rs.status["reservation"] = describe(r->spec());
+      double cpu = 0, worst_budget = 0;
+      for (const auto& t : st.threads) {
+        cpu += t.utilisation;
+        worst_budget = std::max(worst_budget, t.budget_used);
+        rs.statistics[t.role + "_utilization"] = t.utilisation;
+      }
+      rs.statistics["cpu_utilization"] = cpu;
+      rs.statistics["reserved_utilization"] = st.decision.bandwidth;
+      rs.statistics["budget_used"] = st.decision.bandwidth > 0 ? cpu / st.decision.bandwidth : 0;
+      rs.statistics["max_thread_budget_used"] = worst_budget;
+      rs.statistics["threads"] = double(st.threads.size());
+      if (st.dp_stats && st.dp_stats->cycles_per_packet > 0)
+        rs.statistics["cycles_per_packet"] = st.dp_stats->cycles_per_packet;
+    }
+    u.vms[st.uuid] = std::move(rs);
+    for (const auto& [uuid, ps] : st.ports) u.ports[uuid] = ps;
+  }
+  // Per-port counters (attached datapath): match by name through the snapshot.
+  if (have_snapshot_)
+    for (const auto& row : snapshot_.vms) {
+      auto it = vms_.find(row.name);
+      if (it == vms_.end() || !it->second.dp_stats) continue;
+      for (const auto& port : row.ports) {
+        auto c = it->second.dp_stats->ports.find(port.name);
+        if (c == it->second.dp_stats->ports.end()) continue;
+        auto& stats = u.ports[port.uuid].statistics;
+        stats["rx_packets"] = double(c->second.rx_packets);
+        stats["rx_bytes"] = double(c->second.rx_bytes);
+        stats["tx_packets"] = double(c->second.tx_packets);
+        stats["tx_bytes"] = double(c->second.tx_bytes);
+        for (const auto& [cause, n] : c->second.drops) stats["drops_" + cause] = double(n);
+        u.ports[port.uuid].status["state"] = "attached";
+      }
+    }
+
+  auto& h = u.host;
+  h.status["state"] = stopped_ ? "stopped" : "running";
+  h.status["chassis"] = config_.chassis;
+  h.status["version"] = config_.version;
+  h.status["pid"] = std::to_string(::getpid());
+  h.status["datapath"] = datapath_->attached() ? datapath_->name() : datapath_->detail();
+  h.status["vms_running"] = std::to_string(running);
+  h.status["vms_rejected"] = std::to_string(rejected);
+  if (!config_.metrics_url.empty()) h.status["metrics"] = config_.metrics_url;
+  const auto fs = rsv::CpusetFs::detect();
+  h.capabilities["sched_deadline"] = "true";
+  h.capabilities["kernel_dl_bound"] = fixed(rsv::kernel_dl_bound(), 3);
+  h.capabilities["online_cpus"] = rsv::format_cpu_list(rsv::online_cpus());
+  h.capabilities["cpuset"] = fs.kind() == rsv::CpusetFs::Kind::kV1 ? "cgroup-v1"
+                             : fs.kind() == rsv::CpusetFs::Kind::kV2 ? "cgroup-v2"
+                                                                      : "none";
+  h.capabilities["admission_modes"] = "global,partitioned";
+  h.capabilities["qos_types"] = "egress-policer,trtcm-policer,pkt-policer";
+  h.capabilities["datapath_types"] = datapath_->attached() ? "capsule" : "";
+  double capacity = 0, booked = 0, external = 0;
+  for (const auto& d : rsv_->load()) {
+    capacity += d.capacity;
+    booked += d.capsule;
+    external += d.external;
+  }
+  h.statistics["capacity"] = capacity;
+  h.statistics["booked_utilization"] = booked;
+  h.statistics["external_utilization"] = external;
+  h.statistics["free_utilization"] = capacity - booked - external;
+  return u;
+}
+
+std::string Agent::show() const {
+  std::ostringstream o;
+  o << "capsuled " << config_.version << " on chassis " << config_.chassis << "\n";
+  o << "  database: " << (snapshot_.connected ? "connected" : "not connected");
+  if (snapshot_.host) o << ", next_cfg " << snapshot_.host->next_cfg << ", applied " << reconciled_cfg_;
+  o << "\n  datapath: " << (datapath_->attached() ? datapath_->name() : datapath_->detail()) << "\n";
+  o << "  admission: "
+    << (rsv_->admission().config().mode == rsv::AdmissionMode::kPartitioned ? "partitioned" : "global")
+    << ", bound " << fixed(rsv_->admission().bound(), 3) << " per cpu\n";
+  for (const auto& d : rsv_->load())
+    o << "    " << d.name << ": capsule " << rsv::format_percent(d.capsule) << ", other DL "
+      << rsv::format_percent(d.external) << ", free " << rsv::format_percent(d.free()) << " of "
+      << rsv::format_percent(d.capacity) << "\n";
+  for (const auto& [name, st] : vms_) {
+    o << "  VM " << name << ": " << st.state;
+    if (!st.reason.empty()) o << " (" << st.reason << ")";
+    o << "\n";
+    if (!st.in_force.empty()) o << "    still in force: " << st.in_force << "\n";
+    if (!st.reserved) continue;
+    if (const auto* r = rsv_->find(name)) o << "    reservation: " << describe(r->spec()) << "\n";
+    o << "    pid " << st.pid << ", admitted " << rsv::format_percent(st.decision.bandwidth) << "\n";
+    for (const auto& p : st.decision.threads) {
+      auto params = rsv::get_sched_params(p.tid);
+      o << "    " << p.role << " tid " << p.tid << ": ";
+      if (params)
+        o << rsv::policy_name(params->policy) << " runtime " << rsv::format_duration(params->runtime)
+          << " period " << rsv::format_duration(params->period);
+      else
+        o << params.error().message;
+      o << (p.cpu >= 0 ? ", cpu " + std::to_string(p.cpu) : std::string()) << "\n";
+    }
+  }
+  return o.str();
+}
+
+std::string Agent::stats() const {
+  std::ostringstream o;
+  for (const auto& [name, st] : vms_) {
+    o << "VM " << name << " (" << st.state << ")\n";
+    double cpu = 0;
+    for (const auto& t : st.threads) {
+      cpu += t.utilisation;
+      o << "  " << t.role << " tid " << t.tid << ": cpu " << rsv::format_percent(t.utilisation);
+      if (t.budget_used >= 0) o << ", budget used " << rsv::format_percent(t.budget_used);
+      o << "\n";
+    }
+    if (st.reserved)
+      o << "  total: cpu " << rsv::format_percent(cpu) << " of " << rsv::format_percent(st.decision.bandwidth)
+        << " reserved\n";
+    if (st.dp_stats)
+      for (const auto& [port, c] : st.dp_stats->ports)
+        o << "  port " << port << ": rx " << c.rx_packets << " pkts, tx " << c.tx_packets << " pkts\n";
+  }
+  return o.str();
+}
+
+std::string Agent::metrics() const {
+  std::ostringstream o;
+  const std::string ch = "chassis=\"" + label(config_.chassis) + "\"";
+  o << "# HELP capsule_up Whether capsuled is running.\n# TYPE capsule_up gauge\n"
+    << "capsule_up{" << ch << "} 1\n";
+  o << "# HELP capsule_db_connected Whether capsuled is connected to its database.\n"
+    << "# TYPE capsule_db_connected gauge\ncapsule_db_connected{" << ch << "} " << (snapshot_.connected ? 1 : 0)
+    << "\n";
+  o << "# HELP capsule_datapath_attached Whether a datapath is attached.\n"
+    << "# TYPE capsule_datapath_attached gauge\ncapsule_datapath_attached{" << ch << "} "
+    << (datapath_->attached() ? 1 : 0) << "\n";
+  o << "# HELP capsule_reconcile_total Reconcile passes.\n# TYPE capsule_reconcile_total counter\n"
+    << "capsule_reconcile_total{" << ch << "} " << reconciles_ << "\n";
+  o << "# HELP capsule_apply_total Reservations applied or changed.\n# TYPE capsule_apply_total counter\n"
+    << "capsule_apply_total{" << ch << "} " << applies_ << "\n";
+  o << "# HELP capsule_reject_total VM configurations rejected.\n# TYPE capsule_reject_total counter\n"
+    << "capsule_reject_total{" << ch << "} " << rejections_ << "\n";
+  o << "# HELP capsule_domain_utilization EDF bandwidth per scheduling domain.\n"
+    << "# TYPE capsule_domain_utilization gauge\n";
+  for (const auto& d : rsv_->load()) {
+    const std::string l = ch + ",domain=\"" + label(d.name) + "\"";
+    o << "capsule_domain_utilization{" << l << ",kind=\"capacity\"} " << d.capacity << "\n"
+      << "capsule_domain_utilization{" << l << ",kind=\"capsule\"} " << d.capsule << "\n"
+      << "capsule_domain_utilization{" << l << ",kind=\"external\"} " << d.external << "\n";
+  }
+  o << "# HELP capsule_vm_state 1 for the state each VM is in.\n# TYPE capsule_vm_state gauge\n";
+  for (const auto& [name, st] : vms_)
+    o << "capsule_vm_state{" << ch << ",vm=\"" << label(name) << "\",state=\"" << st.state << "\"} 1\n";
+  o << "# HELP capsule_vm_reserved_utilization Admitted EDF bandwidth of a VM (fraction of one CPU).\n"
+    << "# TYPE capsule_vm_reserved_utilization gauge\n";
+  for (const auto& [name, st] : vms_)
+    if (st.reserved)
+      o << "capsule_vm_reserved_utilization{" << ch << ",vm=\"" << label(name) << "\"} " << st.decision.bandwidth
+        << "\n";
+  o << "# HELP capsule_thread_cpu_utilization CPU use of a reserved thread over the last sample.\n"
+    << "# TYPE capsule_thread_cpu_utilization gauge\n";
+  for (const auto& [name, st] : vms_)
+    for (const auto& t : st.threads)
+      o << "capsule_thread_cpu_utilization{" << ch << ",vm=\"" << label(name) << "\",thread=\"" << t.role
+        << "\",tid=\"" << t.tid << "\"} " << t.utilisation << "\n";
+  if (datapath_->attached()) {
+    o << "# HELP capsule_port_packets_total Packets per port and direction.\n"
+      << "# TYPE capsule_port_packets_total counter\n";
+    for (const auto& [name, st] : vms_)
+      if (st.dp_stats)
+        for (const auto& [port, c] : st.dp_stats->ports) {
+          const std::string l = ch + ",vm=\"" + label(name) + "\",port=\"" + label(port) + "\"";
+          o << "capsule_port_packets_total{" << l << ",direction=\"rx\"} " << c.rx_packets << "\n"
+            << "capsule_port_packets_total{" << l << ",direction=\"tx\"} " << c.tx_packets << "\n";
+        }
+  }
+  return o.str();
+}
+
+}  // namespace capsule::agent

@@ -1,0 +1,131 @@
+// capsuled's reconciler: from the Capsule database's rows for this chassis
+// to cpu-rsv reservations and datapath VMs, and back to status rows.
+//
+// Desired state in, observed state out. Every pass re-evaluates every VM
+// against the last snapshot and changes only what differs (idempotent); a VM
+// is applied all or nothing (a refused step leaves what was in force, and the
+// reason lands in status:reason); VMs that left the database, moved to another
+// chassis or were disabled get their threads back. Single-threaded: the
+// agent's event loop owns it.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "capsule/ovs/db.h"
+#include "capsule/result.h"
+#include "capsule/rsv/accounting.h"
+#include "capsule/rsv/manager.h"
+#include "datapath.h"
+
+namespace capsule::agent {
+
+struct AgentConfig {
+  std::string chassis;
+  std::string version = "0.1.0";
+  std::string metrics_url;  // "" when /metrics is off
+};
+
+// A VM row turned into what the kernel and the datapath should hold.
+struct DesiredVm {
+  pid_t pid = 0;
+  rsv::VmReservationSpec spec;  // vCPU threads (+ the PMD thread when attached)
+  VmNetConfig net;
+};
+
+// Validates a VM row and resolves its threads (pid/pidfile, vCPU discovery).
+// The error is the sentence that goes into status:reason.
+Result<DesiredVm> desired_from_row(const ovs::VmRow& row);
+// Validates one port row (vhost path, MAC, QoS type and keys).
+Result<PortConfig> port_from_row(const ovs::PortRow& row);
+
+class Agent {
+ public:
+  // No factory: the agent stays on a DetachedDatapath (vCPU reservations only).
+  explicit Agent(AgentConfig config, DatapathFactory datapath_factory = nullptr);
+  ~Agent();  // releases every VM (threads restored, cpusets removed)
+  Agent(const Agent&) = delete;
+  Agent& operator=(const Agent&) = delete;
+
+  // A new view of the database (kept until the next one).
+  void update(ovs::Snapshot snapshot);
+  // Brings the kernel and the datapath in line with the last snapshot.
+  void reconcile();
+  // Samples CPU use (and datapath counters) of every running VM.
+  void sample();
+  // Everything to write back: status, statistics, cur_cfg (the last
+  // snapshot's next_cfg once it has been reconciled).
+  ovs::StatusUpdate status() const;
+  // Restores every VM's threads.
+  void release_all();
+  // release_all(), and every status says "stopped" (SIGTERM, exit).
+  void shutdown();
+
+  std::string show() const;     // unixctl capsule/show
+  std::string stats() const;    // unixctl capsule/stats
+  std::string metrics() const;  // Prometheus text exposition format
+
+  uint64_t reconcile_count() const { return reconciles_; }
+  const Datapath& datapath() const { return *datapath_; }
+
+ private:
+  struct ThreadSample {
+    pid_t tid = 0;
+    std::string role;
+    double utilisation = 0;
+    double budget_used = -1;
+  };
+  struct VmState {
+    std::string uuid;
+    std::string fingerprint;   // configuration last evaluated
+    int64_t cfg = 0;           // Host next_cfg when that configuration arrived
+    std::string state = "pending";
+    std::string reason;
+    std::string in_force;      // rejected change: what still holds
+    bool reserved = false;
+    bool net_added = false;
+    VmNetConfig net;           // what the datapath holds for this VM
+    std::string net_key;       // the same, as text
+    pid_t pid = 0;
+    rsv::AdmissionDecision decision;
+    std::unique_ptr<rsv::UtilisationMeter> meter;
+    std::vector<ThreadSample> threads;
+    std::optional<VmDatapathStats> dp_stats;
+    std::map<std::string, ovs::RowStatus> ports;  // by port uuid
+  };
+
+  // True when the settings changed (every VM was released).
+  bool configure_admission(const ovs::HostRow* host);
+  bool configure_datapath(const ovs::HostRow* host);
+  // `reevaluated`: judge the row as new even if its configuration is not.
+  void reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluated);
+  void release_vm(const std::string& name, VmState& st);
+  void reject(const std::string& name, VmState& st, const std::string& reason);
+  // Puts the row's ports on the datapath without a reservation (best-effort
+  // VMs, and VMs whose threads have not appeared yet).
+  void bring_up_ports(const ovs::VmRow& row, VmState& st);
+  void start_meter(VmState& st);
+
+  AgentConfig config_;
+  DatapathFactory datapath_factory_;
+  std::unique_ptr<Datapath> datapath_;
+  std::string datapath_key_;  // the Host settings datapath_ was made with
+  std::unique_ptr<rsv::ReservationManager> rsv_;
+  std::string admission_key_;  // the Host settings rsv_ was made with
+  ovs::Snapshot snapshot_;
+  bool have_snapshot_ = false;
+  int64_t reconciled_cfg_ = -1;
+  std::map<std::string, VmState> vms_;  // by VM name
+  uint64_t reconciles_ = 0;
+  bool stopped_ = false;
+  uint64_t applies_ = 0, rejections_ = 0;
+};
+
+}  // namespace capsule::agent

@@ -1,0 +1,115 @@
+// What capsuled needs from a per-VM datapath (dpdk-pmd's capsule datapath,
+// or OVS-DPDK in "ovs" mode): create or update a VM's ports and policers,
+// tell which thread does that VM's packet work (so it joins the VM's
+// reservation), remove the VM, and report per-port counters.
+//
+// The agent calls a Datapath from its control thread only. Until a datapath
+// library is wired in, capsuled runs with DetachedDatapath: reservations of
+// vCPU threads are fully real, ports and QoS are validated and shown, and
+// every status says that no datapath is attached.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "capsule/result.h"
+
+namespace capsule::agent {
+
+// A policer as OVS names it: "egress-policer" (cir bytes/s, cbs bytes),
+// "trtcm-policer" (cir, cbs, eir, ebs), "pkt-policer" (pir packets/s,
+// pbs packets). Keys are already validated.
+struct PolicerConfig {
+  std::string type;
+  std::map<std::string, uint64_t> params;
+};
+
+struct PortConfig {
+  std::string name;
+  std::string vhost_path;
+  bool vhost_client = true;   // capsule connects to QEMU's socket (QEMU is server)
+  std::string mac;            // "" = learn
+  std::optional<PolicerConfig> egress;  // VM -> wire
+  uint64_t ingress_kbps = 0, ingress_burst_kb = 0;      // wire -> VM, 0 = off
+  uint64_t ingress_kpps = 0, ingress_burst_kpkts = 0;
+};
+
+struct VmNetConfig {
+  std::string vm;
+  std::vector<PortConfig> ports;
+};
+
+struct PortCounters {
+  uint64_t rx_packets = 0, rx_bytes = 0, tx_packets = 0, tx_bytes = 0;
+  std::map<std::string, uint64_t> drops;  // by cause: "policer", "ring_full", ...
+};
+
+struct VmDatapathStats {
+  std::map<std::string, PortCounters> ports;  // by port name
+  double cycles_per_packet = 0;
+};
+
+class Datapath {
+ public:
+  virtual ~Datapath() = default;
+
+  // "capsule-dpdk", "ovs-dpdk", or "none".
+  virtual std::string name() const = 0;
+  // False when no datapath is running: the agent then neither calls the
+  // methods below nor books network budgets, and says so in status.
+  virtual bool attached() const = 0;
+  // Why not attached, for status and logs.
+  virtual std::string detail() const = 0;
+
+  // Creates the VM's ports and PMD thread, or changes them in place. On
+  // error nothing that was in force before has changed.
+  virtual Status add_vm(const VmNetConfig& config) = 0;
+  virtual Status remove_vm(const std::string& vm) = 0;
+  // The thread that does the VM's packet work, once it runs.
+  virtual std::optional<pid_t> pmd_tid(const std::string& vm) const = 0;
+  virtual Result<VmDatapathStats> stats(const std::string& vm) const = 0;
+};
+
+// The stand-in while no datapath runs: attached() is false, detail() says why.
+class DetachedDatapath final : public Datapath {
+ public:
+  static constexpr const char* kNoLibrary =
+      "not attached: this capsuled has no datapath library; vCPU reservations only";
+  explicit DetachedDatapath(std::string why = kNoLibrary) : why_(std::move(why)) {}
+  std::string name() const override { return "none"; }
+  bool attached() const override { return false; }
+  std::string detail() const override { return why_; }
+  Status add_vm(const VmNetConfig&) override { return Error{detail(), ENOTSUP}; }
+  Status remove_vm(const std::string&) override { return Status::Ok(); }
+  std::optional<pid_t> pmd_tid(const std::string&) const override { return std::nullopt; }
+  Result<VmDatapathStats> stats(const std::string&) const override { return Error{detail(), ENOTSUP}; }
+
+ private:
+  std::string why_;
+};
+
+// Host-wide datapath settings, from the Host row.
+struct DatapathSettings {
+  std::string type = "capsule";                   // Host:datapath_type
+  std::map<std::string, std::string> dpdk_options;  // Host:dpdk_options (EAL)
+  std::map<std::string, std::string> uplink;        // Host:uplink
+};
+
+// Makes the datapath for the Host row's settings. capsuled calls it on the
+// first Host row and again whenever those settings change (every VM is then
+// released and admitted again on the new datapath). An error leaves capsuled
+// on a DetachedDatapath whose detail() carries the message.
+//
+// Wiring dpdk-pmd: write a class CapsuleDpdkDatapath : Datapath over
+// capsule::pmd::Datapath and return it here for type "capsule" (see
+// docs/ctl.md, "Wiring the DPDK datapath").
+using DatapathFactory = std::function<Result<std::unique_ptr<Datapath>>(const DatapathSettings&)>;
+
+}  // namespace capsule::agent

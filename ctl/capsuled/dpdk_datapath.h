@@ -1,0 +1,45 @@
+// The capsule DPDK datapath (dpdk-pmd) behind capsuled's Datapath
+// interface: one vhost-user port and one PMD thread per VM, policers in
+// that thread, the PMD's tid handed to the agent for the VM's reservation.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "capsule/pmd/datapath.h"
+#include "datapath.h"
+
+namespace capsule::agent {
+
+class CapsuleDpdkDatapath final : public Datapath {
+ public:
+  explicit CapsuleDpdkDatapath(std::unique_ptr<pmd::Datapath> dp) : dp_(std::move(dp)) {}
+
+  std::string name() const override { return "capsule-dpdk"; }
+  bool attached() const override { return true; }
+  std::string detail() const override;
+
+  Status add_vm(const VmNetConfig& config) override;
+  Status remove_vm(const std::string& vm) override;
+  std::optional<pid_t> pmd_tid(const std::string& vm) const override;
+  Result<VmDatapathStats> stats(const std::string& vm) const override;
+
+ private:
+  std::unique_ptr<pmd::Datapath> dp_;
+  std::map<std::string, pmd::VmConfig> in_force_;  // what each VM runs with now
+  std::map<std::string, std::string> port_name_;   // VM -> its port's name
+};
+
+// Host:dpdk_options and Host:uplink -> pmd::DatapathConfig, refusing keys
+// and values it does not know.
+Result<pmd::DatapathConfig> datapath_config(const DatapathSettings& settings);
+
+// VmNetConfig (one port, with a MAC) -> pmd::VmConfig.
+Result<pmd::VmConfig> vm_config(const VmNetConfig& config);
+
+// The factory capsuled passes to its Agent: "capsule" starts the DPDK
+// datapath, anything else is refused with the reason.
+Result<std::unique_ptr<Datapath>> make_datapath(const DatapathSettings& settings);
+
+}  // namespace capsule::agent

@@ -1,0 +1,89 @@
+// A local Capsule control plane for tests, benchmarks and the demo: an
+// ovsdb-server serving a fresh Capsule database in a private directory, a
+// capsuled process on it, and capsule-ctl runs. Everything is a child process
+// that is stopped (SIGTERM, then SIGKILL) and reaped when its object goes,
+// and the directory is removed, also when a test assertion fails.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "capsule/result.h"
+#include "capsule/testkit.h"
+
+namespace capsule::harness {
+
+// A program on $PATH or in /usr/sbin, /usr/bin, /sbin, /bin; "" if absent.
+std::string find_program(const std::string& name);
+
+struct CmdResult {
+  int rc = -1;  // exit status, or 128 + signal
+  std::string out, err;
+};
+// Runs argv[0] (a path) and collects its output; killed after `timeout`.
+CmdResult run(const std::vector<std::string>& argv, std::chrono::milliseconds timeout = std::chrono::seconds(30));
+
+// A directory under /tmp removed (recursively) on destruction.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& prefix = "capsule");
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+// ovsdb-server with the Capsule schema, listening on <dir>/db.sock.
+class Ovsdb {
+ public:
+  static Result<std::unique_ptr<Ovsdb>> start(const std::string& dir);
+  std::string remote() const { return "unix:" + dir_ + "/db.sock"; }
+  pid_t pid() const { return proc_->pid(); }
+  // Stops the server (SIGTERM) and starts it again on the same database file.
+  void stop();
+  Status restart();
+
+ private:
+  Status launch();
+  std::string dir_;
+  std::unique_ptr<testkit::ChildProcess> proc_;
+};
+
+// capsuled on an Ovsdb, in the foreground, with its control socket and log
+// in `dir`. The metrics endpoint listens on a free loopback port.
+class Capsuled {
+ public:
+  static Result<std::unique_ptr<Capsuled>> start(const Ovsdb& db, const std::string& dir, const std::string& chassis,
+                                                 const std::vector<std::string>& extra_args = {});
+  ~Capsuled();
+  pid_t pid() const { return proc_->pid(); }
+  bool running() { return proc_->running(); }
+  const std::string& ctl_socket() const { return ctl_socket_; }
+  const std::string& log_file() const { return log_; }
+  // SIGTERM and wait; the exit status.
+  int stop() { return proc_->terminate(std::chrono::seconds(10)); }
+
+ private:
+  std::unique_ptr<testkit::ChildProcess> proc_;
+  std::string ctl_socket_, log_;
+};
+
+// capsule-ctl --db=<db> --timeout=<timeout> ARGS...
+CmdResult ctl(const Ovsdb& db, const std::vector<std::string>& args,
+              std::chrono::seconds timeout = std::chrono::seconds(20));
+// ovs-appctl -t <capsuled's socket> ARGS...
+CmdResult appctl(const Capsuled& agent, const std::vector<std::string>& args);
+
+// Paths of capsule's binaries (next to the running one, build/bin).
+std::string capsule_ctl_path();
+std::string capsuled_path();
+
+}  // namespace capsule::harness

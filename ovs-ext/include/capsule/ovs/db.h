@@ -1,0 +1,116 @@
+// The Capsule database as C++ values: what capsuled reads (a snapshot of its
+// chassis' rows) and what it writes back (status, statistics, cur_cfg), and
+// DbConnection, the OVS-thread object that moves them through the C shim.
+//
+// Only the thread that created a DbConnection may call it (OVS's IDL and
+// poll loop are per thread); Snapshot and StatusUpdate are plain values that
+// can cross threads.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "capsule/result.h"
+
+struct capsule_db;
+
+namespace capsule::ovs {
+
+using StringMap = std::map<std::string, std::string>;
+
+struct QosRow {
+  std::string uuid;
+  std::string type;  // egress-policer | trtcm-policer | pkt-policer
+  StringMap other_config;
+};
+
+struct PortRow {
+  std::string uuid;
+  std::string name;
+  std::string vhost_path;
+  std::optional<std::string> vhost_mode;  // server | client (default client)
+  std::optional<std::string> mac;
+  int64_t ingress_policing_rate = 0;       // kbps, 0 = off
+  int64_t ingress_policing_burst = 0;      // kb
+  int64_t ingress_policing_kpkts_rate = 0; // kpps, 0 = off
+  int64_t ingress_policing_kpkts_burst = 0;
+  StringMap options;
+  std::optional<QosRow> qos;
+};
+
+struct VmRow {
+  std::string uuid;
+  std::string name;
+  std::string chassis;
+  std::optional<bool> enabled;
+  std::optional<int64_t> pid;
+  std::optional<std::string> pidfile;
+  std::optional<int64_t> vcpu_runtime_us, period_us, deadline_us, net_runtime_us;
+  std::optional<bool> reclaim;
+  StringMap options;
+  std::vector<PortRow> ports;
+  std::string fingerprint;  // the row's configuration as text: changes when any of it does
+};
+
+struct HostRow {
+  std::string uuid;
+  std::string chassis;
+  std::optional<std::string> datapath_type;  // capsule | ovs
+  StringMap dpdk_options, uplink, other_config;
+  std::optional<std::string> admission_mode;  // global | partitioned
+  std::optional<double> utilization_bound;
+  std::optional<std::string> capsule_cpus;
+  int64_t next_cfg = 0, cur_cfg = 0;
+};
+
+struct Snapshot {
+  bool connected = false;
+  std::string chassis;
+  std::optional<HostRow> host;  // absent until the Host row exists
+  std::vector<VmRow> vms;       // this chassis' VMs only
+};
+Result<Snapshot> parse_snapshot(const std::string& json);
+
+struct RowStatus {
+  StringMap status;
+  std::map<std::string, double> statistics;  // Port statistics are written as integers
+};
+struct HostStatus {
+  StringMap status, capabilities;
+  std::map<std::string, double> statistics;
+};
+// Everything capsuled writes, in one transaction. Rows not named are left
+// as they are; the Host row is created if missing.
+struct StatusUpdate {
+  std::optional<int64_t> cur_cfg;
+  HostStatus host;
+  std::map<std::string, RowStatus> vms;    // by row uuid
+  std::map<std::string, RowStatus> ports;  // by row uuid
+};
+std::string to_json(const StatusUpdate& update);
+
+class DbConnection {
+ public:
+  DbConnection(const std::string& remote, const std::string& chassis);
+  ~DbConnection();
+  DbConnection(const DbConnection&) = delete;
+  DbConnection& operator=(const DbConnection&) = delete;
+
+  // One loop turn; true when the monitored rows changed (take a snapshot).
+  bool run();
+  // Blocks until the IDL, unixctl, a wake() or the timeout (ms, -1: none).
+  void wait_and_block(long long timeout_ms);
+  bool connected() const;
+  Snapshot snapshot() const;
+  Status set_status(const StatusUpdate& update);
+  unsigned long long commits() const;
+  bool status_pending() const;
+
+ private:
+  capsule_db* db_;
+};
+
+}  // namespace capsule::ovs

@@ -1,0 +1,679 @@
+/* The C shim over libopenvswitch (see include/capsule/ovs/shim.h). The only
+ * translation unit of capsule's agent that includes OVS's internal headers. */
+
+#include <config.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "capsule/ovs/shim.h"
+
+#include "capsule-idl.h"
+#include "daemon.h"
+#include "dirs.h"
+#include "latch.h"
+#include "openvswitch/dynamic-string.h"
+#include "openvswitch/json.h"
+#include "openvswitch/poll-loop.h"
+#include "openvswitch/vlog.h"
+#include "ovsdb-idl.h"
+#include "smap.h"
+#include "timeval.h"
+#include "unixctl.h"
+#include "util.h"
+#include "uuid.h"
+
+VLOG_DEFINE_THIS_MODULE(capsuled);
+
+/* ---- Process set-up ---------------------------------------------------- */
+
+static struct latch wake_latch;
+static bool wake_latch_ready;
+
+void
+capsule_ovs_init(const char *argv0)
+{
+    /* capsule keeps its sockets, pidfiles and logs apart from OVS's: the
+     * directories follow $CAPSULE_RUNDIR / $CAPSULE_LOGDIR unless OVS's own
+     * variables are set explicitly. */
+    const char *rundir = getenv("CAPSULE_RUNDIR");
+    const char *logdir = getenv("CAPSULE_LOGDIR");
+    setenv("OVS_RUNDIR", rundir && rundir[0] ? rundir : "/run/capsule", 0);
+    setenv("OVS_LOGDIR", logdir && logdir[0] ? logdir : "/var/log/capsule", 0);
+    set_program_name(argv0);
+    vlog_init();
+    latch_init(&wake_latch);
+    wake_latch_ready = true;
+}
+
+char *
+capsule_ovs_set_verbosity(const char *spec)
+{
+    if (!spec || !spec[0]) {
+        vlog_set_levels(NULL, VLF_ANY_DESTINATION, VLL_DBG);
+        return NULL;
+    }
+    return vlog_set_levels_from_string(spec);
+}
+
+char *
+capsule_ovs_set_log_file(const char *path)
+{
+    int error = vlog_set_log_file(path);
+    return error ? xasprintf("cannot open log file %s: %s", path ? path : "(default)",
+                             ovs_strerror(error))
+                 : NULL;
+}
+
+void capsule_ovs_set_pidfile(const char *path) { set_pidfile(path); }
+void capsule_ovs_set_detach(void) { set_detach(); }
+void capsule_ovs_set_no_chdir(void) { set_no_chdir(); }
+void capsule_ovs_daemonize_start(void) { daemonize_start(false); }
+void capsule_ovs_daemonize_complete(void) { daemonize_complete(); }
+const char *capsule_ovs_rundir(void) { return ovs_rundir(); }
+
+void
+capsule_ovs_wake(void)
+{
+    if (wake_latch_ready) {
+        latch_set(&wake_latch);
+    }
+}
+
+/* ---- Logging ----------------------------------------------------------- */
+
+void
+capsule_ovs_log(enum capsule_ovs_log_level level, const char *message)
+{
+    switch (level) {
+    case CAPSULE_LOG_ERR:
+        VLOG_ERR("%s", message);
+        break;
+    case CAPSULE_LOG_WARN:
+        VLOG_WARN("%s", message);
+        break;
+    case CAPSULE_LOG_INFO:
+        VLOG_INFO("%s", message);
+        break;
+    case CAPSULE_LOG_DBG:
+    default:
+        VLOG_DBG("%s", message);
+        break;
+    }
+}
+
+/* ---- unixctl ----------------------------------------------------------- */
+
+static struct unixctl_server *unixctl;
+
+struct unixctl_trampoline {
+    capsule_unixctl_fn *fn;
+    void *aux;
+};
+
+static void
+unixctl_bounce(struct unixctl_conn *conn, int argc, const char *argv[], void *aux_)
+{
+    struct unixctl_trampoline *t = aux_;
+    t->fn((struct capsule_unixctl_conn *) conn, argc, argv, t->aux);
+}
+
+int
+capsule_unixctl_create(const char *path)
+{
+    return unixctl_server_create(path, &unixctl);
+}
+
+const char *
+capsule_unixctl_path(void)
+{
+    return unixctl ? unixctl_server_get_path(unixctl) : NULL;
+}
+
+void
+capsule_unixctl_register(const char *name, const char *usage, int min_args, int max_args,
+                         capsule_unixctl_fn *fn, void *aux)
+{
+    struct unixctl_trampoline *t = xmalloc(sizeof *t);  /* lives as long as the command */
+    t->fn = fn;
+    t->aux = aux;
+    unixctl_command_register(name, usage, min_args, max_args, unixctl_bounce, t);
+}
+
+void
+capsule_unixctl_reply(struct capsule_unixctl_conn *conn, const char *body)
+{
+    unixctl_command_reply((struct unixctl_conn *) conn, body);
+}
+
+void
+capsule_unixctl_reply_error(struct capsule_unixctl_conn *conn, const char *error)
+{
+    unixctl_command_reply_error((struct unixctl_conn *) conn, error);
+}
+
+void
+capsule_unixctl_destroy(void)
+{
+    unixctl_server_destroy(unixctl);
+    unixctl = NULL;
+}
+
+/* ---- The Capsule database ---------------------------------------------- */
+
+struct capsule_db {
+    struct ovsdb_idl *idl;
+    char *chassis;
+    unsigned int seqno;
+    struct json *pending;          /* status to write next, or NULL */
+    struct ovsdb_idl_txn *txn;     /* status transaction in flight */
+    struct json *inflight;         /* what txn writes */
+    long long int retry_at;        /* after a failed commit */
+    unsigned long long commits;
+};
+
+struct capsule_db *
+capsule_db_create(const char *remote, const char *chassis)
+{
+    struct capsule_db *db = xzalloc(sizeof *db);
+    db->chassis = xstrdup(chassis);
+    db->idl = ovsdb_idl_create(remote, &capsulerec_idl_class, true, true);
+    ovsdb_idl_set_leader_only(db->idl, false);
+
+    /* Only this chassis' Host and VM rows (conditional monitoring). */
+    struct ovsdb_idl_condition cond = OVSDB_IDL_CONDITION_INIT(&cond);
+    capsulerec_host_add_clause_chassis(&cond, OVSDB_F_EQ, chassis);
+    capsulerec_host_set_condition(db->idl, &cond);
+    ovsdb_idl_condition_destroy(&cond);
+    ovsdb_idl_condition_init(&cond);
+    capsulerec_vm_add_clause_chassis(&cond, OVSDB_F_EQ, chassis);
+    capsulerec_vm_set_condition(db->idl, &cond);
+    ovsdb_idl_condition_destroy(&cond);
+
+    /* What the agent writes itself must not wake it up. */
+    ovsdb_idl_omit_alert(db->idl, &capsulerec_host_col_cur_cfg);
+    ovsdb_idl_omit_alert(db->idl, &capsulerec_host_col_status);
+    ovsdb_idl_omit_alert(db->idl, &capsulerec_host_col_capabilities);
+    ovsdb_idl_omit_alert(db->idl, &capsulerec_host_col_statistics);
+    ovsdb_idl_omit_alert(db->idl, &capsulerec_vm_col_status);
+    ovsdb_idl_omit_alert(db->idl, &capsulerec_vm_col_statistics);
+    ovsdb_idl_omit_alert(db->idl, &capsulerec_port_col_status);
+    ovsdb_idl_omit_alert(db->idl, &capsulerec_port_col_statistics);
+    db->seqno = ovsdb_idl_get_seqno(db->idl);
+    return db;
+}
+
+void
+capsule_db_destroy(struct capsule_db *db)
+{
+    if (!db) {
+        return;
+    }
+    if (db->txn) {
+        ovsdb_idl_txn_destroy(db->txn);
+    }
+    json_destroy(db->pending);
+    json_destroy(db->inflight);
+    ovsdb_idl_destroy(db->idl);
+    free(db->chassis);
+    free(db);
+}
+
+bool
+capsule_db_connected(const struct capsule_db *db)
+{
+    return ovsdb_idl_is_connected(db->idl) && ovsdb_idl_has_ever_connected(db->idl);
+}
+
+unsigned long long
+capsule_db_commits(const struct capsule_db *db)
+{
+    return db->commits;
+}
+
+bool
+capsule_db_status_pending(const struct capsule_db *db)
+{
+    return db->pending || db->txn;
+}
+
+/* -- snapshot -- */
+
+/* smap_to_json() (OVS smap.h) gives {"key": "value", ...}. */
+
+static struct json *
+opt_int(const int64_t *v, size_t n)
+{
+    return n ? json_integer_create(*v) : json_null_create();
+}
+
+static struct json *
+opt_bool(const bool *v, size_t n)
+{
+    return n ? json_boolean_create(*v) : json_null_create();
+}
+
+static struct json *
+opt_string(const char *s)
+{
+    return s ? json_string_create(s) : json_null_create();
+}
+
+static struct json *
+uuid_json(const struct ovsdb_idl_row *row)
+{
+    return json_string_create_nocopy(xasprintf(UUID_FMT, UUID_ARGS(&row->uuid)));
+}
+
+static struct json *
+port_to_json(const struct capsulerec_port *port)
+{
+    struct json *p = json_object_create();
+    json_object_put(p, "uuid", uuid_json(&port->header_));
+    json_object_put_string(p, "name", port->name);
+    json_object_put_string(p, "vhost_path", port->vhost_path);
+    json_object_put(p, "vhost_mode", opt_string(port->vhost_mode));
+    json_object_put(p, "mac", opt_string(port->mac));
+    json_object_put(p, "ingress_policing_rate", json_integer_create(port->ingress_policing_rate));
+    json_object_put(p, "ingress_policing_burst", json_integer_create(port->ingress_policing_burst));
+    json_object_put(p, "ingress_policing_kpkts_rate",
+                    json_integer_create(port->ingress_policing_kpkts_rate));
+    json_object_put(p, "ingress_policing_kpkts_burst",
+                    json_integer_create(port->ingress_policing_kpkts_burst));
+    json_object_put(p, "options", smap_to_json(&port->options));
+    if (port->qos) {
+        struct json *q = json_object_create();
+        json_object_put(q, "uuid", uuid_json(&port->qos->header_));
+        json_object_put_string(q, "type", port->qos->type);
+        json_object_put(q, "other_config", smap_to_json(&port->qos->other_config));
+        json_object_put(p, "qos", q);
+    } else {
+        json_object_put(p, "qos", json_null_create());
+    }
+    return p;
+}
+
+static struct json *
+vm_to_json(const struct capsulerec_vm *vm)
+{
+    struct json *v = json_object_create();
+    json_object_put(v, "uuid", uuid_json(&vm->header_));
+    json_object_put_string(v, "name", vm->name);
+    json_object_put_string(v, "chassis", vm->chassis);
+    json_object_put(v, "enabled", opt_bool(vm->enabled, vm->n_enabled));
+    json_object_put(v, "pid", opt_int(vm->pid, vm->n_pid));
+    json_object_put(v, "pidfile", opt_string(vm->pidfile));
+    json_object_put(v, "vcpu_runtime_us", opt_int(vm->vcpu_runtime_us, vm->n_vcpu_runtime_us));
+    json_object_put(v, "period_us", opt_int(vm->period_us, vm->n_period_us));
+    json_object_put(v, "deadline_us", opt_int(vm->deadline_us, vm->n_deadline_us));
+    json_object_put(v, "net_runtime_us", opt_int(vm->net_runtime_us, vm->n_net_runtime_us));
+    json_object_put(v, "reclaim", opt_bool(vm->reclaim, vm->n_reclaim));
+    json_object_put(v, "options", smap_to_json(&vm->options));
+    struct json *ports = json_array_create_empty();
+    for (size_t i = 0; i < vm->n_ports; i++) {
+        json_array_add(ports, port_to_json(vm->ports[i]));
+    }
+    json_object_put(v, "ports", ports);
+    return v;
+}
+
+static const struct capsulerec_host *
+find_host(const struct capsule_db *db)
+{
+    const struct capsulerec_host *host;
+    CAPSULEREC_HOST_FOR_EACH (host, db->idl) {
+        if (!strcmp(host->chassis, db->chassis)) {
+            return host;
+        }
+    }
+    return NULL;
+}
+
+char *
+capsule_db_snapshot(const struct capsule_db *db)
+{
+    struct json *snap = json_object_create();
+    json_object_put(snap, "connected", json_boolean_create(capsule_db_connected(db)));
+    json_object_put_string(snap, "chassis", db->chassis);
+    const struct capsulerec_host *host = find_host(db);
+    if (host) {
+        struct json *h = json_object_create();
+        json_object_put(h, "uuid", uuid_json(&host->header_));
+        json_object_put_string(h, "chassis", host->chassis);
+        json_object_put(h, "datapath_type", opt_string(host->datapath_type));
+        json_object_put(h, "dpdk_options", smap_to_json(&host->dpdk_options));
+        json_object_put(h, "uplink", smap_to_json(&host->uplink));
+        json_object_put(h, "admission_mode", opt_string(host->admission_mode));
+        json_object_put(h, "utilization_bound",
+                        host->n_utilization_bound
+                            ? json_real_create(host->utilization_bound[0])
+                            : json_null_create());
+        json_object_put(h, "capsule_cpus", opt_string(host->capsule_cpus));
+        json_object_put(h, "next_cfg", json_integer_create(host->next_cfg));
+        json_object_put(h, "cur_cfg", json_integer_create(host->cur_cfg));
+        json_object_put(h, "other_config", smap_to_json(&host->other_config));
+        json_object_put(snap, "host", h);
+    } else {
+        json_object_put(snap, "host", json_null_create());
+    }
+    struct json *vms = json_array_create_empty();
+    const struct capsulerec_vm *vm;
+    CAPSULEREC_VM_FOR_EACH (vm, db->idl) {
+        if (!strcmp(vm->chassis, db->chassis)) {
+            json_array_add(vms, vm_to_json(vm));
+        }
+    }
+    json_object_put(snap, "vms", vms);
+    char *text = json_to_string(snap, 0);
+    json_destroy(snap);
+    return text;
+}
+
+/* -- status write-back -- */
+
+char *
+capsule_db_set_status(struct capsule_db *db, const char *text)
+{
+    struct json *json = json_from_string(text);
+    if (json->type == JSON_STRING) {  /* json_from_string's way of saying "error" */
+        char *error = xasprintf("status JSON: %s", json_string(json));
+        json_destroy(json);
+        return error;
+    }
+    if (json->type != JSON_OBJECT) {
+        json_destroy(json);
+        return xstrdup("status JSON: not an object");
+    }
+    json_destroy(db->pending);
+    db->pending = json;
+    capsule_ovs_wake();
+    return NULL;
+}
+
+/* Fills `smap` from a JSON object of strings; false if it is not one. */
+static bool
+json_to_smap(const struct json *obj, struct smap *smap)
+{
+    if (!obj || obj->type != JSON_OBJECT) {
+        return false;
+    }
+    struct shash_node *node;
+    SHASH_FOR_EACH (node, json_object(obj)) {
+        const struct json *v = node->data;
+        if (v->type == JSON_STRING) {
+            smap_add(smap, node->name, json_string(v));
+        }
+    }
+    return true;
+}
+
+static void
+write_smap_column(const struct ovsdb_idl_row *row, const struct smap *current,
+                  const struct json *obj,
+                  void (*setter)(const struct ovsdb_idl_row *, const struct smap *))
+{
+    struct smap next = SMAP_INITIALIZER(&next);
+    if (json_to_smap(obj, &next) && !smap_equal(current, &next)) {
+        setter(row, &next);
+    }
+    smap_destroy(&next);
+}
+
+/* Setters with a generic row type, for write_smap_column(). */
+static void set_host_status(const struct ovsdb_idl_row *r, const struct smap *m)
+{ capsulerec_host_set_status((const struct capsulerec_host *) r, m); }
+static void set_host_capabilities(const struct ovsdb_idl_row *r, const struct smap *m)
+{ capsulerec_host_set_capabilities((const struct capsulerec_host *) r, m); }
+static void set_vm_status(const struct ovsdb_idl_row *r, const struct smap *m)
+{ capsulerec_vm_set_status((const struct capsulerec_vm *) r, m); }
+static void set_port_status(const struct ovsdb_idl_row *r, const struct smap *m)
+{ capsulerec_port_set_status((const struct capsulerec_port *) r, m); }
+
+/* Numeric map columns: {key: number} -> parallel arrays, sorted by key as
+ * the IDL keeps them; returns the count. */
+static size_t
+json_to_numbers(const struct json *obj, const char ***keys, double **values)
+{
+    *keys = NULL;
+    *values = NULL;
+    if (!obj || obj->type != JSON_OBJECT) {
+        return 0;
+    }
+    const struct shash_node **nodes = shash_sort(json_object(obj));
+    size_t n = shash_count(json_object(obj)), k = 0;
+    *keys = xmalloc(n * sizeof **keys + 1);
+    *values = xmalloc(n * sizeof **values + 1);
+    for (size_t i = 0; i < n; i++) {
+        const struct json *v = nodes[i]->data;
+        if (v->type == JSON_INTEGER || v->type == JSON_REAL) {
+            (*keys)[k] = nodes[i]->name;
+            (*values)[k] = v->type == JSON_INTEGER ? (double) json_integer(v) : json_real(v);
+            k++;
+        }
+    }
+    free(nodes);
+    return k;
+}
+
+static bool
+numbers_equal(char **cur_keys, const double *cur_values, size_t n_cur,
+              const char **keys, const double *values, size_t n)
+{
+    if (n != n_cur) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(cur_keys[i], keys[i]) || cur_values[i] != values[i]) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Real-valued map columns (VM and Host statistics), written only when they
+ * differ from what the row holds. */
+typedef void real_map_setter(const struct ovsdb_idl_row *, const char **keys,
+                             const double *values, size_t n);
+
+static void
+write_real_map(const struct ovsdb_idl_row *row, char **cur_keys, const double *cur_values,
+               size_t n_cur, const struct json *obj, real_map_setter *setter)
+{
+    if (!obj) {
+        return;
+    }
+    const char **keys;
+    double *values;
+    size_t n = json_to_numbers(obj, &keys, &values);
+    if (!numbers_equal(cur_keys, cur_values, n_cur, keys, values, n)) {
+        setter(row, keys, values, n);
+    }
+    free(keys);
+    free(values);
+}
+
+static void set_vm_statistics(const struct ovsdb_idl_row *r, const char **k, const double *v, size_t n)
+{ capsulerec_vm_set_statistics((const struct capsulerec_vm *) r, k, v, n); }
+static void set_host_statistics(const struct ovsdb_idl_row *r, const char **k, const double *v, size_t n)
+{ capsulerec_host_set_statistics((const struct capsulerec_host *) r, k, v, n); }
+
+static void
+write_vm(const struct capsulerec_vm *vm, const struct json *v)
+{
+    write_smap_column(&vm->header_, &vm->status, shash_find_data(json_object(v), "status"),
+                      set_vm_status);
+    write_real_map(&vm->header_, vm->key_statistics, vm->value_statistics, vm->n_statistics,
+                   shash_find_data(json_object(v), "statistics"), set_vm_statistics);
+}
+
+static void
+write_port(const struct capsulerec_port *port, const struct json *p)
+{
+    write_smap_column(&port->header_, &port->status,
+                      shash_find_data(json_object(p), "status"), set_port_status);
+    const char **keys;
+    double *values;
+    size_t n = json_to_numbers(shash_find_data(json_object(p), "statistics"), &keys, &values);
+    if (shash_find_data(json_object(p), "statistics")) {
+        int64_t *ints = xmalloc(n * sizeof *ints + 1);
+        bool same = n == port->n_statistics;
+        for (size_t i = 0; i < n; i++) {
+            ints[i] = (int64_t) values[i];
+            same = same && !strcmp(keys[i], port->key_statistics[i])
+                   && ints[i] == port->value_statistics[i];
+        }
+        if (!same) {
+            capsulerec_port_set_statistics(port, keys, ints, n);
+        }
+        free(ints);
+    }
+    free(keys);
+    free(values);
+}
+
+static void
+write_host(const struct capsulerec_host *host, const struct json *h)
+{
+    write_smap_column(&host->header_, &host->status, shash_find_data(json_object(h), "status"),
+                      set_host_status);
+    write_smap_column(&host->header_, &host->capabilities,
+                      shash_find_data(json_object(h), "capabilities"), set_host_capabilities);
+    write_real_map(&host->header_, host->key_statistics, host->value_statistics,
+                   host->n_statistics, shash_find_data(json_object(h), "statistics"),
+                   set_host_statistics);
+}
+
+static void
+write_vm_by_uuid(struct capsule_db *db, const struct uuid *uuid, const struct json *v)
+{
+    const struct capsulerec_vm *vm = capsulerec_vm_get_for_uuid(db->idl, uuid);
+    if (vm) {
+        write_vm(vm, v);
+    }
+}
+
+static void
+write_port_by_uuid(struct capsule_db *db, const struct uuid *uuid, const struct json *p)
+{
+    const struct capsulerec_port *port = capsulerec_port_get_for_uuid(db->idl, uuid);
+    if (port) {
+        write_port(port, p);
+    }
+}
+
+/* {"<uuid>": {...}, ...}: applies `write` to each row that still exists. */
+static void
+write_rows(struct capsule_db *db, const struct json *rows,
+           void (*write)(struct capsule_db *, const struct uuid *, const struct json *))
+{
+    if (!rows || rows->type != JSON_OBJECT) {
+        return;
+    }
+    struct shash_node *node;
+    SHASH_FOR_EACH (node, json_object(rows)) {
+        struct uuid uuid;
+        const struct json *row = node->data;
+        if (uuid_from_string(&uuid, node->name) && row->type == JSON_OBJECT) {
+            write(db, &uuid, row);
+        }
+    }
+}
+
+static void
+start_status_txn(struct capsule_db *db)
+{
+    struct json *st = db->pending;
+    db->pending = NULL;
+    db->txn = ovsdb_idl_txn_create(db->idl);
+    ovsdb_idl_txn_add_comment(db->txn, "capsuled: status of chassis %s", db->chassis);
+
+    const struct capsulerec_host *host = find_host(db);
+    if (!host) {
+        struct capsulerec_host *h = capsulerec_host_insert(db->txn);
+        capsulerec_host_set_chassis(h, db->chassis);
+        host = h;
+        VLOG_INFO("registering chassis %s (new Host row)", db->chassis);
+    }
+    const struct json *h = shash_find_data(json_object(st), "host");
+    if (h && h->type == JSON_OBJECT) {
+        write_host(host, h);
+    }
+    const struct json *cur_cfg = shash_find_data(json_object(st), "cur_cfg");
+    if (cur_cfg && cur_cfg->type == JSON_INTEGER && json_integer(cur_cfg) != host->cur_cfg) {
+        capsulerec_host_set_cur_cfg(host, json_integer(cur_cfg));
+    }
+
+    write_rows(db, shash_find_data(json_object(st), "vms"), write_vm_by_uuid);
+    write_rows(db, shash_find_data(json_object(st), "ports"), write_port_by_uuid);
+    db->inflight = st;
+}
+
+static void
+finish_status_txn(struct capsule_db *db)
+{
+    enum ovsdb_idl_txn_status status = ovsdb_idl_txn_commit(db->txn);
+    if (status == TXN_INCOMPLETE) {
+        return;
+    }
+    if (status == TXN_SUCCESS || status == TXN_UNCHANGED) {
+        db->commits++;
+        json_destroy(db->inflight);
+    } else {
+        /* Retry with the newest status (or this one if none is newer). */
+        if (status != TXN_TRY_AGAIN) {
+            VLOG_WARN("status transaction failed (%s): %s", ovsdb_idl_txn_status_to_string(status),
+                      ovsdb_idl_txn_get_error(db->txn));
+            db->retry_at = time_msec() + 1000;
+        }
+        if (!db->pending) {
+            db->pending = db->inflight;
+        } else {
+            json_destroy(db->inflight);
+        }
+    }
+    db->inflight = NULL;
+    ovsdb_idl_txn_destroy(db->txn);
+    db->txn = NULL;
+}
+
+bool
+capsule_db_run(struct capsule_db *db)
+{
+    latch_poll(&wake_latch);
+    ovsdb_idl_run(db->idl);
+    if (unixctl) {
+        unixctl_server_run(unixctl);
+    }
+    if (db->txn) {
+        finish_status_txn(db);
+    }
+    if (!db->txn && db->pending && capsule_db_connected(db) && time_msec() >= db->retry_at) {
+        start_status_txn(db);
+        finish_status_txn(db);
+    }
+    unsigned int seqno = ovsdb_idl_get_seqno(db->idl);
+    bool changed = seqno != db->seqno;
+    db->seqno = seqno;
+    return changed;
+}
+
+void
+capsule_db_wait_and_block(struct capsule_db *db, long long timeout_ms)
+{
+    ovsdb_idl_wait(db->idl);
+    if (unixctl) {
+        unixctl_server_wait(unixctl);
+    }
+    latch_wait(&wake_latch);
+    if (db->txn) {
+        ovsdb_idl_txn_wait(db->txn);
+    } else if (db->pending && capsule_db_connected(db)) {
+        poll_timer_wait_until(db->retry_at);
+    }
+    if (timeout_ms >= 0) {
+        poll_timer_wait(timeout_ms);
+    }
+    poll_block();
+}

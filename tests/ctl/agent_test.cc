@@ -1,0 +1,327 @@
+// The reconciler (ctl/capsuled/agent.h) without a database: hand-made
+// snapshots, a fake VM process, and a recording Datapath, so the datapath path
+// (PMD thread joins the VM's reservation, rollback on refusal, counters into
+// Port statistics) is exercised before dpdk-pmd is wired in.
+#include <pthread.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <chrono>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "agent.h"
+#include "capsule/ovs/shim.h"
+#include "capsule/rsv/discovery.h"
+#include "capsule/rsv/sched_attr.h"
+#include "capsule/testkit.h"
+
+namespace capsule::agent {
+namespace {
+
+using namespace std::chrono_literals;
+
+// A sleeping thread named like capsule's datapath thread.
+class PmdThread {
+ public:
+  explicit PmdThread(const std::string& name) {
+    thread_ = std::thread([this, name] {
+      pthread_setname_np(pthread_self(), name.c_str());
+      tid_ = testkit::current_tid();
+      while (!stop_) std::this_thread::sleep_for(5ms);
+    });
+    testkit::wait_until([this] { return tid_ != 0; }, 2s);
+  }
+  ~PmdThread() {
+    stop_ = true;
+    thread_.join();
+  }
+  pid_t tid() const { return tid_; }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::atomic<pid_t> tid_{0};
+  std::thread thread_;
+};
+
+class RecordingDatapath final : public Datapath {
+ public:
+  explicit RecordingDatapath(pid_t pmd) : pmd_(pmd) {}
+  std::string name() const override { return "recording"; }
+  bool attached() const override { return true; }
+  std::string detail() const override { return "recording"; }
+  Status add_vm(const VmNetConfig& c) override {
+    ++adds;
+    if (fail_next_add) return Error{"no more queues", EBUSY};
+    vms[c.vm] = c;
+    return Status::Ok();
+  }
+  Status remove_vm(const std::string& vm) override {
+    ++removes;
+    vms.erase(vm);
+    return Status::Ok();
+  }
+  std::optional<pid_t> pmd_tid(const std::string& vm) const override {
+    return vms.count(vm) ? std::optional<pid_t>(pmd_) : std::nullopt;
+  }
+  Result<VmDatapathStats> stats(const std::string& vm) const override {
+    VmDatapathStats s;
+    for (const auto& p : vms.at(vm).ports) s.ports[p.name] = PortCounters{10, 1000, 20, 2000, {{"policer", 3}}};
+    s.cycles_per_packet = 250;
+    return s;
+  }
+
+  std::map<std::string, VmNetConfig> vms;
+  int adds = 0, removes = 0;
+  bool fail_next_add = false;
+
+ private:
+  pid_t pmd_;
+};
+
+// A factory that makes a RecordingDatapath and tells the test where it is.
+DatapathFactory recording(pid_t pmd, RecordingDatapath** out, int* made = nullptr) {
+  return [pmd, out, made](const DatapathSettings& s) -> Result<std::unique_ptr<Datapath>> {
+    if (made) ++*made;
+    if (s.uplink.count("devargs") && s.uplink.at("devargs") == "bogus") return Error{"unknown driver bogus", EINVAL};
+    auto dp = std::make_unique<RecordingDatapath>(pmd);
+    *out = dp.get();
+    return std::unique_ptr<Datapath>(std::move(dp));
+  };
+}
+
+AgentConfig config() {
+  AgentConfig c;
+  c.chassis = "c1";
+  return c;
+}
+
+ovs::VmRow vm_row(const std::string& name, pid_t pid, int64_t runtime_us, int64_t period_us) {
+  ovs::VmRow r;
+  r.uuid = "00000000-0000-0000-0000-00000000000" + std::to_string(name.size() % 10);
+  r.name = name;
+  r.chassis = "c1";
+  r.pid = pid;
+  r.vcpu_runtime_us = runtime_us;
+  r.period_us = period_us;
+  r.fingerprint = name + std::to_string(runtime_us) + "/" + std::to_string(period_us);
+  return r;
+}
+
+ovs::PortRow port_row() {
+  ovs::PortRow port;
+  port.uuid = "22222222-2222-2222-2222-222222222222";
+  port.name = "p1";
+  port.vhost_path = "/tmp/p1.sock";
+  return port;
+}
+
+ovs::Snapshot snapshot(std::vector<ovs::VmRow> vms, double bound = -1, const std::string& devargs = "") {
+  ovs::Snapshot s;
+  s.connected = true;
+  s.chassis = "c1";
+  ovs::HostRow h;
+  h.uuid = "11111111-1111-1111-1111-111111111111";
+  h.chassis = "c1";
+  if (bound > 0) h.utilization_bound = bound;
+  if (!devargs.empty()) h.uplink["devargs"] = devargs;
+  h.next_cfg = 7;
+  s.host = h;
+  s.vms = std::move(vms);
+  return s;
+}
+
+std::vector<pid_t> vcpus(pid_t pid) {
+  std::vector<pid_t> out;
+  if (auto all = rsv::discover_threads(pid))
+    for (const auto& t : rsv::threads_with_role(*all, rsv::ThreadRole::kVcpu)) out.push_back(t.tid);
+  return out;
+}
+
+class AgentTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    // The agent logs through vlog; keep the test's console for gtest.
+    free(capsule_ovs_set_verbosity("console:off"));
+    vm_ = testkit::ChildProcess::spawn(
+        {testkit::sibling_binary("capsule-fakevm"), "--vcpus", "2", "--load", "idle"}, "/dev/null");
+    ASSERT_TRUE(testkit::wait_until([&] { return vcpus(vm_->pid()).size() == 2; }, 5s));
+  }
+  std::unique_ptr<testkit::ChildProcess> vm_;
+  PmdThread pmd_{"cpmd-vm1"};
+};
+
+TEST_F(AgentTest, PmdThreadJoinsTheVmsReservation) {
+  RecordingDatapath* rec = nullptr;
+  Agent agent(config(), recording(pmd_.tid(), &rec));
+  auto row = vm_row("vm1", vm_->pid(), 2000, 20000);
+  row.net_runtime_us = 3000;
+  ovs::PortRow port = port_row();
+  port.qos = ovs::QosRow{"q", "egress-policer", {{"cir", "125000"}, {"cbs", "1500"}}};
+  row.ports.push_back(port);
+  agent.update(snapshot({row}));
+  agent.reconcile();
+
+  ASSERT_EQ(rec->vms.count("vm1"), 1u);
+  ASSERT_EQ(rec->vms["vm1"].ports.size(), 1u);
+  EXPECT_EQ(rec->vms["vm1"].ports[0].egress->params.at("cir"), 125000u);
+  auto p = rsv::get_sched_params(pmd_.tid());
+  ASSERT_TRUE(p.ok());
+  EXPECT_TRUE(p->is_deadline());
+  EXPECT_EQ(p->runtime, 3ms);
+  EXPECT_EQ(p->period, 20ms);
+  for (pid_t tid : vcpus(vm_->pid())) EXPECT_EQ(rsv::get_sched_params(tid)->runtime, 2ms);
+
+  agent.sample();
+  auto st = agent.status();
+  EXPECT_EQ(st.cur_cfg, 7);
+  const auto& vs = st.vms.at(row.uuid);
+  EXPECT_EQ(vs.status.at("state"), "running");
+  EXPECT_EQ(vs.status.at("datapath"), "attached");
+  EXPECT_NE(vs.status.at("threads").find("pmd=" + std::to_string(pmd_.tid())), std::string::npos);
+  EXPECT_EQ(vs.status.at("admitted_utilization"), "0.3500");
+  EXPECT_EQ(vs.statistics.at("cycles_per_packet"), 250);
+  const auto& ps = st.ports.at(port.uuid);
+  EXPECT_EQ(ps.statistics.at("rx_packets"), 10);
+  EXPECT_EQ(ps.statistics.at("drops_policer"), 3);
+
+  // Idempotent: a second pass does not touch the datapath; a QoS change does.
+  const int adds = rec->adds;
+  agent.reconcile();
+  EXPECT_EQ(rec->removes, 0);
+  EXPECT_EQ(rec->adds, adds);
+  row.ports[0].qos->other_config["cir"] = "250000";
+  agent.update(snapshot({row}));
+  agent.reconcile();
+  EXPECT_EQ(rec->adds, adds + 1);
+  EXPECT_EQ(rec->vms["vm1"].ports[0].egress->params.at("cir"), 250000u);
+  EXPECT_EQ(rec->removes, 0);
+
+  agent.update(snapshot({}));
+  agent.reconcile();
+  EXPECT_EQ(rec->vms.count("vm1"), 0u);
+  EXPECT_FALSE(rsv::get_sched_params(pmd_.tid())->is_deadline());
+}
+
+TEST_F(AgentTest, RefusedAdmissionRollsTheNewDatapathVmBack) {
+  RecordingDatapath* rec = nullptr;
+  Agent agent(config(), recording(pmd_.tid(), &rec));
+  auto row = vm_row("vm1", vm_->pid(), 15000, 20000);  // 2 x 0.75 + pmd > 0.2 x 2 CPUs, whatever else runs
+  row.net_runtime_us = 1000;
+  agent.update(snapshot({row}, 0.2));
+  agent.reconcile();
+  auto st = agent.status();
+  EXPECT_EQ(st.vms.at(row.uuid).status.at("state"), "rejected");
+  EXPECT_NE(st.vms.at(row.uuid).status.at("reason").find("cannot admit"), std::string::npos);
+  EXPECT_EQ(rec->vms.count("vm1"), 0u) << "datapath VM left behind";
+  EXPECT_EQ(rec->removes, 1);
+  EXPECT_FALSE(rsv::get_sched_params(pmd_.tid())->is_deadline());
+}
+
+TEST_F(AgentTest, RefusedChangePutsTheDatapathConfigurationBack) {
+  RecordingDatapath* rec = nullptr;
+  Agent agent(config(), recording(pmd_.tid(), &rec));
+  auto row = vm_row("vm1", vm_->pid(), 2000, 20000);
+  ovs::PortRow port = port_row();
+  row.ports.push_back(port);
+  agent.update(snapshot({row}));
+  agent.reconcile();
+  ASSERT_EQ(agent.status().vms.at(row.uuid).status.at("state"), "running");
+
+  // A port change and a budget over any bound (2 x 100 %) in one change:
+  // refused as a whole.
+  auto changed = vm_row("vm1", vm_->pid(), 20000, 20000);
+  changed.ports = row.ports;
+  changed.ports[0].ingress_policing_rate = 1000;
+  agent.update(snapshot({changed}));
+  agent.reconcile();
+  EXPECT_EQ(agent.status().vms.at(row.uuid).status.at("state"), "rejected");
+  ASSERT_EQ(rec->vms.count("vm1"), 1u);
+  EXPECT_EQ(rec->vms["vm1"].ports.at(0).ingress_kbps, 0u) << "datapath kept the refused configuration";
+  for (pid_t tid : vcpus(vm_->pid())) EXPECT_EQ(rsv::get_sched_params(tid)->runtime, 2ms);
+}
+
+TEST_F(AgentTest, DatapathFailureRejectsAndKeepsWhatWasInForce) {
+  RecordingDatapath* rec = nullptr;
+  Agent agent(config(), recording(pmd_.tid(), &rec));
+  auto row = vm_row("vm1", vm_->pid(), 2000, 20000);
+  agent.update(snapshot({row}));
+  agent.reconcile();
+  ASSERT_EQ(agent.status().vms.at(row.uuid).status.at("state"), "running");
+
+  rec->fail_next_add = true;
+  auto changed = vm_row("vm1", vm_->pid(), 4000, 20000);
+  ovs::PortRow port = port_row();  // a new port: the datapath is asked, and refuses
+  changed.ports.push_back(port);
+  agent.update(snapshot({changed}));
+  agent.reconcile();
+  auto st = agent.status().vms.at(row.uuid).status;
+  EXPECT_EQ(st.at("state"), "rejected");
+  EXPECT_EQ(st.at("reason"), "datapath: no more queues");
+  EXPECT_NE(st.at("in_force").find("2 ms every 20 ms"), std::string::npos) << st.at("in_force");
+  for (pid_t tid : vcpus(vm_->pid())) EXPECT_EQ(rsv::get_sched_params(tid)->runtime, 2ms);
+}
+
+TEST_F(AgentTest, DatapathIsMadeFromTheHostRowAndRemadeWhenItChanges) {
+  RecordingDatapath* rec = nullptr;
+  int made = 0;
+  Agent agent(config(), recording(pmd_.tid(), &rec, &made));
+  EXPECT_FALSE(agent.datapath().attached());  // no Host row seen yet
+  auto row = vm_row("vm1", vm_->pid(), 2000, 20000);
+  row.net_runtime_us = 1000;
+  agent.update(snapshot({row}, -1, "net_null0"));
+  agent.reconcile();
+  ASSERT_EQ(made, 1);
+  ASSERT_TRUE(agent.datapath().attached());
+  EXPECT_TRUE(rsv::get_sched_params(pmd_.tid())->is_deadline());
+  agent.reconcile();
+  EXPECT_EQ(made, 1) << "same settings, same datapath";
+
+  // New uplink settings: a new datapath, the VM admitted again on it.
+  agent.update(snapshot({row}, -1, "net_null1"));
+  agent.reconcile();
+  EXPECT_EQ(made, 2);
+  EXPECT_EQ(rec->vms.count("vm1"), 1u);
+  EXPECT_EQ(agent.status().vms.at(row.uuid).status.at("state"), "running");
+
+  // A datapath that cannot start: VMs keep their vCPU reservations, and
+  // every status says why there is no datapath.
+  agent.update(snapshot({row}, -1, "bogus"));
+  agent.reconcile();
+  EXPECT_FALSE(agent.datapath().attached());
+  auto st = agent.status();
+  EXPECT_EQ(st.host.status.at("datapath"), "not attached: unknown driver bogus");
+  EXPECT_EQ(st.vms.at(row.uuid).status.at("state"), "running");
+  EXPECT_EQ(st.vms.at(row.uuid).status.at("datapath"), "not attached");
+  EXPECT_FALSE(rsv::get_sched_params(pmd_.tid())->is_deadline()) << "the old PMD thread kept its reservation";
+  for (pid_t tid : vcpus(vm_->pid())) EXPECT_TRUE(rsv::get_sched_params(tid)->is_deadline());
+}
+
+TEST(PortFromRow, ValidatesLikeTheDocsSay) {
+  ovs::PortRow p;
+  p.name = "p";
+  p.vhost_path = "/run/x.sock";
+  EXPECT_TRUE(port_from_row(p).ok());
+  EXPECT_TRUE(port_from_row(p)->vhost_client);
+  p.vhost_mode = "server";
+  EXPECT_FALSE(port_from_row(p)->vhost_client);
+  p.mac = "52:54:00:AB:cd:01";
+  EXPECT_TRUE(port_from_row(p).ok());
+  p.mac = "52:54:00:ab:cd";
+  EXPECT_FALSE(port_from_row(p).ok());
+  p.mac.reset();
+  p.qos = ovs::QosRow{"q", "pkt-policer", {{"pir", "1000"}, {"pbs", "32"}}};
+  ASSERT_TRUE(port_from_row(p).ok());
+  EXPECT_EQ(port_from_row(p)->egress->params.at("pbs"), 32u);
+  p.qos->other_config = {{"pbs", "32"}};
+  EXPECT_NE(port_from_row(p).error().message.find("needs pir"), std::string::npos);
+  p.qos->other_config = {{"pir", "-5"}};
+  EXPECT_NE(port_from_row(p).error().message.find("not a non-negative integer"), std::string::npos);
+  p.qos->other_config = {{"pir", "99999999999999999999999"}};
+  EXPECT_FALSE(port_from_row(p).ok());
+}
+
+}  // namespace
+}  // namespace capsule::agent

@@ -1,0 +1,188 @@
+// capsuled with the capsule DPDK datapath, end to end: a real ovsdb-server,
+// capsuled, and two emulated VMs (capsule-vm, virtio-user) whose ports the
+// VM rows name. The VM's datapath thread joins its reservation, traffic
+// flows VM to VM through capsuled's PMD threads and is policed at the rate
+// in the QoS row, and deleting the row stops the thread and restores.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
+
+#include "capsule/harness.h"
+#include "capsule/rsv/discovery.h"
+#include "capsule/rsv/sched_attr.h"
+#include "capsule/testkit.h"
+#include "capsule/vm/peer.h"
+
+namespace capsule {
+namespace {
+
+using namespace std::chrono_literals;
+
+// An emulated VM (capsule-vm serving its vhost-user socket) in `dir`.
+class EmulatedVm : public vm::VmPeer {
+ public:
+  EmulatedVm(const harness::TempDir& dir, const std::string& name, const std::string& mac,
+             std::vector<std::string> mode_args)
+      : VmPeer(dir.file(name + ".out"), dir.file(name + ".sock"), mac, with_reports(std::move(mode_args))),
+        socket_(dir.file(name + ".sock")) {}
+  const std::string& socket() const { return socket_; }
+  // A counter from the newest report line, -1 if none yet.
+  long long counter(const std::string& key) const {
+    auto c = counters();
+    auto it = c.find(key);
+    return it == c.end() ? -1 : (long long)it->second;
+  }
+  std::vector<pid_t> vcpus() const {
+    const pid_t t = vcpu_tid();
+    return t > 0 ? std::vector<pid_t>{t} : std::vector<pid_t>{};
+  }
+
+ private:
+  static std::vector<std::string> with_reports(std::vector<std::string> args) {
+    args.insert(args.end(), {"--report-ms", "200"});
+    return args;
+  }
+  std::string socket_;
+};
+
+// capsuled's datapath thread for a VM ("cpmd-<vm>"), 0 if none.
+pid_t pmd_thread(pid_t capsuled, const std::string& vm) {
+  auto all = rsv::discover_threads(capsuled);
+  if (!all) return 0;
+  for (const auto& t : rsv::threads_with_role(*all, rsv::ThreadRole::kCapsulePmd))
+    if (t.comm == std::string(rsv::kCapsulePmdPrefix + vm).substr(0, 15)) return t.tid;
+  return 0;
+}
+
+class DatapathTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto db = harness::Ovsdb::start(dir_.path());
+    ASSERT_TRUE(db.ok()) << db.error().message;
+    db_ = std::move(*db);
+    auto agent = harness::Capsuled::start(*db_, dir_.path(), "host-a", {"--stats-interval=200"});
+    ASSERT_TRUE(agent.ok()) << agent.error().message;
+    agent_ = std::move(*agent);
+    ASSERT_TRUE(testkit::wait_until([&] { return harness::ctl(*db_, {"show"}).out.find("capsule-dpdk") != std::string::npos; }, 20s))
+        << harness::ctl(*db_, {"show"}).out;
+  }
+  void TearDown() override {
+    if (HasFailure() && agent_) {
+      std::cerr << "---- capsuled log ----\n" << harness::run({"/bin/cat", agent_->log_file()}).out;
+      std::cerr << "---- capsule-ctl show ----\n" << harness::ctl(*db_, {"show"}).out;
+    }
+  }
+  harness::CmdResult ctl(const std::vector<std::string>& args) { return harness::ctl(*db_, args); }
+
+  harness::TempDir dir_{"capsule-dp-test"};
+  std::unique_ptr<harness::Ovsdb> db_;
+  std::unique_ptr<harness::Capsuled> agent_;
+};
+
+TEST_F(DatapathTest, PmdJoinsTheCapsuleAndTrafficIsPolicedAtTheQosRate) {
+  const std::string mac_a = "02:00:00:00:00:0a", mac_b = "02:00:00:00:00:0b";
+  EmulatedVm b(dir_, "b", mac_b, {"--mode", "count"});
+  // A offers 20 kpps of 1000-byte frames (19.7 MB/s of policed bytes) to B.
+  EmulatedVm a(dir_, "a", mac_a, {"--mode", "tx", "--dst", mac_b, "--rate", "20000", "--size", "1000"});
+  // Like QEMU with a vhost-user server socket, capsule-vm starts its vCPU
+  // only once the backend has connected: capsuled brings the ports up first
+  // and reserves the threads when they appear.
+
+  // 4 MB/s egress-policer on A's port: about 4e6 / 986 = 4057 frames/s
+  // (OVS's policers count frames without their 14-byte Ethernet header).
+  const uint64_t cir = 4'000'000;
+  auto r = ctl({"--wait", "add-vm", "a", "pid=" + std::to_string(a.pid()), "--", "--net=6ms", "set-rsv", "a", "4ms",
+                "20ms", "--", "add-port", "a", "a0", a.socket(), "mac=\"" + mac_a + "\"", "--", "set-qos",
+                "a0", "egress-policer", "cir=" + std::to_string(cir), "cbs=20000", "--", "add-vm", "b",
+                "pid=" + std::to_string(b.pid()), "--", "--net=6ms", "set-rsv", "b", "4ms", "20ms", "--",
+                "add-port", "b", "b0", b.socket(), "mac=\"" + mac_b + "\""});
+  ASSERT_EQ(r.rc, 0) << r.out << r.err;
+  ASSERT_TRUE(testkit::wait_until([&] {
+    return ctl({"get", "VM", "a", "status:state"}).out.find("running") != std::string::npos &&
+           ctl({"get", "VM", "b", "status:state"}).out.find("running") != std::string::npos;
+  }, 20s)) << a.output() << b.output();
+
+  // The datapath thread of each VM is SCHED_DEADLINE with the network budget.
+  for (const char* vm : {"a", "b"}) {
+    pid_t pmd = 0;
+    ASSERT_TRUE(testkit::wait_until([&] { return (pmd = pmd_thread(agent_->pid(), vm)) != 0; }, 5s)) << vm;
+    auto p = rsv::get_sched_params(pmd);
+    ASSERT_TRUE(p.ok());
+    EXPECT_EQ(p->policy, rsv::kSchedDeadline) << vm;
+    EXPECT_EQ(p->runtime, 6ms) << vm;
+    EXPECT_EQ(p->period, 20ms) << vm;
+  }
+  for (pid_t t : a.vcpus()) EXPECT_TRUE(rsv::get_sched_params(t)->is_deadline());
+
+  // Traffic reaches B at the policed rate.
+  ASSERT_TRUE(testkit::wait_until([&] { return b.counter("rx_to_me") > 1000; }, 20s)) << b.output() << a.output();
+  std::this_thread::sleep_for(500ms);
+  const long long n0 = b.counter("rx_to_me");
+  const auto t0 = std::chrono::steady_clock::now();
+  std::this_thread::sleep_for(3s);
+  const long long n1 = b.counter("rx_to_me");
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double pps = double(n1 - n0) / secs;
+  const double expect = double(cir) / 986.0;
+  EXPECT_NEAR(pps, expect, expect * 0.15) << "B received " << pps << " frames/s; policer allows " << expect;
+
+  // Port statistics reach the database (drops by the policer among them).
+  ASSERT_TRUE(testkit::wait_until([&] {
+    auto s = ctl({"get", "Port", "a0", "statistics:drops_policer_from_vm"});
+    return s.rc == 0 && std::atoll(s.out.c_str() + (s.out[0] == '"')) > 0;
+  }, 5s)) << ctl({"list", "Port", "a0"}).out;
+
+  // Deleting the VM stops its datapath thread and restores its vCPUs.
+  const auto vcpus = a.vcpus();
+  r = ctl({"--wait", "del-vm", "a"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_TRUE(testkit::wait_until([&] { return pmd_thread(agent_->pid(), "a") == 0; }, 5s));
+  for (pid_t t : vcpus) EXPECT_EQ(rsv::get_sched_params(t)->policy, SCHED_OTHER);
+}
+
+TEST_F(DatapathTest, BestEffortVmGetsItsPortsAndLaterItsCapsule) {
+  const std::string mac_a = "02:00:00:00:00:0a", mac_b = "02:00:00:00:00:0b";
+  EmulatedVm b(dir_, "b", mac_b, {"--mode", "count"});
+  EmulatedVm a(dir_, "a", mac_a, {"--mode", "tx", "--dst", mac_b, "--rate", "5000", "--size", "256"});
+  // No set-rsv: best effort. The ports come up and traffic flows in CFS.
+  auto r = ctl({"--wait", "add-vm", "a", "pid=" + std::to_string(a.pid()), "--", "add-port", "a", "a0", a.socket(),
+                "mac=\"" + mac_a + "\"", "--", "add-vm", "b", "pid=" + std::to_string(b.pid()), "--", "add-port", "b",
+                "b0", b.socket(), "mac=\"" + mac_b + "\""});
+  ASSERT_EQ(r.rc, 0) << r.out << r.err;
+  ASSERT_TRUE(testkit::wait_until([&] { return b.counter("rx_to_me") > 500; }, 20s)) << a.output() << b.output();
+  EXPECT_NE(ctl({"get", "VM", "a", "status:reason"}).out.find("best effort"), std::string::npos);
+  const pid_t pmd = pmd_thread(agent_->pid(), "a");
+  ASSERT_NE(pmd, 0);
+  EXPECT_EQ(rsv::get_sched_params(pmd)->policy, SCHED_OTHER);
+
+  // Giving it a capsule later puts its vCPU and its datapath thread in it.
+  r = ctl({"--wait", "--", "--net=3ms", "set-rsv", "a", "2ms", "20ms"});
+  ASSERT_EQ(r.rc, 0) << r.out << r.err;
+  ASSERT_TRUE(testkit::wait_until([&] { return rsv::get_sched_params(pmd)->is_deadline(); }, 5s));
+  EXPECT_EQ(rsv::get_sched_params(pmd)->runtime, 3ms);
+  for (pid_t t : a.vcpus()) EXPECT_EQ(rsv::get_sched_params(t)->runtime, 2ms);
+  const long long before = b.counter("rx_to_me");
+  EXPECT_TRUE(testkit::wait_until([&] { return b.counter("rx_to_me") > before + 1000; }, 10s)) << b.output();
+}
+
+TEST_F(DatapathTest, PortWithoutMacIsRejectedWithTheReason) {
+  // A VM process that is up (capsule-fakevm: vCPU threads, no vhost-user).
+  auto vm = testkit::ChildProcess::spawn({testkit::sibling_binary("capsule-fakevm"), "--vcpus", "1", "--load", "idle"},
+                                         "/dev/null");
+  std::vector<pid_t> vcpus;
+  ASSERT_TRUE(testkit::wait_until([&] {
+    if (auto all = rsv::discover_threads(vm->pid()))
+      for (const auto& t : rsv::threads_with_role(*all, rsv::ThreadRole::kVcpu)) vcpus.push_back(t.tid);
+    return !vcpus.empty();
+  }, 5s));
+  auto r = ctl({"--wait", "add-vm", "a", "pid=" + std::to_string(vm->pid()), "--", "set-rsv", "a", "2ms", "20ms",
+                "--", "add-port", "a", "a0", dir_.file("a.sock")});
+  EXPECT_NE(r.rc, 0);
+  EXPECT_NE(r.err.find("needs the VM's MAC"), std::string::npos) << r.out << r.err;
+  for (pid_t t : vcpus) EXPECT_EQ(rsv::get_sched_params(t)->policy, SCHED_OTHER);
+}
+
+}  // namespace
+}  // namespace capsule
