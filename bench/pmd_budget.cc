@@ -35,14 +35,7 @@
 namespace capsule::bench {
 namespace {
 
-using namespace std::chrono_literals;
 using namespace capsule::bench::pmd;
-using capsule::pmd::Datapath;
-using capsule::pmd::DatapathConfig;
-using capsule::pmd::MacAddr;
-using capsule::pmd::VmConfig;
-
-constexpr const char* kMacB = "02:00:00:00:00:0b";
 
 double r_squared(const std::vector<double>& x, const std::vector<double>& y) {
   const double n = double(x.size());

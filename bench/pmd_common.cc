@@ -195,7 +195,6 @@ uint64_t OvsDpdk::port_tx_packets(const std::string& port) {
   std::string out;
   run(env_ + "ovs-ofctl dump-ports br0 " + port, &out);
   auto p = out.find("tx pkts=");
-  if (p == std::string::npos) std::fprintf(stderr, "ovs-ofctl dump-ports: %s\n", out.c_str());
   return p == std::string::npos ? 0 : field(out.substr(p), "tx pkts=");
 }
 

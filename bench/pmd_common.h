@@ -20,7 +20,21 @@
 #include "capsule/testkit.h"
 #include "capsule/vm/peer.h"
 
+#include "capsule/pmd/datapath.h"
+
 namespace capsule::bench::pmd {
+
+using capsule::pmd::Datapath;
+using capsule::pmd::DatapathConfig;
+using capsule::pmd::MacAddr;
+using capsule::pmd::PollPolicy;
+using capsule::pmd::VmConfig;
+using namespace std::chrono_literals;
+
+// The emulated VMs' MACs, and one "behind the uplink".
+inline constexpr const char* kMacA = "02:00:00:00:00:0a";
+inline constexpr const char* kMacB = "02:00:00:00:00:0b";
+inline constexpr const char* kMacFar = "02:00:00:00:00:ff";
 
 std::string make_tempdir(const std::string& prefix);  // under /tmp
 void remove_tempdir(const std::string& dir);

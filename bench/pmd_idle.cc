@@ -32,15 +32,8 @@
 namespace capsule::bench {
 namespace {
 
-using namespace std::chrono_literals;
 using namespace capsule::bench::pmd;
-using capsule::pmd::Datapath;
-using capsule::pmd::DatapathConfig;
-using capsule::pmd::MacAddr;
-using capsule::pmd::PollPolicy;
-using capsule::pmd::VmConfig;
 
-constexpr const char* kMacA = "02:00:00:00:00:0a";
 // capsule-vm's test header (tools/capsule-vm/frames.h): after the 42 bytes of
 // Ethernet/IPv4/UDP come magic (4), kind (1), pad (1), seq (8), send_ns (8).
 constexpr size_t kSendNsOffset = 42 + 14;

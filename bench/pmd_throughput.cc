@@ -30,16 +30,8 @@
 namespace capsule::bench {
 namespace {
 
-using namespace std::chrono_literals;
 using namespace capsule::bench::pmd;
-using capsule::pmd::Datapath;
-using capsule::pmd::DatapathConfig;
-using capsule::pmd::MacAddr;
-using capsule::pmd::VmConfig;
 
-constexpr const char* kMacA = "02:00:00:00:00:0a";
-constexpr const char* kMacB = "02:00:00:00:00:0b";
-constexpr const char* kMacFar = "02:00:00:00:00:ff";  // somewhere behind the uplink
 constexpr int kVmCpu = 0, kSwitchCpu = 1;
 
 struct Sample {
@@ -163,11 +155,6 @@ Result<Sample> run_ovs(const std::string& path, uint32_t size, double warm, doub
   ovs.clear_pmd_stats();
   Sample s = measure([&] { return ovs.port_tx_packets(port); }, 0, secs);
   s.cpp = ovs.pmd_cycles_per_packet();
-  if (getenv("CAPSULE_BENCH_DEBUG")) {
-    std::string out;
-    run("ls " + dir, &out);
-    std::cerr << ovs.vsctl("list interface") << "\nVM a: " << (a ? a->output() : "") << "\n";
-  }
   a.reset();
   b.reset();
   return s;

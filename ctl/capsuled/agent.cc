@@ -169,7 +169,8 @@ Result<DesiredVm> desired_from_row(const ovs::VmRow& row) {
   if (!threads) return threads.error();
   auto vcpus = rsv::threads_with_role(*threads, rsv::ThreadRole::kVcpu);
   if (vcpus.empty())
-    return Error{"process " + std::to_string(d.pid) + " has no vCPU threads (threads named \"CPU <n>/KVM\")",
+    return Error{"process " + std::to_string(d.pid) + " has no vCPU threads (threads named \"CPU <n>/KVM\"; QEMU names them only "
+                     "with -name <vm>,debug-threads=on, as libvirt starts it)",
                  ENOENT};
   for (const auto& t : vcpus)
     spec.threads.push_back(rsv::ThreadBudget{t.tid, one.runtime, -1, "vcpu" + std::to_string(t.index)});

@@ -10,6 +10,7 @@
 #include <sys/un.h>
 
 #include <atomic>
+#include <cctype>
 #include <map>
 #include <mutex>
 

@@ -59,11 +59,16 @@ TEST_F(PmdForwarding, NoLossAtHalfOfCapacity) {
     VmProcess a(dir, "a1", dir.file("a.sock"), kMacA, {"--mode", "tx", "--dst", kMacB, "--rate", "0"});
     ASSERT_TRUE(a.wait_ready());
     std::this_thread::sleep_for(300ms);
-    const uint64_t p0 = stats_of(*dp, "b").to_vm_packets;
-    const auto t0 = std::chrono::steady_clock::now();
-    std::this_thread::sleep_for(1s);
-    const uint64_t p1 = stats_of(*dp, "b").to_vm_packets;
-    capacity = double(p1 - p0) / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    // Best of three 1 s windows: other engineers' experiments on this
+    // machine can starve us for a while.
+    for (int window = 0; window < 3; ++window) {
+      const uint64_t p0 = stats_of(*dp, "b").to_vm_packets;
+      const auto t0 = std::chrono::steady_clock::now();
+      std::this_thread::sleep_for(1s);
+      const uint64_t p1 = stats_of(*dp, "b").to_vm_packets;
+      capacity = std::max(capacity, double(p1 - p0) /
+                                        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
   }
   ASSERT_GT(capacity, 10'000.0) << "VM -> VM capacity is implausibly low";
   std::this_thread::sleep_for(300ms);
@@ -121,15 +126,21 @@ class TapUplink {
   std::string iface_;
 };
 
-bool have_tun() { return access("/dev/net/tun", R_OK | W_OK) == 0; }
-
-TEST(PmdUplink, VmToUplinkReachesTheKernelBehindTheTap) {
-  if (!have_tun()) GTEST_SKIP() << "no /dev/net/tun: net_tap uplink cannot be tested";
+// Tests with a tap uplink in a namespace of their own; skipped without
+// /dev/net/tun. Members go in reverse: datapath, tap + namespace, directory.
+class PmdUplink : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (access("/dev/net/tun", R_OK | W_OK) != 0) GTEST_SKIP() << "no /dev/net/tun: net_tap uplink cannot be tested";
+    auto st = tap.start(dp);
+    ASSERT_TRUE(st.ok()) << st.error().message;
+  }
   TempDir dir;
   TapUplink tap;
   std::unique_ptr<Datapath> dp;
-  auto st = tap.start(dp);
-  ASSERT_TRUE(st.ok()) << st.error().message;
+};
+
+TEST_F(PmdUplink, VmToUplinkReachesTheKernelBehindTheTap) {
   ASSERT_TRUE(dp->add_vm(vm_config("a", dir.file("a.sock"), kMacA)).ok());
   const uint64_t before = tap.counter("rx_packets");
   VmProcess a(dir, "a", dir.file("a.sock"), kMacA,
@@ -144,13 +155,7 @@ TEST(PmdUplink, VmToUplinkReachesTheKernelBehindTheTap) {
   EXPECT_EQ(sa.uplink_tx_drops, 0u);
 }
 
-TEST(PmdUplink, UplinkToVmByMacAnswersPingFromTheNamespace) {
-  if (!have_tun()) GTEST_SKIP() << "no /dev/net/tun: net_tap uplink cannot be tested";
-  TempDir dir;
-  TapUplink tap;
-  std::unique_ptr<Datapath> dp;
-  auto st = tap.start(dp);
-  ASSERT_TRUE(st.ok()) << st.error().message;
+TEST_F(PmdUplink, UplinkToVmByMacAnswersPingFromTheNamespace) {
   ASSERT_TRUE(dp->add_vm(vm_config("a", dir.file("a.sock"), kMacA)).ok());
   ASSERT_TRUE(dp->add_vm(vm_config("b", dir.file("b.sock"), kMacB)).ok());
   VmProcess a(dir, "a", dir.file("a.sock"), kMacA, {"--mode", "count", "--ip", "198.18.0.2"});
@@ -171,7 +176,10 @@ TEST(PmdUplink, UplinkToVmByMacAnswersPingFromTheNamespace) {
   EXPECT_EQ(ca["icmp_replies"], 0u);
   EXPECT_EQ(ca["rx_to_me"], 0u) << "unicast for B leaked to A";
   EXPECT_GE(ca["rx_packets"], 1u) << "the ARP broadcast was not flooded to A";
-  EXPECT_GT(dp->uplink_stats().rx_packets, 20u);
+  const auto up = dp->uplink_stats();
+  EXPECT_GT(up.rx_packets, 20u);
+  EXPECT_TRUE(up.rx_interrupts) << "the dispatcher polled instead of blocking on the tap's rx interrupts";
+  EXPECT_GT(up.dispatcher_blocks, 0u);
   bool learned = false;
   for (const auto& e : dp->fdb())
     if (e.port == "uplink" && e.mac.str() == tap.mac()) learned = true;

@@ -42,17 +42,33 @@ TEST_P(PmdPolicer, HoldsItsRateAtTwiceTheOfferedLoad) {
               {"--mode", "tx", "--dst", kMacB, "--size", std::to_string(kFrame), "--rate", std::to_string(offered)});
   ASSERT_TRUE(a.wait_ready());
   std::this_thread::sleep_for(700ms);  // the initial burst (cbs) is spent
-  auto passed = [&] {
+  // Frames the policer saw (passed + dropped) and frames that passed.
+  auto seen_passed = [&] {
     auto s = stats_of(*dp, pc.on_to_vm ? "b" : "a");
-    return pc.on_to_vm ? s.to_vm_packets : s.from_vm_packets;
+    return pc.on_to_vm ? std::pair{s.to_vm_packets + s.to_vm_drops_yellow + s.to_vm_drops_red + s.to_vm_drops_pps,
+                                   s.to_vm_packets}
+                       : std::pair{s.from_vm_packets + s.from_vm_drops_yellow + s.from_vm_drops_red + s.from_vm_drops_pps,
+                                   s.from_vm_packets};
   };
-  const uint64_t p0 = passed();
-  const auto t0 = std::chrono::steady_clock::now();
-  std::this_thread::sleep_for(2s);
-  const uint64_t p1 = passed();
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const double rate = double(p1 - p0) / secs;
-  EXPECT_NEAR(rate, pc.expected, pc.expected * 0.05) << pc.name << ": " << rate << " pps passed, offered " << offered;
+  // The offered load must really be twice the rate in the window, or the
+  // window says nothing about the policer: a machine shared with other
+  // engineers' experiments can starve the sender for a while. Up to three
+  // windows; the policer is judged on the first one that had the load.
+  double rate = 0, seen_rate = 0;
+  for (int window = 0; window < 3; ++window) {
+    const auto [s0, p0] = seen_passed();
+    const auto t0 = std::chrono::steady_clock::now();
+    std::this_thread::sleep_for(2s);
+    const auto [s1, p1] = seen_passed();
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    rate = double(p1 - p0) / secs;
+    seen_rate = double(s1 - s0) / secs;
+    if (seen_rate >= 1.8 * pc.expected) break;
+  }
+  ASSERT_GE(seen_rate, 1.8 * pc.expected) << pc.name << ": the sender never offered twice the rate (" << seen_rate
+                                          << " pps seen by the policer)";
+  EXPECT_NEAR(rate, pc.expected, pc.expected * 0.05)
+      << pc.name << ": " << rate << " pps passed of " << seen_rate << " offered (" << offered << " asked)";
   auto sa = stats_of(*dp, "a");
   auto sb = stats_of(*dp, "b");
   const auto& s = pc.on_to_vm ? sb : sa;

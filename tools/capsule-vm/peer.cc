@@ -70,7 +70,12 @@ pid_t VmPeer::vcpu_tid() const {
 }
 
 uint64_t thread_cpu_ns(pid_t pid, pid_t tid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/stat");
+  const std::string task = "/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid);
+  // schedstat: time on CPU in ns (exact); stat: utime + stime in ticks.
+  std::ifstream sched(task + "/schedstat");
+  uint64_t ns = 0;
+  if (sched >> ns) return ns;
+  std::ifstream in(task + "/stat");
   const std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   const auto p = s.rfind(')');
   if (p == std::string::npos) return 0;

@@ -119,7 +119,8 @@ int main(int argc, char** argv) {
   VmReservationSpec spec{"pid" + std::to_string(pid), period, deadline, reclaim, {}};
   for (const auto& t : threads_with_role(*threads, ThreadRole::kVcpu))
     spec.threads.push_back(ThreadBudget{t.tid, runtime, -1, "vcpu" + std::to_string(t.index)});
-  if (spec.threads.empty()) return fail("process " + std::to_string(pid) + " has no vCPU threads (named \"CPU n/KVM\")");
+  if (spec.threads.empty()) return fail("process " + std::to_string(pid) + " has no vCPU threads (named \"CPU n/KVM\"; start QEMU with "
+                "-name <vm>,debug-threads=on, as libvirt does)");
   ReservationManager mgr;
   auto dec = mgr.reserve(spec);
   if (!dec) return fail(dec.error().message);

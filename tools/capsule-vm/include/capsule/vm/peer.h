@@ -44,7 +44,7 @@ class VmPeer {
 // "report k=v ..." / "final k=v ..." -> map (the last such line of `output`).
 Counters parse_counters(const std::string& output);
 
-// user + system CPU time of one thread, in ns (/proc/PID/task/TID/stat).
+// CPU time of one thread, in ns (/proc/PID/task/TID/schedstat, else stat).
 uint64_t thread_cpu_ns(pid_t pid, pid_t tid);
 
 // sh -c CMD with stderr folded into stdout; returns the exit status.
