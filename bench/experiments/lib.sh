@@ -5,7 +5,7 @@
 
 EXP_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 source "$EXP_ROOT/scripts/lib/setup.sh"
-EXP_OUT=${EXP_OUT:-$CAPSULE_BUILD/results}
+export EXP_OUT=${EXP_OUT:-$CAPSULE_BUILD/results}
 EXP_BIN=$CAPSULE_BUILD/bin
 mkdir -p "$EXP_OUT"
 
@@ -36,7 +36,15 @@ exp_append_results() {
   [ -f "$doc" ] || printf '# Results\n\nEach section is written by the command it names; rerun it to refresh.\n' >"$doc"
   python3 - "$doc" "$title" "$body" <<'PY'
 import sys, re
+import os, shutil
 doc, title, body = sys.argv[1], sys.argv[2], open(sys.argv[3]).read().rstrip() + "\n"
+# Plots named in the section are published next to the doc and shown inline.
+out, pub = os.environ["EXP_OUT"], os.path.join(os.path.dirname(doc), "results")
+for png in sorted(set(re.findall(r"`([A-Za-z0-9_.-]+\.png)`", body))):
+    if os.path.exists(os.path.join(out, png)):
+        os.makedirs(pub, exist_ok=True)
+        shutil.copy(os.path.join(out, png), os.path.join(pub, png))
+        body += "\n![%s](results/%s)\n" % (png, png)
 text = open(doc).read()
 head = "## " + title + "\n"
 pat = re.compile(r"^## " + re.escape(title) + r"\n.*?(?=^## |\Z)", re.S | re.M)
