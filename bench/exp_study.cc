@@ -648,11 +648,12 @@ struct Probe {
 // every 20 ms, `n` requests, on the port whose socket it serves.
 Result<Probe> run_probe(const std::string& dir, const std::string& socket, int n, const std::string& tag) {
   const std::string lat = dir + "/lat-" + tag + ".txt";
-  // The last second of --duration sends nothing (answers still count).
+  // The last second of --duration sends nothing (--drain-s 1), so every
+  // request has a second to be answered.
   const double duration = n * 0.020 + 1.05;
   EmuVm c(dir, "probe-" + tag, socket, kMacClient,
           {"--mode", "probe", "--dst", kMac1, "--interval-ms", "20", "--response-bytes", "100000", "--duration",
-           fmt("%.2f", duration), "--latency-file", lat},
+           fmt("%.2f", duration), "--drain-s", "1", "--latency-file", lat},
           kClientCpu);
   if (!c.wait_ready(30)) return Error{"the client did not come up: " + c.output()};
   if (!testkit::wait_until([&] { return c.output().find("\nfinal ") != std::string::npos || g_stop; },

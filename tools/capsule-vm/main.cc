@@ -82,6 +82,7 @@ struct Options {
   uint32_t response_bytes = 100'000;
   double deadline_ms = 0;  // probe: 0 = the interval
   std::string latency_file;  // probe: every completion time (us), one a line, at the end
+  double drain_s = 0;        // probe: send nothing in the last drain_s seconds of --duration
   bool hugepages = true;
   bool die_with_parent = false;
   std::string prefix;
@@ -93,7 +94,7 @@ void usage() {
       "                  [--mode tx|count|reflect|probe|serve|compute] [--dst MAC] [--dst-ip A.B.C.D]\n"
       "                  [--rate PPS (0 = flat out)] [--size BYTES] [--count N] [--duration S]\n"
       "                  [--interval-ms MS] [--response-bytes N] [--deadline-ms MS]\n"
-      "                  [--latency-file FILE]\n"
+      "                  [--latency-file FILE] [--drain-s S]\n"
       "                  [--busy-poll] [--queue-size N] [--report-ms MS] [--json] [--no-huge]\n"
       "                  [--die-with-parent]");
 }
@@ -127,6 +128,7 @@ bool parse(int argc, char** argv, Options& o) {
     else if (a == "--response-bytes") o.response_bytes = uint32_t(std::atoi(val().c_str()));
     else if (a == "--deadline-ms") o.deadline_ms = std::atof(val().c_str());
     else if (a == "--latency-file") o.latency_file = val();
+    else if (a == "--drain-s") o.drain_s = std::atof(val().c_str());
     else if (a == "--no-huge") o.hugepages = false;
     else if (a == "--die-with-parent") o.die_with_parent = true;
     else if (a == "--help" || a == "-h") { usage(); std::exit(0); }
@@ -360,9 +362,9 @@ void Vm::probe_tick(uint64_t now) {
     next_probe_ns_ = now + 1'000'000;
     return;
   }
-  // With --duration, the last second sends nothing: every request has its
-  // one second to complete before the VM stops.
-  if (o_.duration > 1 && double(now - start_ns_) / 1e9 >= o_.duration - 1) return;
+  // --drain-s: the last seconds of --duration send nothing, so every
+  // request has that long to complete before the VM stops.
+  if (o_.drain_s > 0 && o_.duration > o_.drain_s && double(now - start_ns_) / 1e9 >= o_.duration - o_.drain_s) return;
   next_probe_ns_ += uint64_t(o_.interval_ms * 1e6);
   if (next_probe_ns_ < now) next_probe_ns_ = now + uint64_t(o_.interval_ms * 1e6);
   rte_mbuf* m = rte_pktmbuf_alloc(pool_);
