@@ -3,6 +3,7 @@
 // with the reason and changes nothing.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <sstream>
@@ -36,9 +37,11 @@ class RsvCliTest : public ::testing::Test {
       return vcpus_.size() == 2;
     }, 5s));
   }
+  void TearDown() override { ::unlink(out_.c_str()); }
+
   std::unique_ptr<testkit::ChildProcess> vm_;
   std::vector<DiscoveredThread> vcpus_;
-  const std::string out_ = "/tmp/capsule-rsv-cli-test.out";
+  const std::string out_ = "/tmp/capsule-rsv-cli-test-" + std::to_string(::getpid()) + ".out";
 };
 
 }  // namespace
