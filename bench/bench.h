@@ -36,6 +36,8 @@ class Table {
 std::string fmt(const char* format, double v);  // fmt("%.1f", x)
 double median(std::vector<double> v);
 double percentile(std::vector<double> v, double p);  // p in [0,100]
+// R^2 of the least-squares line through (x, y); NaN for fewer than 3 points.
+double r_squared(const std::vector<double>& x, const std::vector<double>& y);
 
 // "--key value" lookup with a default.
 std::string arg(const std::vector<std::string>& args, const std::string& key, const std::string& def);

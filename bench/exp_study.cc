@@ -470,21 +470,6 @@ Common common_args(const std::vector<std::string>& args) {
   return c;
 }
 
-double r_squared(const std::vector<double>& x, const std::vector<double>& y) {
-  const double n = double(x.size());
-  if (n < 3) return NAN;
-  double sx = 0, sy = 0, sxx = 0, sxy = 0, syy = 0;
-  for (size_t i = 0; i < x.size(); ++i) {
-    sx += x[i];
-    sy += y[i];
-    sxx += x[i] * x[i];
-    sxy += x[i] * y[i];
-    syy += y[i] * y[i];
-  }
-  const double cov = sxy - sx * sy / n, vx = sxx - sx * sx / n, vy = syy - sy * sy / n;
-  return vx > 0 && vy > 0 ? cov * cov / (vx * vy) : NAN;
-}
-
 int exp_e1(const std::vector<std::string>& args) {
   const Common c = common_args(args);
   const auto periods = int_list(arg(args, "--periods", "100,20"));

@@ -54,6 +54,21 @@ double percentile(std::vector<double> v, double p) {
   return v[lo] + (v[hi] - v[lo]) * (pos - double(lo));
 }
 
+double r_squared(const std::vector<double>& x, const std::vector<double>& y) {
+  const double n = double(x.size());
+  if (n < 3) return NAN;
+  double sx = 0, sy = 0, sxx = 0, sxy = 0, syy = 0;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    sx += x[i];
+    sy += y[i];
+    sxx += x[i] * x[i];
+    sxy += x[i] * y[i];
+    syy += y[i] * y[i];
+  }
+  const double cov = sxy - sx * sy / n, vx = sxx - sx * sx / n, vy = syy - sy * sy / n;
+  return vx > 0 && vy > 0 ? cov * cov / (vx * vy) : NAN;
+}
+
 std::string arg(const std::vector<std::string>& args, const std::string& key, const std::string& def) {
   for (std::size_t i = 0; i + 1 < args.size(); ++i)
     if (args[i] == key) return args[i + 1];

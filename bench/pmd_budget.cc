@@ -37,21 +37,6 @@ namespace {
 
 using namespace capsule::bench::pmd;
 
-double r_squared(const std::vector<double>& x, const std::vector<double>& y) {
-  const double n = double(x.size());
-  if (n < 3) return NAN;
-  double sx = 0, sy = 0, sxx = 0, sxy = 0, syy = 0;
-  for (size_t i = 0; i < x.size(); ++i) {
-    sx += x[i];
-    sy += y[i];
-    sxx += x[i] * x[i];
-    sxy += x[i] * y[i];
-    syy += y[i] * y[i];
-  }
-  const double cov = sxy - sx * sy / n, vx = sxx - sx * sx / n, vy = syy - sy * sy / n;
-  return vx > 0 && vy > 0 ? cov * cov / (vx * vy) : NAN;
-}
-
 int pmd_budget(const std::vector<std::string>& args) {
   const double secs = std::stod(arg(args, "--seconds", "1.5"));
   const int runs = std::max(1, std::stoi(arg(args, "--runs", "3")));  // windows per point, median
