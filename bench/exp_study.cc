@@ -125,59 +125,10 @@ class Hog {
 
 // The generator: frames for each destination MAC in turn, into net_ring0's
 // rx ring, as fast as the dispatcher drains it (a few mbufs re-used by
-// reference count, so it costs little). Pinned to the client CPU.
-class Feeder {
- public:
-  Feeder(const std::vector<std::string>& dsts) {
-    ring_ = rte_ring_lookup("ETH_RXTX0_net_ring0");
-    static int instance = 0;
-    pool_ = rte_pktmbuf_pool_create(("exp_feed" + std::to_string(instance++)).c_str(), 1023, 0, 0,
-                                    RTE_MBUF_DEFAULT_BUF_SIZE, SOCKET_ID_ANY);
-    if (!ring_ || !pool_ || dsts.empty()) return;
-    const auto far = MacAddr::parse(kMacFar).value();
-    for (size_t i = 0; i < std::size(frames_); ++i) {
-      const auto d = MacAddr::parse(dsts[i % dsts.size()]).value();
-      rte_mbuf* m = frames_[i] = rte_pktmbuf_alloc(pool_);
-      char* p = rte_pktmbuf_append(m, uint16_t(kFrame));
-      std::memset(p, 0, kFrame);
-      std::memcpy(p, d.b.data(), 6);
-      std::memcpy(p + 6, far.b.data(), 6);
-      p[12] = 0x08;
-    }
-    thread_ = std::thread([this] { loop(); });
-  }
-  ~Feeder() {
-    stop_ = true;
-    if (thread_.joinable()) thread_.join();
-    for (auto* m : frames_)
-      if (m) rte_pktmbuf_free(m);
-  }
-  bool ok() const { return thread_.joinable(); }
-
- private:
-  void loop() {
-    rte_thread_register();
-    pin_self(kClientCpu);
-    pthread_setname_np(pthread_self(), "exp-generator");
-    unsigned i = 0;
-    while (!stop_.load(std::memory_order_relaxed)) {
-      rte_mbuf* burst[32];
-      for (auto& m : burst) {
-        m = frames_[i++ % std::size(frames_)];
-        rte_mbuf_refcnt_update(m, 1);
-      }
-      const unsigned n = rte_ring_enqueue_burst(ring_, reinterpret_cast<void**>(burst), 32, nullptr);
-      for (unsigned k = n; k < 32; ++k) rte_mbuf_refcnt_update(burst[k], -1);
-      if (n < 32) std::this_thread::sleep_for(20us);
-    }
-    rte_thread_unregister();
-  }
-  rte_ring* ring_ = nullptr;
-  rte_mempool* pool_ = nullptr;
-  rte_mbuf* frames_[64] = {};
-  std::thread thread_;
-  std::atomic<bool> stop_{false};
-};
+// reference count, so it costs little), on the client CPU.
+std::unique_ptr<RingFeeder> make_feeder(const std::vector<std::string>& dsts) {
+  return std::make_unique<RingFeeder>(rte_ring_lookup("ETH_RXTX0_net_ring0"), dsts, kFrame, kClientCpu, kMacFar);
+}
 
 enum class Neighbour { kNone, kNet, kCompute };
 
@@ -271,7 +222,7 @@ class CapsuleRig : public Rig {
     if (rig->vm2_) rig->t2_ = {rig->vm2_->vcpu_tid(), n == Neighbour::kNet ? dp.pmd_tid("v2").value() : 0};
     std::vector<std::string> dsts = {kMac1};
     if (n == Neighbour::kNet) dsts.push_back(kMac2);
-    rig->feeder_ = std::make_unique<Feeder>(dsts);
+    rig->feeder_ = make_feeder(dsts);
     if (!rig->feeder_->ok()) return Error{"cannot feed net_ring0"};
     return rig;
   }
@@ -323,7 +274,7 @@ class CapsuleRig : public Rig {
   Neighbour n_;
   std::unique_ptr<EmuVm> vm1_, vm2_;
   VmThreads t1_, t2_;
-  std::unique_ptr<Feeder> feeder_;
+  std::unique_ptr<RingFeeder> feeder_;
 };
 
 // OVS-DPDK: one PMD on the core under test; vCPUs reserved as in capsule.
@@ -717,8 +668,8 @@ int exp_e3(const std::vector<std::string>& args) {
       }
       for (const char* load : {"idle", "flooded"}) {
         if (g_stop) break;
-        std::unique_ptr<Feeder> flood;
-        if (load == std::string("flooded")) flood = std::make_unique<Feeder>(std::vector<std::string>{kMac2});
+        std::unique_ptr<RingFeeder> flood;
+        if (load == std::string("flooded")) flood = make_feeder({kMac2});
         record({sys, load}, run_probe(bed.dir, bed.dir + "/c.sock", n, sys + "-" + load));
       }
     } else if (sys == "ovs-dpdk") {

@@ -37,21 +37,25 @@ EmuVm::EmuVm(const std::string& dir, const std::string& name, const std::string&
              }(),
              cpu) {}
 
-RingFeeder::RingFeeder(rte_ring* ring, const std::string& dst_mac, uint32_t frame_size, int cpu) : ring_(ring), cpu_(cpu) {
+RingFeeder::RingFeeder(rte_ring* ring, const std::vector<std::string>& dst_macs, uint32_t frame_size, int cpu,
+                       const std::string& src_mac)
+    : ring_(ring), cpu_(cpu) {
   static std::atomic<int> instances{0};
   const std::string name = "feeder_" + std::to_string(instances++);
   pool_ = rte_pktmbuf_pool_create(name.c_str(), 1023, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, SOCKET_ID_ANY);
-  if (!ring_ || !pool_) return;
-  unsigned d[6] = {};
-  std::sscanf(dst_mac.c_str(), "%x:%x:%x:%x:%x:%x", &d[0], &d[1], &d[2], &d[3], &d[4], &d[5]);
-  for (auto& m : frames_) {
-    m = rte_pktmbuf_alloc(pool_);
+  if (!ring_ || !pool_ || dst_macs.empty()) return;
+  auto parse = [](const std::string& text, char* out) {
+    unsigned b[6] = {};
+    std::sscanf(text.c_str(), "%x:%x:%x:%x:%x:%x", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5]);
+    for (int i = 0; i < 6; ++i) out[i] = char(b[i]);
+  };
+  for (std::size_t i = 0; i < std::size(frames_); ++i) {
+    rte_mbuf* m = frames_[i] = rte_pktmbuf_alloc(pool_);
     char* p = rte_pktmbuf_append(m, uint16_t(frame_size));
     std::memset(p, 0, frame_size);
-    for (int i = 0; i < 6; ++i) p[i] = char(d[i]);
-    p[6] = 0x02;  // source 02:00:00:00:00:ff, somewhere behind the uplink
-    p[11] = char(0xff);
-    p[12] = 0x08;  // IPv4 ethertype; the payload is zeros
+    parse(dst_macs[i % dst_macs.size()], p);
+    parse(src_mac, p + 6);  // somewhere behind the uplink
+    p[12] = 0x08;           // IPv4 ethertype; the payload is zeros
   }
   thread_ = std::thread([this] { loop(); });
 }

@@ -56,7 +56,11 @@ using capsule::vm::thread_cpu_ns;
 // mbufs go round with their reference count raised, so it costs little.
 class RingFeeder {
  public:
-  RingFeeder(rte_ring* ring, const std::string& dst_mac, uint32_t frame_size, int cpu = -1);
+  RingFeeder(rte_ring* ring, const std::string& dst_mac, uint32_t frame_size, int cpu = -1)
+      : RingFeeder(ring, std::vector<std::string>{dst_mac}, frame_size, cpu) {}
+  // Frames for each destination MAC in turn, from `src_mac`.
+  RingFeeder(rte_ring* ring, const std::vector<std::string>& dst_macs, uint32_t frame_size, int cpu = -1,
+             const std::string& src_mac = "02:00:00:00:00:ff");
   ~RingFeeder();
   bool ok() const { return ring_ && pool_; }
 
