@@ -182,13 +182,7 @@ class Rig {
 };
 
 double rate_kpps(const std::function<uint64_t()>& count, double warm, double secs) {
-  std::this_thread::sleep_for(std::chrono::duration<double>(warm));
-  const uint64_t c0 = count();
-  const auto t0 = std::chrono::steady_clock::now();
-  std::this_thread::sleep_for(std::chrono::duration<double>(secs));
-  const uint64_t c1 = count();
-  const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return double(c1 - c0) / dt / 1e3;
+  return rate_per_second(count, warm, secs) / 1e3;
 }
 
 // A compute-only VM has no link to wait for: it is up once its vCPU is.
@@ -342,7 +336,8 @@ class OvsRig : public Rig {
 
 // Everything both experiments share: the partition, the datapath, the hog.
 struct Bed {
-  std::string dir;
+  harness::TempDir tmp{"capsule-exp"};  // first in, last out: outlives the VMs
+  const std::string dir = tmp.path();
   rsv::PartitionSet parts;
   std::unique_ptr<Datapath> dp;
   std::unique_ptr<Hog> hog;
@@ -350,7 +345,6 @@ struct Bed {
 
   Status start(bool client = false) {
     catch_signals();
-    dir = make_tempdir("capsule-exp");
     if (dir.empty()) return Error{"cannot create a temporary directory"};
     if (auto r = parts.acquire(kTestCpu); !r) return r.error();
     partitioned = true;
@@ -386,7 +380,6 @@ struct Bed {
     rsv::VmReservation::release_all();
     if (partitioned)
       if (Status st = parts.release(kTestCpu); !st) std::cerr << "exp: " << st.error().message << "\n";
-    remove_tempdir(dir);
   }
 };
 

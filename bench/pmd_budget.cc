@@ -42,11 +42,8 @@ int pmd_budget(const std::vector<std::string>& args) {
   const int runs = std::max(1, std::stoi(arg(args, "--runs", "3")));  // windows per point, median
   const uint32_t size = uint32_t(std::stoi(arg(args, "--size", "1514")));
   const int vcpu_share = std::stoi(arg(args, "--vcpu-share", "0"));  // 0: split Q evenly
-  const std::string dir = make_tempdir("capsule-bench");
-  struct Cleanup {
-    std::string d;
-    ~Cleanup() { remove_tempdir(d); }
-  } cleanup{dir};
+  harness::TempDir tmp("capsule-bench");
+  const std::string dir = tmp.path();
 
   DatapathConfig cfg;
   cfg.eal.program = "capsule-bench";

@@ -18,14 +18,14 @@ namespace capsule::bench::pmd {
 
 using namespace std::chrono_literals;
 
-std::string make_tempdir(const std::string& prefix) {
-  std::string t = "/tmp/" + prefix + "-XXXXXX";
-  char* p = mkdtemp(t.data());
-  return p ? p : "";
-}
-
-void remove_tempdir(const std::string& dir) {
-  if (dir.rfind("/tmp/capsule-", 0) == 0) run("rm -rf '" + dir + "'");
+double rate_per_second(const std::function<uint64_t()>& count, double warm, double secs) {
+  std::this_thread::sleep_for(std::chrono::duration<double>(warm));
+  const uint64_t c0 = count();
+  const auto t0 = std::chrono::steady_clock::now();
+  std::this_thread::sleep_for(std::chrono::duration<double>(secs));
+  const uint64_t c1 = count();
+  const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return double(c1 - c0) / dt;
 }
 
 EmuVm::EmuVm(const std::string& dir, const std::string& name, const std::string& socket, const std::string& mac,
@@ -92,7 +92,7 @@ void RingFeeder::loop() {
 }
 
 OvsDpdk::OvsDpdk(Options o) {
-  dir_ = make_tempdir("capsule-ovs");
+  dir_ = tmp_.path();
   if (dir_.empty()) {
     error_ = "cannot create a directory for OVS";
     return;
@@ -161,7 +161,6 @@ OvsDpdk::~OvsDpdk() {
     vswitchd_->terminate(std::chrono::milliseconds(3000));
   }
   if (ovsdb_) ovsdb_->terminate(std::chrono::milliseconds(3000));
-  remove_tempdir(dir_);
 }
 
 std::string OvsDpdk::vsctl(const std::string& args, int* rc) {

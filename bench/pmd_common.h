@@ -15,8 +15,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <thread>
 
+#include "capsule/harness.h"
 #include "capsule/testkit.h"
 #include "capsule/vm/peer.h"
 
@@ -36,8 +38,8 @@ inline constexpr const char* kMacA = "02:00:00:00:00:0a";
 inline constexpr const char* kMacB = "02:00:00:00:00:0b";
 inline constexpr const char* kMacFar = "02:00:00:00:00:ff";
 
-std::string make_tempdir(const std::string& prefix);  // under /tmp
-void remove_tempdir(const std::string& dir);
+// Count per second of `count` over `secs`, after `warm` seconds.
+double rate_per_second(const std::function<uint64_t()>& count, double warm, double secs);
 inline int run(const std::string& cmd, std::string* out = nullptr) { return capsule::vm::run_shell(cmd, out); }
 
 // A capsule-vm process that reports its counters every 200 ms; its output
@@ -100,6 +102,7 @@ class OvsDpdk {
   std::string vsctl(const std::string& args, int* rc = nullptr);
 
  private:
+  harness::TempDir tmp_{"capsule-ovs"};  // removed after the processes stop
   std::string dir_, env_, error_;
   bool ok_ = false;
   std::unique_ptr<testkit::ChildProcess> ovsdb_, vswitchd_;

@@ -56,11 +56,8 @@ int pmd_idle(const std::vector<std::string>& args) {
   const double secs = std::stod(arg(args, "--seconds", "3"));
   const int sleep_us = std::stoi(arg(args, "--sleep-us", "100"));
   const std::string maxsleeps = arg(args, "--ovs-maxsleep", "0,50,500");  // us, one OVS run each
-  const std::string dir = make_tempdir("capsule-bench");
-  struct Cleanup {
-    std::string d;
-    ~Cleanup() { remove_tempdir(d); }
-  } cleanup{dir};
+  harness::TempDir tmp("capsule-bench");
+  const std::string dir = tmp.path();
   std::cout << "pmd-idle: CPU of one idle VM's datapath thread over " << secs << " s (connected VM, no traffic)\n\n";
   Table t({"datapath thread", "policy", "idle CPU %", "blocks/s", "wakeups/s"});
   double interrupt_cpu = NAN;
@@ -79,7 +76,7 @@ int pmd_idle(const std::vector<std::string>& args) {
     for (PollPolicy p : {PollPolicy::kInterrupt, PollPolicy::kSleep, PollPolicy::kYield, PollPolicy::kBusy}) {
       VmConfig v;
       v.name = "idle";
-      v.port.socket_path = dir + "/idle.sock";
+      v.port.socket_path = dir + "/idle-" + to_string(p) + ".sock";
       v.mac = MacAddr::parse(kMacA).value();
       v.poll.policy = p;
       v.poll.sleep_us = unsigned(sleep_us);
@@ -88,7 +85,7 @@ int pmd_idle(const std::vector<std::string>& args) {
         return 1;
       }
       {
-        EmuVm vm(dir, "idle", v.port.socket_path, kMacA, {"--mode", "count"});
+        EmuVm vm(dir, "idle-" + to_string(p), v.port.socket_path, kMacA, {"--mode", "count"});
         if (!vm.wait_ready()) {
           std::cerr << "pmd-idle: VM did not come up (" << to_string(p) << "): " << vm.output() << "\n";
           return 1;

@@ -39,21 +39,12 @@ struct Sample {
 };
 
 Sample measure(const std::function<uint64_t()>& count, double warm, double secs) {
-  std::this_thread::sleep_for(std::chrono::duration<double>(warm));
-  const uint64_t c0 = count();
-  const auto t0 = std::chrono::steady_clock::now();
-  std::this_thread::sleep_for(std::chrono::duration<double>(secs));
-  const uint64_t c1 = count();
-  const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return Sample{double(c1 - c0) / dt / 1e6, 0};
+  return Sample{rate_per_second(count, warm, secs) / 1e6, 0};
 }
 
 Result<Sample> run_capsule(const std::string& path, uint32_t size, double warm, double secs) {
-  const std::string dir = make_tempdir("capsule-bench");
-  struct Cleanup {
-    std::string d;
-    ~Cleanup() { remove_tempdir(d); }
-  } cleanup{dir};
+  harness::TempDir tmp("capsule-bench");
+  const std::string dir = tmp.path();
   DatapathConfig cfg;
   cfg.eal.program = "capsule-bench";
   cfg.max_vms = 4;
@@ -117,11 +108,8 @@ Result<Sample> run_capsule(const std::string& path, uint32_t size, double warm, 
 }
 
 Result<Sample> run_ovs(const std::string& path, uint32_t size, double warm, double secs) {
-  const std::string dir = make_tempdir("capsule-bench");
-  struct Cleanup {
-    std::string d;
-    ~Cleanup() { remove_tempdir(d); }
-  } cleanup{dir};
+  harness::TempDir tmp("capsule-bench");
+  const std::string dir = tmp.path();
   OvsDpdk ovs({.pmd_cpu = kSwitchCpu, .pmd_maxsleep_us = -1});
   if (!ovs.ok()) return Error{"OVS-DPDK: " + ovs.error()};
   const std::string sz = std::to_string(size);
