@@ -357,7 +357,9 @@ void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluat
   if (!desired) {
     // The process is gone: nothing left to hold. A configuration error: keep
     // what was admitted before (like OVS keeps the last good configuration).
-    if (desired.error().errnum == ESRCH || !st.reserved) {
+    // ENOENT on a reserved VM: its vCPU threads or its pidfile went away,
+    // which is a VM on its way out, not a bad row.
+    if (desired.error().errnum == ESRCH || desired.error().errnum == ENOENT || !st.reserved) {
       release_vm(row.name, st);
     } else {
       st.in_force = describe(rsv_->find(row.name)->spec());
