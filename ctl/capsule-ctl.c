@@ -4,7 +4,7 @@
  * set, add, remove, clear, create, destroy, find, wait-until, comment, with
  * "--", "--id=@name", "--if-exists", "--columns", "--format") behaves exactly
  * as in ovs-vsctl, on the tables of ovs-ext/capsule.ovsschema. On top of them:
- * add-vm, del-vm, add-port, del-port, set-rsv, set-qos, show.
+ * add-vm, del-vm, add-port, del-port, set-rsv, set-qos, calibrate, show.
  *
  * --wait increments Host:next_cfg of the target chassis in the same
  * transaction and waits until capsuled has copied it to cur_cfg; any VM that
@@ -24,6 +24,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "capsule-ctl-calibrate.h"
 #include "capsule-idl.h"
 #include "command-line.h"
 #include "compiler.h"
@@ -147,13 +148,21 @@ Capsule commands:\n\
                               set VM's vCPU reservation: each vCPU thread\n\
                               gets RUNTIME every PERIOD (durations: 2ms,\n\
                               500us, 1.5s; a bare number is microseconds);\n\
-                              --net=RUNTIME also sets the datapath budget\n\
+                              --net=RUNTIME also sets the datapath budget;\n\
+                              --net=auto sizes it from the port's policers\n\
+                              and the host's calibration, plus\n\
+                              --net-margin=PCT (default 20)\n\
   set-qos PORT TYPE [KEY=VALUE]...\n\
                               police PORT's traffic from the VM: TYPE is\n\
                               egress-policer (cir, cbs), trtcm-policer (cir,\n\
                               cbs, eir, ebs) in bytes/s and bytes as in OVS,\n\
                               or pkt-policer (pir packets/s, pbs packets);\n\
                               TYPE none removes it\n\
+  calibrate                   measure what the datapath thread moves per\n\
+                              unit of CPU budget on this host and store it\n\
+                              (the cost curve --net=auto uses); options\n\
+                              --period=DUR --budgets=PCT,... --seconds=S\n\
+                              --runs=N --frame-sizes=B,... --directions=...\n\
 \n\
 %s\
 %s\
@@ -183,6 +192,7 @@ Other options:\n\
 Examples:\n\
   capsule-ctl add-vm vm1 pid=4242 -- set-rsv vm1 2ms 20ms\n\
   capsule-ctl --wait set-rsv vm1 4ms 20ms\n\
+  capsule-ctl calibrate && capsule-ctl --wait -- --net=auto set-rsv vm1 4ms 20ms\n\
   capsule-ctl add-vm vm2 pidfile=/run/qemu/vm2.pid vcpu_runtime_us=1000 period_us=10000\n\
   capsule-ctl add-port vm1 vm1-eth0 /run/vm1.sock mac=\\\"52:54:00:00:00:01\\\"\n\
   capsule-ctl set-qos vm1-eth0 egress-policer cir=12500000 cbs=125000\n\
@@ -499,8 +509,22 @@ cmd_set_rsv(struct ctl_context *ctx)
         error = parse_duration_us(ctx->argv[4], &deadline);
     }
     struct shash_node *net_opt = shash_find(&ctx->options, "--net");
-    if (!error && net_opt) {
+    struct shash_node *margin_opt = shash_find(&ctx->options, "--net-margin");
+    bool net_auto = net_opt && !strcmp(net_opt->data, "auto");
+    double margin = 0;
+    if (!error && net_opt && !net_auto) {
         error = parse_duration_us(net_opt->data, &net);
+    }
+    if (!error && margin_opt) {
+        char *end;
+        margin = strtod(margin_opt->data, &end);
+        if (end == margin_opt->data || (*end && strcmp(end, "%")) || !(margin >= 0 && margin <= 1000)) {
+            error = xasprintf("--net-margin=%s is not a percentage from 0 to 1000 (e.g. 20 or 20%%)",
+                              (char *) margin_opt->data);
+        } else if (!net_auto) {
+            error = xstrdup("--net-margin applies to --net=auto only");
+        }
+        margin /= 100;
     }
     if (error) {
         ctl_error(ctx, "set-rsv %s: %s", ctx->argv[1], error);
@@ -518,9 +542,45 @@ cmd_set_rsv(struct ctl_context *ctx)
     capsulerec_vm_set_vcpu_runtime_us(vm, &runtime, 1);
     capsulerec_vm_set_period_us(vm, &period, 1);
     capsulerec_vm_set_deadline_us(vm, &deadline, ctx->argc > 4 ? 1 : 0);
-    if (net_opt) {
+    if (net_auto) {
+        /* The budget is capsuled's to derive; a fixed one would contradict it. */
+        capsulerec_vm_set_net_budget(vm, "auto");
+        capsulerec_vm_set_net_runtime_us(vm, NULL, 0);
+        capsulerec_vm_set_net_margin(vm, &margin, margin_opt ? 1 : 0);
+    } else if (net_opt) {
+        capsulerec_vm_set_net_budget(vm, NULL);
+        capsulerec_vm_set_net_margin(vm, NULL, 0);
         capsulerec_vm_set_net_runtime_us(vm, &net, 1);
     }
+}
+
+/* ---- calibrate -------------------------------------------------------- */
+
+/* The measurement runs once, before the transaction (which may be retried). */
+static struct json *calibration_result;
+
+static void
+pre_calibrate(struct ctl_context *ctx)
+{
+    char *error;
+    calibration_result = calibration_measure(&ctx->options, &error);
+    if (!calibration_result) {
+        ctl_error(ctx, "calibrate: %s", error);
+        free(error);
+    }
+}
+
+static void
+cmd_calibrate(struct ctl_context *ctx)
+{
+    char *error;
+    const struct capsulerec_host *host = target_host(ctx->idl, &error);
+    if (!host) {
+        ctl_error(ctx, "calibrate: %s", error);
+        free(error);
+        return;
+    }
+    calibration_store(ctx->txn, host, calibration_result, &ctx->output);
 }
 
 /* ---- Ports and QoS ---------------------------------------------------- */
@@ -656,16 +716,24 @@ cmd_set_qos(struct ctl_context *ctx)
 
 /* ---- show ------------------------------------------------------------- */
 
+/* label: key=value, ... on one line, without the key `except` (shown on a
+ * line of its own by the caller), if any. */
 static void
-show_smap(struct ds *out, int indent, const char *label, const struct smap *map)
+show_smap_except(struct ds *out, int indent, const char *label, const struct smap *map,
+                 const char *except)
 {
-    if (smap_is_empty(map)) {
+    if (smap_is_empty(map) || (except && smap_count(map) == 1 && smap_get(map, except))) {
         return;
     }
     ds_put_format(out, "%*s%s: ", indent, "", label);
     const struct smap_node **nodes = smap_sort(map);
+    bool first = true;
     for (size_t i = 0; i < smap_count(map); i++) {
-        ds_put_format(out, "%s%s=", i ? ", " : "", nodes[i]->key);
+        if (except && !strcmp(nodes[i]->key, except)) {
+            continue;
+        }
+        ds_put_format(out, "%s%s=", first ? "" : ", ", nodes[i]->key);
+        first = false;
         /* Quote values with spaces so the line reads as key=value pairs. */
         if (strpbrk(nodes[i]->value, " ,")) {
             ds_put_format(out, "\"%s\"", nodes[i]->value);
@@ -675,6 +743,12 @@ show_smap(struct ds *out, int indent, const char *label, const struct smap *map)
     }
     free(nodes);
     ds_put_char(out, '\n');
+}
+
+static void
+show_smap(struct ds *out, int indent, const char *label, const struct smap *map)
+{
+    show_smap_except(out, indent, label, map, NULL);
 }
 
 static void
@@ -764,15 +838,22 @@ show_vms_of(struct ctl_context *ctx, const char *chassis)
         if (vm->n_deadline_us) {
             ds_put_format(out, ", deadline %"PRId64" us", vm->deadline_us[0]);
         }
-        if (vm->n_net_runtime_us) {
+        if (vm->net_budget && !strcmp(vm->net_budget, "auto")) {
+            ds_put_format(out, ", net auto (+%g %% margin)",
+                          vm->n_net_margin ? vm->net_margin[0] * 100 : 20.0);
+        } else if (vm->n_net_runtime_us) {
             ds_put_format(out, ", net %"PRId64" us", vm->net_runtime_us[0]);
         }
         if (vm->n_reclaim && vm->reclaim[0]) {
             ds_put_cstr(out, ", reclaim");
         }
         ds_put_char(out, '\n');
+        const char *derived = smap_get(&vm->status, "net_budget");
+        if (derived) {
+            ds_put_format(out, "        net budget: %s\n", derived);
+        }
         show_smap(out, 8, "options", &vm->options);
-        show_smap(out, 8, "status", &vm->status);
+        show_smap_except(out, 8, "status", &vm->status, "net_budget");
         for (size_t j = 0; j < vm->n_ports; j++) {
             show_port(out, vm->ports[j]);
         }
@@ -816,6 +897,10 @@ cmd_show(struct ctl_context *ctx)
                       host->cur_cfg, host->cur_cfg >= host->next_cfg ? "" : " (applying)");
         show_smap(out, 4, "status", &host->status);
         show_smap(out, 4, "capabilities", &host->capabilities);
+        if (host->n_calibration) {
+            ds_put_cstr(out, "    calibration (the datapath thread's cost curve):\n");
+            calibration_describe(host, 6, out);
+        }
         show_vms_of(ctx, host->chassis);
     }
     free(hosts);
@@ -1077,7 +1162,9 @@ static const struct ctl_command_syntax capsule_commands[] = {
      cmd_add_port, NULL, "--may-exist", RW},
     {"del-port", 1, 2, "[VM] PORT", pre_nothing, cmd_del_port, NULL, "--if-exists", RW},
     {"set-rsv", 3, 4, "VM RUNTIME PERIOD [DEADLINE]", pre_nothing, cmd_set_rsv, NULL,
-     "--net=", RW},
+     "--net=,--net-margin=", RW},
+    {"calibrate", 0, 0, "", pre_calibrate, cmd_calibrate, NULL,
+     "--period=,--budgets=,--frame-sizes=,--directions=,--seconds=,--runs=", RW},
     {"set-qos", 2, INT_MAX, "PORT TYPE [KEY=VALUE]...", pre_nothing, cmd_set_qos, NULL,
      "", RW},
     {NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, RO},

@@ -14,6 +14,7 @@
 #include "capsule/rsv/discovery.h"
 #include "capsule/rsv/sched_attr.h"
 #include "capsule/rsv/spec.h"
+#include "net_budget.h"
 
 namespace capsule::agent {
 namespace {
@@ -253,6 +254,7 @@ void Agent::release_vm(const std::string& name, VmState& st) {
   st.threads.clear();
   st.dp_stats.reset();
   st.in_force.clear();
+  st.net_budget.clear();
 }
 
 void Agent::bring_up_ports(const ovs::VmRow& row, VmState& st) {
@@ -326,7 +328,8 @@ void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluat
 
   // A row with no reservation at all is a best-effort VM: its ports are on
   // the datapath, its threads (and its datapath thread) stay with CFS.
-  const bool best_effort = !row.vcpu_runtime_us && !row.period_us && !row.net_runtime_us;
+  const bool auto_net = row.net_budget.value_or("fixed") == "auto";
+  const bool best_effort = !row.vcpu_runtime_us && !row.period_us && !row.net_runtime_us && !auto_net;
   if (best_effort) {
     if (st.reserved) {
       (void)rsv_->release(row.name);
@@ -368,6 +371,27 @@ void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluat
     return;
   }
 
+  // An `auto` network budget follows the port's policers and the host's
+  // calibration; derived before anything changes, so a refusal changes nothing.
+  std::optional<NetBudget> auto_budget;
+  if (auto_net && datapath_->attached()) {
+    std::optional<int64_t> frame;
+    if (auto it = row.options.find("net_frame_size"); it != row.options.end()) {
+      char* end = nullptr;
+      const long long v = std::strtoll(it->second.c_str(), &end, 10);
+      frame = (end && *end == '\0' && !it->second.empty()) ? v : -1;
+    }
+    auto b = derive_net_budget(desired->net, snapshot_.host ? snapshot_.host->calibration : std::vector<ovs::CalibrationRow>{},
+                               row.period_us.value_or(0), row.net_margin.value_or(kDefaultNetMargin), frame);
+    if (!b) {
+      if (st.reserved && rsv_->find(row.name)) st.in_force = describe(rsv_->find(row.name)->spec());
+      st.net_budget.clear();
+      reject(row.name, st, b.error().message);
+      return;
+    }
+    auto_budget = *b;
+  }
+
   // The datapath first (it owns the PMD thread the reservation must hold);
   // only when the VM's network configuration changed.
   bool net_added_now = false, net_changed = false;
@@ -387,7 +411,7 @@ void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluat
       st.net = desired->net;
     }
     if (auto tid = datapath_->pmd_tid(row.name)) {
-      auto net_us = row.net_runtime_us.value_or(0);
+      auto net_us = auto_budget ? auto_budget->runtime_us : row.net_runtime_us.value_or(0);
       if (net_us > 0)
         desired->spec.threads.push_back(rsv::ThreadBudget{*tid, microseconds(net_us), -1, "pmd"});
     }
@@ -425,6 +449,7 @@ void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluat
 
   const rsv::VmReservation* current = rsv_->find(row.name);
   if (st.reserved && current && st.pid == desired->pid && same_threads(current->spec(), desired->spec)) {
+    st.net_budget = auto_budget ? auto_budget->explanation : "";
     st.state = "running";  // nothing to change (a vanished process failed above)
     st.reason.clear();
     st.in_force.clear();
@@ -436,10 +461,13 @@ void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluat
     // reserve() left whatever was in force before untouched.
     undo_net();
     if (st.reserved && rsv_->find(row.name)) st.in_force = describe(rsv_->find(row.name)->spec());
-    reject(row.name, st, decision.error().message);
+    reject(row.name, st,
+           (auto_budget ? "net budget " + auto_budget->explanation + ": cannot be admitted: " : std::string()) +
+               decision.error().message);
     return;
   }
   const bool changed = st.reserved;
+  st.net_budget = auto_budget ? auto_budget->explanation : "";
   st.reserved = true;
   st.pid = desired->pid;
   st.decision = *decision;
@@ -548,6 +576,7 @@ ovs::StatusUpdate Agent::status() const {
       rs.status["placement"] = pinned ? "partitioned: " + placement : "global EDF (unpinned)";
       rs.status["admitted_utilization"] = fixed(st.decision.bandwidth);
       if (const auto* r = rsv_->find(name)) rs.status["reservation"] = describe(r->spec());
+      if (!st.net_budget.empty()) rs.status["net_budget"] = st.net_budget;
       double cpu = 0, worst_budget = 0;
       for (const auto& t : st.threads) {
         cpu += t.utilisation;
@@ -635,6 +664,7 @@ std::string Agent::show() const {
     if (!st.in_force.empty()) o << "    still in force: " << st.in_force << "\n";
     if (!st.reserved) continue;
     if (const auto* r = rsv_->find(name)) o << "    reservation: " << describe(r->spec()) << "\n";
+    if (!st.net_budget.empty()) o << "    net budget: " << st.net_budget << "\n";
     o << "    pid " << st.pid << ", admitted " << rsv::format_percent(st.decision.bandwidth) << "\n";
     for (const auto& p : st.decision.threads) {
       auto params = rsv::get_sched_params(p.tid);

@@ -89,6 +89,7 @@ class Agent {
     std::string state = "pending";
     std::string reason;
     std::string in_force;      // rejected change: what still holds
+    std::string net_budget;    // how an auto network budget in force was derived
     bool reserved = false;
     bool net_added = false;
     VmNetConfig net;           // what the datapath holds for this VM

@@ -309,6 +309,9 @@ vm_to_json(const struct capsulerec_vm *vm)
     json_object_put(v, "period_us", opt_int(vm->period_us, vm->n_period_us));
     json_object_put(v, "deadline_us", opt_int(vm->deadline_us, vm->n_deadline_us));
     json_object_put(v, "net_runtime_us", opt_int(vm->net_runtime_us, vm->n_net_runtime_us));
+    json_object_put(v, "net_budget", opt_string(vm->net_budget));
+    json_object_put(v, "net_margin",
+                    vm->n_net_margin ? json_real_create(vm->net_margin[0]) : json_null_create());
     json_object_put(v, "reclaim", opt_bool(vm->reclaim, vm->n_reclaim));
     json_object_put(v, "options", smap_to_json(&vm->options));
     struct json *ports = json_array_create_empty();
@@ -317,6 +320,28 @@ vm_to_json(const struct capsulerec_vm *vm)
     }
     json_object_put(v, "ports", ports);
     return v;
+}
+
+static struct json *
+calibration_to_json(const struct capsulerec_calibration *c)
+{
+    struct json *j = json_object_create();
+    json_object_put_string(j, "direction", c->direction);
+    json_object_put(j, "frame_size", json_integer_create(c->frame_size));
+    json_object_put(j, "period_us", json_integer_create(c->period_us));
+    struct json *points = json_object_create();
+    for (size_t i = 0; i < c->n_throughput; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "%"PRId64, c->key_throughput[i]);
+        json_object_put(points, key, json_real_create(c->value_throughput[i]));
+    }
+    json_object_put(j, "throughput", points);
+    json_object_put(j, "pps_per_cpu", json_real_create(c->pps_per_cpu));
+    json_object_put(j, "intercept_pps", json_real_create(c->intercept_pps));
+    json_object_put(j, "r_squared", json_real_create(c->r_squared));
+    json_object_put(j, "cycles_per_packet", json_real_create(c->cycles_per_packet));
+    json_object_put_string(j, "date", c->date);
+    return j;
 }
 
 static const struct capsulerec_host *
@@ -354,6 +379,11 @@ capsule_db_snapshot(const struct capsule_db *db)
         json_object_put(h, "next_cfg", json_integer_create(host->next_cfg));
         json_object_put(h, "cur_cfg", json_integer_create(host->cur_cfg));
         json_object_put(h, "other_config", smap_to_json(&host->other_config));
+        struct json *curves = json_array_create_empty();
+        for (size_t i = 0; i < host->n_calibration; i++) {
+            json_array_add(curves, calibration_to_json(host->calibration[i]));
+        }
+        json_object_put(h, "calibration", curves);
         json_object_put(snap, "host", h);
     } else {
         json_object_put(snap, "host", json_null_create());

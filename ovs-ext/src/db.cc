@@ -56,6 +56,8 @@ VmRow parse_vm(const json& v) {
   r.period_us = opt<int64_t>(v, "period_us");
   r.deadline_us = opt<int64_t>(v, "deadline_us");
   r.net_runtime_us = opt<int64_t>(v, "net_runtime_us");
+  r.net_budget = opt<std::string>(v, "net_budget");
+  r.net_margin = opt<double>(v, "net_margin");
   r.reclaim = opt<bool>(v, "reclaim");
   r.options = smap(v, "options");
   for (const auto& p : v.at("ports")) r.ports.push_back(parse_port(p));
@@ -67,6 +69,20 @@ VmRow parse_vm(const json& v) {
     if (p["qos"].is_object()) p["qos"].erase("uuid");
   }
   r.fingerprint = cfg.dump();
+  return r;
+}
+
+CalibrationRow parse_calibration(const json& c) {
+  CalibrationRow r;
+  r.direction = c.at("direction").get<std::string>();
+  r.frame_size = c.at("frame_size").get<int64_t>();
+  r.period_us = c.at("period_us").get<int64_t>();
+  for (auto& [budget, pps] : c.at("throughput").items()) r.throughput[std::stoll(budget)] = pps.get<double>();
+  r.pps_per_cpu = c.at("pps_per_cpu").get<double>();
+  r.intercept_pps = c.at("intercept_pps").get<double>();
+  r.r_squared = c.at("r_squared").get<double>();
+  r.cycles_per_packet = c.at("cycles_per_packet").get<double>();
+  r.date = c.at("date").get<std::string>();
   return r;
 }
 
@@ -92,6 +108,8 @@ Result<Snapshot> parse_snapshot(const std::string& text) {
       r.capsule_cpus = opt<std::string>(h, "capsule_cpus");
       r.next_cfg = h.value("next_cfg", int64_t{0});
       r.cur_cfg = h.value("cur_cfg", int64_t{0});
+      if (auto c = h.find("calibration"); c != h.end())
+        for (const auto& curve : *c) r.calibration.push_back(parse_calibration(curve));
       s.host = std::move(r);
     }
     for (const auto& v : j.at("vms")) s.vms.push_back(parse_vm(v));

@@ -133,6 +133,21 @@ TEST_F(CtlCommandsTest, CapsuleCommands) {
       {{"set-rsv", "vm1", "2ms", "10ms", "1ms"}, 1, "", "need 0 < RUNTIME <= DEADLINE <= PERIOD"},
       {{"set-rsv", "vm1", "2 fortnights", "10ms"}, 1, "", "unknown unit"},
       {{"set-rsv", "nope", "2ms", "10ms"}, 1, "", "no VM named nope"},
+      // --net=auto: capsuled derives the budget (from the policers and the
+      // host's calibration); a fixed budget again clears auto and its margin
+      {{"--net=auto", "--net-margin=35%", "set-rsv", "vm1", "2ms", "20ms"}, 0, ""},
+      {{"get", "VM", "vm1", "net_budget", "net_margin", "net_runtime_us"}, 0, "auto\n0.35\n\\[\\]\n"},
+      {{"show"}, 0, "[\\s\\S]*reservation: vcpu 2000 us, period 20000 us, net auto \\(\\+35 % margin\\)\n[\\s\\S]*"},
+      {{"--net=auto", "set-rsv", "vm1", "2ms", "20ms"}, 0, ""},
+      {{"get", "VM", "vm1", "net_margin"}, 0, "\\[\\]\n"},  // capsuled's default (20 %)
+      {{"--net-margin=10", "set-rsv", "vm1", "2ms", "20ms"}, 1, "", "--net-margin applies to --net=auto only"},
+      {{"--net=auto", "--net-margin=lots", "set-rsv", "vm1", "2ms", "20ms"}, 1, "", "is not a percentage"},
+      {{"--net=1ms", "set-rsv", "vm1", "2ms", "20ms"}, 0, ""},
+      {{"get", "VM", "vm1", "net_budget", "net_margin", "net_runtime_us"}, 0, "\\[\\]\n\\[\\]\n1000\n"},
+      {{"set", "VM", "vm1", "net_budget=sometimes"}, 1, "", "sometimes"},  // the schema's enum
+      // calibrate refuses to store what it could not measure
+      {{"--budgets=150", "calibrate"}, 1, "", "nothing was stored"},
+      {{"list", "Calibration"}, 0, ""},
       // ports and QoS
       {{"add-port", "vm1", "p1", "/run/vm1.sock", "mac=\"52:54:00:00:00:01\"", "vhost_mode=server"}, 0, ""},
       {{"get", "Port", "p1", "vhost_path", "mac", "vhost_mode"}, 0,
@@ -164,7 +179,7 @@ TEST_F(CtlCommandsTest, CapsuleCommands) {
       {{"del-vm", "vm1"}, 1, "", "no VM named vm1"},
       {{"--if-exists", "del-vm", "vm1"}, 0, ""},
       {{"--wait", "--chassis=h9", "add-vm", "vm9"}, 1, "", "no Host row for chassis \"h9\""},
-      {{"--version"}, 0, "[\\s\\S]*DB Schema 1.0.0\n"},
+      {{"--version"}, 0, "[\\s\\S]*DB Schema 1.1.0\n"},
       {{"--help"}, 0, "[\\s\\S]*Examples:[\\s\\S]*"},
   });
 }

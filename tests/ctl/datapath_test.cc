@@ -6,7 +6,9 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <thread>
 
 #include "capsule/harness.h"
@@ -54,6 +56,15 @@ pid_t pmd_thread(pid_t capsuled, const std::string& vm) {
   for (const auto& t : rsv::threads_with_role(*all, rsv::ThreadRole::kCapsulePmd))
     if (t.comm == std::string(rsv::kCapsulePmdPrefix + vm).substr(0, 15)) return t.tid;
   return 0;
+}
+
+// Frames per second `vm` counts for itself over `window`.
+double rx_rate(const EmulatedVm& vm, std::chrono::milliseconds window) {
+  const long long n0 = vm.counter("rx_to_me");
+  const auto t0 = std::chrono::steady_clock::now();
+  std::this_thread::sleep_for(window);
+  const long long n1 = vm.counter("rx_to_me");
+  return double(n1 - n0) / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 class DatapathTest : public ::testing::Test {
@@ -119,12 +130,7 @@ TEST_F(DatapathTest, PmdJoinsTheCapsuleAndTrafficIsPolicedAtTheQosRate) {
   // Traffic reaches B at the policed rate.
   ASSERT_TRUE(testkit::wait_until([&] { return b.counter("rx_to_me") > 1000; }, 20s)) << b.output() << a.output();
   std::this_thread::sleep_for(500ms);
-  const long long n0 = b.counter("rx_to_me");
-  const auto t0 = std::chrono::steady_clock::now();
-  std::this_thread::sleep_for(3s);
-  const long long n1 = b.counter("rx_to_me");
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const double pps = double(n1 - n0) / secs;
+  const double pps = rx_rate(b, 3s);
   const double expect = double(cir) / 986.0;
   EXPECT_NEAR(pps, expect, expect * 0.15) << "B received " << pps << " frames/s; policer allows " << expect;
 
@@ -165,6 +171,89 @@ TEST_F(DatapathTest, BestEffortVmGetsItsPortsAndLaterItsCapsule) {
   for (pid_t t : a.vcpus()) EXPECT_EQ(rsv::get_sched_params(t)->runtime, 2ms);
   const long long before = b.counter("rx_to_me");
   EXPECT_TRUE(testkit::wait_until([&] { return b.counter("rx_to_me") > before + 1000; }, 10s)) << b.output();
+}
+
+// "auto": the datapath thread's budget follows the VM's policer and the
+// host's calibration (capsule-ctl calibrate, a real measurement on this host).
+TEST_F(DatapathTest, AutoNetBudgetCarriesThePolicedRateAndRefusesWhatCannotBeAdmitted) {
+  const std::string mac_a = "02:00:00:00:00:0a", mac_b = "02:00:00:00:00:0b", mac_c = "02:00:00:00:00:0c";
+  EmulatedVm b(dir_, "b", mac_b, {"--mode", "count"});
+  // A floods B with 64-byte frames, far more than its policer lets through.
+  EmulatedVm a(dir_, "a", mac_a, {"--mode", "tx", "--dst", mac_b, "--rate", "0", "--size", "64"});
+  const uint64_t rate = 100'000;  // pkt-policer on A: 100 kpps
+  auto r = ctl({"--wait", "add-vm", "b", "pid=" + std::to_string(b.pid()), "--", "add-port", "b", "b0", b.socket(),
+                "mac=\"" + mac_b + "\"", "--", "add-vm", "a", "pid=" + std::to_string(a.pid()), "--", "--net=auto",
+                "set-rsv", "a", "6ms", "20ms", "--", "add-port", "a", "a0", a.socket(), "mac=\"" + mac_a + "\"", "--",
+                "set-qos", "a0", "pkt-policer", "pir=" + std::to_string(rate), "pbs=1000"});
+  ASSERT_EQ(r.rc, 0) << r.out << r.err;  // the VMs wait for their ports to come up
+  // capsuled judges a VM once its threads are up; the reason lands in status.
+  auto rejected_with = [&](const std::string& vm, const std::string& text) {
+    return testkit::wait_until([&] {
+      return ctl({"get", "VM", vm, "status:state"}).out.find("rejected") != std::string::npos &&
+             ctl({"get", "VM", vm, "status:reason"}).out.find(text) != std::string::npos;
+    }, 20s);
+  };
+  // Without a calibration there is nothing to size the budget from.
+  EXPECT_TRUE(rejected_with("a", "run `capsule-ctl calibrate`")) << ctl({"get", "VM", "a", "status"}).out;
+
+  // Calibrate (a short run: three budgets, 64-byte frames, from the VM).
+  auto cal = harness::ctl(*db_, {"--budgets=10,20,30", "--frame-sizes=64", "--directions=from_vm", "--seconds=0.5",
+                                 "--runs=3", "calibrate"}, 120s);
+  ASSERT_EQ(cal.rc, 0) << cal.out << cal.err;
+  EXPECT_NE(cal.out.find("from_vm 64 B:"), std::string::npos) << cal.out;
+  EXPECT_NE(ctl({"show"}).out.find("calibration (the datapath thread's cost curve):"), std::string::npos);
+  const double pps_per_cpu = std::stod(ctl({"get", "Calibration", ".", "pps_per_cpu"}).out);
+  ASSERT_GT(pps_per_cpu, 10 * double(rate)) << "this host moves under 1 Mpps per CPU of budget";
+
+  // The new calibration is applied on capsuled's next pass; --wait makes one.
+  r = ctl({"--wait", "set", "VM", "a", "net_margin=0.2"});
+  ASSERT_EQ(r.rc, 0) << r.out << r.err;
+  ASSERT_TRUE(testkit::wait_until([&] { return ctl({"get", "VM", "a", "status:state"}).out.find("running") != std::string::npos; }, 20s))
+      << ctl({"get", "VM", "a", "status"}).out << a.output();
+  const std::string why = ctl({"get", "VM", "a", "status:net_budget"}).out;
+  ASSERT_EQ(why.rfind("\"auto: ", 0), 0u) << why;
+  const long long budget_us = std::stoll(why.substr(7));
+  EXPECT_NE(ctl({"show"}).out.find("net budget: auto: " + std::to_string(budget_us) + " us of 20000 us"), std::string::npos)
+      << ctl({"show"}).out;
+  // What the curve says, + 20 %.
+  const double share = (double(rate) - std::stod(ctl({"get", "Calibration", ".", "intercept_pps"}).out)) / pps_per_cpu;
+  EXPECT_NEAR(double(budget_us), std::max(200.0, std::ceil(share * 1.2 * 20000)), 1.0);
+  pid_t pmd = 0;
+  ASSERT_TRUE(testkit::wait_until([&] { return (pmd = pmd_thread(agent_->pid(), "a")) != 0; }, 5s));
+  ASSERT_TRUE(testkit::wait_until([&] { return rsv::get_sched_params(pmd)->is_deadline(); }, 5s));
+  EXPECT_EQ(rsv::get_sched_params(pmd)->runtime, std::chrono::microseconds(budget_us));
+
+  // Inside its capsule A sustains the policed rate.
+  ASSERT_TRUE(testkit::wait_until([&] { return b.counter("rx_to_me") > 10000; }, 20s)) << a.output() << b.output();
+  std::this_thread::sleep_for(1s);
+  const double pps = rx_rate(b, 3s);
+  EXPECT_NEAR(pps, double(rate), 0.05 * double(rate)) << "budget " << why;
+  // ... and the budget is what carries it: a quarter of it carries clearly less.
+  r = ctl({"--wait", "--", "--net=" + std::to_string(budget_us / 4) + "us", "set-rsv", "a", "6ms", "20ms"});
+  ASSERT_EQ(r.rc, 0) << r.out << r.err;
+  std::this_thread::sleep_for(1s);
+  EXPECT_LT(rx_rate(b, 2s), 0.8 * double(rate)) << "with " << budget_us / 4 << " us";
+  r = ctl({"--wait", "--", "--net=auto", "set-rsv", "a", "6ms", "20ms"});
+  ASSERT_EQ(r.rc, 0) << r.out << r.err;
+  EXPECT_EQ(rsv::get_sched_params(pmd)->runtime, std::chrono::microseconds(budget_us));
+
+  // A rate one CPU cannot carry is refused with the arithmetic.
+  EmulatedVm c(dir_, "c", mac_c, {"--mode", "count"});
+  r = ctl({"--wait", "add-vm", "c", "pid=" + std::to_string(c.pid()), "--", "--net=auto", "set-rsv", "c", "2ms", "20ms",
+           "--", "add-port", "c", "c0", c.socket(), "mac=\"" + mac_c + "\"", "--", "set-qos", "c0", "pkt-policer",
+           "pir=" + std::to_string(uint64_t(2 * pps_per_cpu)), "pbs=1000"});
+  EXPECT_TRUE(rejected_with("c", "more than the one CPU a thread can use")) << ctl({"get", "VM", "c", "status"}).out;
+  // A rate a CPU can carry but this host cannot admit beside the vCPU
+  // budget: refused by admission, the reason says where the budget came from.
+  r = ctl({"--wait", "--", "--net=auto", "set-rsv", "c", "19ms", "20ms", "--", "set-qos", "c0", "pkt-policer",
+           "pir=" + std::to_string(uint64_t(0.7 * pps_per_cpu)), "pbs=1000"});
+  EXPECT_TRUE(rejected_with("c", "cannot be admitted")) << ctl({"get", "VM", "c", "status"}).out;
+  EXPECT_EQ(ctl({"get", "VM", "c", "status:reason"}).out.rfind("\"net budget auto: ", 0), 0u)
+      << ctl({"get", "VM", "c", "status:reason"}).out;
+  // Nothing of A was disturbed.
+  EXPECT_EQ(rsv::get_sched_params(pmd)->runtime, std::chrono::microseconds(budget_us));
+  EXPECT_NE(ctl({"get", "VM", "a", "status:state"}).out.find("running"), std::string::npos);
+  EXPECT_NEAR(rx_rate(b, 2s), double(rate), 0.05 * double(rate));
 }
 
 TEST_F(DatapathTest, PortWithoutMacIsRejectedWithTheReason) {

@@ -49,10 +49,27 @@ struct VmRow {
   std::optional<int64_t> pid;
   std::optional<std::string> pidfile;
   std::optional<int64_t> vcpu_runtime_us, period_us, deadline_us, net_runtime_us;
+  std::optional<std::string> net_budget;  // fixed | auto (absent: fixed)
+  std::optional<double> net_margin;       // auto only: fraction added (0.2 = 20 %)
   std::optional<bool> reclaim;
   StringMap options;
   std::vector<PortRow> ports;
   std::string fingerprint;  // the row's configuration as text: changes when any of it does
+};
+
+// One measured cost curve of the datapath thread (capsule-ctl calibrate):
+// packets per second it moves in one direction at one frame size against
+// its SCHED_DEADLINE budget, and the straight line fitted to that.
+struct CalibrationRow {
+  std::string direction;  // from_vm | to_vm
+  int64_t frame_size = 0;
+  int64_t period_us = 0;
+  std::map<int64_t, double> throughput;  // budget (us of period_us) -> packets/s
+  double pps_per_cpu = 0;    // slope: packets/s per whole CPU of budget
+  double intercept_pps = 0;
+  double r_squared = 0;
+  double cycles_per_packet = 0;
+  std::string date;
 };
 
 struct HostRow {
@@ -64,6 +81,7 @@ struct HostRow {
   std::optional<double> utilization_bound;
   std::optional<std::string> capsule_cpus;
   int64_t next_cfg = 0, cur_cfg = 0;
+  std::vector<CalibrationRow> calibration;
 };
 
 struct Snapshot {

@@ -1,0 +1,154 @@
+#include "net_budget.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <map>
+
+namespace capsule::agent {
+namespace {
+
+// Policers count frames without their 14-byte Ethernet header (as OVS).
+constexpr int64_t kEthernetHeader = 14;
+
+std::string num(double v, int digits = 0) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", digits, v);
+  return buf;
+}
+
+// Throughput of one direction at one frame size: pps = pps_per_cpu * share + intercept.
+struct Line {
+  double pps_per_cpu = 0;
+  double intercept = 0;
+};
+
+// The line at `size` from one direction's curves (sorted by frame size):
+// the nearest curve outside the calibrated sizes, the cost per packet
+// interpolated between them.
+Line line_at(const std::vector<const ovs::CalibrationRow*>& curves, int64_t size) {
+  if (size <= curves.front()->frame_size) return {curves.front()->pps_per_cpu, curves.front()->intercept_pps};
+  if (size >= curves.back()->frame_size) return {curves.back()->pps_per_cpu, curves.back()->intercept_pps};
+  for (std::size_t i = 0; i + 1 < curves.size(); ++i) {
+    const auto &a = *curves[i], &b = *curves[i + 1];
+    if (size < a.frame_size || size > b.frame_size) continue;
+    const double t = double(size - a.frame_size) / double(b.frame_size - a.frame_size);
+    const double cost = (1 - t) / a.pps_per_cpu + t / b.pps_per_cpu;  // CPU-seconds per packet
+    return {1 / cost, (1 - t) * a.intercept_pps + t * b.intercept_pps};
+  }
+  return {curves.back()->pps_per_cpu, curves.back()->intercept_pps};
+}
+
+// The packets per second one direction of one port can carry, bounded by
+// its policers; nullopt when nothing polices it.
+struct Bound {
+  double pps = 0;
+  std::string source;
+};
+std::optional<Bound> min_bound(std::optional<Bound> a, std::optional<Bound> b) {
+  if (!a) return b;
+  if (!b) return a;
+  return a->pps <= b->pps ? a : b;
+}
+
+std::optional<Bound> from_vm_bound(const PortConfig& p, int64_t frame) {
+  if (!p.egress) return std::nullopt;
+  const auto& q = p.egress->params;
+  auto get = [&](const char* k) { return q.count(k) ? double(q.at(k)) : 0.0; };
+  if (p.egress->type == "pkt-policer") return Bound{get("pir"), "pkt-policer pir " + num(get("pir")) + " pps"};
+  const double bytes = p.egress->type == "trtcm-policer" ? get("cir") + get("eir") : get("cir");
+  return Bound{bytes / double(frame - kEthernetHeader),
+               p.egress->type + " " + num(bytes) + " B/s at " + std::to_string(frame) + "-byte frames"};
+}
+
+std::optional<Bound> to_vm_bound(const PortConfig& p, int64_t frame) {
+  std::optional<Bound> b;
+  if (p.ingress_kbps)
+    b = Bound{double(p.ingress_kbps) * 1000 / 8 / double(frame - kEthernetHeader),
+              "ingress_policing_rate " + std::to_string(p.ingress_kbps) + " kbps at " + std::to_string(frame) +
+                  "-byte frames"};
+  if (p.ingress_kpps)
+    b = min_bound(b, Bound{double(p.ingress_kpps) * 1000,
+                           "ingress_policing_kpkts_rate " + std::to_string(p.ingress_kpps) + " kpps"});
+  return b;
+}
+
+}  // namespace
+
+Result<NetBudget> derive_net_budget(const VmNetConfig& net, const std::vector<ovs::CalibrationRow>& curves,
+                                    int64_t period_us, double margin, std::optional<int64_t> frame_size) {
+  if (period_us <= 0) return Error{"net budget auto needs the VM's period (set-rsv VM RUNTIME PERIOD --net=auto)", EINVAL};
+  if (margin < 0 || margin > 10)
+    return Error{"net_margin " + num(margin, 2) + " is outside 0..10 (0.2 adds 20 %)", EINVAL};
+  if (frame_size && (*frame_size < 60 || *frame_size > 9216))
+    return Error{"options:net_frame_size " + std::to_string(*frame_size) + " is not a frame size (60..9216 bytes)",
+                 EINVAL};
+  if (net.ports.empty())
+    return Error{"net budget auto needs a port: the budget follows the port's policers (add-port, set-qos)", EINVAL};
+  if (curves.empty())
+    return Error{"net budget auto needs this host's cost curve, and it has none: run `capsule-ctl calibrate`", ENOENT};
+
+  NetBudget out;
+  std::string parts, unbudgeted, date;
+  bool any = false;
+  for (const char* dir : {"from_vm", "to_vm"}) {
+    std::vector<const ovs::CalibrationRow*> mine;
+    for (const auto& c : curves)
+      if (c.direction == dir && c.pps_per_cpu > 0) mine.push_back(&c);
+    std::sort(mine.begin(), mine.end(), [](auto* a, auto* b) { return a->frame_size < b->frame_size; });
+    // Unless the VM names its frame size, the smallest calibrated one (the
+    // most packets a byte policer lets through).
+    const int64_t frame = frame_size.value_or(mine.empty() ? 64 : mine.front()->frame_size);
+    double pps = 0;
+    std::string sources;
+    std::vector<std::string> open_ports;
+    for (const auto& p : net.ports) {
+      auto b = std::string(dir) == "from_vm" ? from_vm_bound(p, frame) : to_vm_bound(p, frame);
+      if (!b) {
+        open_ports.push_back(p.name);
+        continue;
+      }
+      pps += b->pps;
+      sources += (sources.empty() ? "" : " + ") + b->source + " on " + p.name;
+    }
+    if (!open_ports.empty()) {
+      std::string names;
+      for (const auto& n : open_ports) names += (names.empty() ? "" : ",") + n;
+      unbudgeted += std::string("; ") + dir + " of " + names + " is not policed and not budgeted";
+    }
+    if (sources.empty()) continue;
+    if (mine.empty())
+      return Error{std::string("net budget auto: ") + dir + " traffic is policed (" + sources +
+                       ") but this host's calibration has no " + dir +
+                       " curve: run `capsule-ctl calibrate` (it measures both directions)",
+                   ENOENT};
+    any = true;
+    const Line line = line_at(mine, frame);
+    const double share = std::max(0.0, (pps - line.intercept) / line.pps_per_cpu);
+    out.cpu_share += share;
+    parts += std::string(parts.empty() ? "" : " + ") + dir + " " + num(pps) + " pps (" + sources + ") at " +
+             num(line.pps_per_cpu / 1e6, 3) + " Mpps per CPU = " + num(100 * share, 1) + " %";
+    date = mine.front()->date;
+  }
+  if (!any)
+    return Error{"net budget auto needs a policer on a port of the VM (set-qos PORT pkt-policer pir=..., or "
+                 "ingress_policing_rate): without one its rate, and so its budget, has no bound",
+                 EINVAL};
+
+  const double with_margin = out.cpu_share * (1 + margin);
+  if (with_margin > 1)
+    return Error{"net budget auto: the policed rates need " + num(100 * with_margin, 1) +
+                     " % of a CPU for the datapath thread (" + parts + ", + " + num(100 * margin) +
+                     " % margin), more than the one CPU a thread can use: lower the policer rates",
+                 ERANGE};
+  const int64_t floor_us = std::max<int64_t>(1, period_us / 100);
+  out.runtime_us = std::max(floor_us, int64_t(std::ceil(with_margin * double(period_us))));
+  out.explanation = "auto: " + std::to_string(out.runtime_us) + " us of " + std::to_string(period_us) + " us = " +
+                    parts + " of a CPU, + " + num(100 * margin) + " % margin" +
+                    (out.runtime_us == floor_us ? " (at least 1 % of the period)" : "") + unbudgeted +
+                    "; calibration of " + date;
+  return out;
+}
+
+}  // namespace capsule::agent

@@ -1,0 +1,40 @@
+// Network budgets sized by the host's calibration ("auto"): how much CPU a
+// VM's datapath thread needs each period to carry what its policers let
+// through, from the cost curves `capsule-ctl calibrate` measured.
+//
+// The policers bound a VM's traffic: from_vm by its port's QoS
+// (egress-policer, trtcm-policer: bytes/s; pkt-policer: packets/s), to_vm by
+// ingress_policing_rate (kbps) / ingress_policing_kpkts_rate (kpps). Byte
+// rates become packets at an assumed frame size (the smallest calibrated
+// size unless the VM says otherwise: the worst case, since a byte policer
+// lets the most packets through at the smallest frames). A curve gives
+// packets/s = pps_per_cpu * (budget / period) + intercept, so the share of a
+// CPU needed for rate R is (R - intercept) / pps_per_cpu; between calibrated
+// frame sizes the cost per packet is interpolated. The budget is that share
+// of the VM's period plus the margin, never less than 1 % of the period.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "capsule/ovs/db.h"
+#include "capsule/result.h"
+#include "datapath.h"
+
+namespace capsule::agent {
+
+inline constexpr double kDefaultNetMargin = 0.2;
+
+struct NetBudget {
+  int64_t runtime_us = 0;
+  double cpu_share = 0;      // of one CPU, before the margin
+  std::string explanation;   // how it was derived, for status and `show`
+};
+
+// `frame_size`: the VM's options:net_frame_size, if set (bytes, 60..9216).
+Result<NetBudget> derive_net_budget(const VmNetConfig& net, const std::vector<ovs::CalibrationRow>& curves,
+                                    int64_t period_us, double margin, std::optional<int64_t> frame_size);
+
+}  // namespace capsule::agent

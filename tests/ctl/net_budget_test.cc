@@ -1,0 +1,115 @@
+// derive_net_budget: from a VM's policers and the host's cost curves to the
+// datapath thread's budget (the arithmetic `auto` relies on; the end-to-end
+// check with a real calibration is in auto_budget_test.cc).
+#include <gtest/gtest.h>
+
+#include "net_budget.h"
+
+namespace capsule::agent {
+namespace {
+
+ovs::CalibrationRow curve(const std::string& dir, int64_t size, double pps_per_cpu, double intercept = 0) {
+  ovs::CalibrationRow c;
+  c.direction = dir;
+  c.frame_size = size;
+  c.period_us = 20000;
+  c.pps_per_cpu = pps_per_cpu;
+  c.intercept_pps = intercept;
+  c.r_squared = 0.999;
+  c.date = "2026-11-27T21:50:00Z";
+  return c;
+}
+
+PortConfig port_with(const std::string& type, std::map<std::string, uint64_t> params) {
+  PortConfig p;
+  p.name = "p0";
+  p.vhost_path = "/tmp/x.sock";
+  p.egress = PolicerConfig{type, std::move(params)};
+  return p;
+}
+
+VmNetConfig vm(std::vector<PortConfig> ports) { return VmNetConfig{"vm1", std::move(ports)}; }
+
+const std::vector<ovs::CalibrationRow> kCurves = {curve("from_vm", 64, 1e6), curve("from_vm", 1514, 0.5e6),
+                                                  curve("to_vm", 64, 2e6)};
+
+TEST(NetBudget, PacketPolicerRateOverTheSlopePlusMargin) {
+  // 100 kpps at 1 Mpps per CPU = 10 % of a CPU; + 20 % = 12 % of 20 ms.
+  auto b = derive_net_budget(vm({port_with("pkt-policer", {{"pir", 100000}, {"pbs", 1000}})}), kCurves, 20000, 0.2, {});
+  ASSERT_TRUE(b.ok()) << b.error().message;
+  EXPECT_EQ(b->runtime_us, 2400);
+  EXPECT_NEAR(b->cpu_share, 0.10, 1e-9);
+  EXPECT_NE(b->explanation.find("pkt-policer pir 100000 pps on p0"), std::string::npos) << b->explanation;
+  EXPECT_NE(b->explanation.find("20 % margin"), std::string::npos) << b->explanation;
+  EXPECT_NE(b->explanation.find("to_vm of p0 is not policed"), std::string::npos) << b->explanation;
+}
+
+TEST(NetBudget, ByteRatesCountAtTheSmallestCalibratedFrameUnlessTheVmSays) {
+  // 5 MB/s of policed bytes at 64-byte frames (50 policed bytes each) = 100 kpps.
+  auto b = derive_net_budget(vm({port_with("egress-policer", {{"cir", 5'000'000}, {"cbs", 20000}})}), kCurves, 20000,
+                             0, {});
+  ASSERT_TRUE(b.ok()) << b.error().message;
+  EXPECT_EQ(b->runtime_us, 2000);
+  // At 1514-byte frames: 5e6 / 1500 = 3333 pps at 0.5 Mpps per CPU.
+  b = derive_net_budget(vm({port_with("egress-policer", {{"cir", 5'000'000}, {"cbs", 20000}})}), kCurves, 20000, 0,
+                        1514);
+  ASSERT_TRUE(b.ok());
+  EXPECT_NEAR(b->cpu_share, 3333.33 / 0.5e6, 1e-6);
+  // Between calibrated sizes the cost per packet is interpolated: at 789
+  // bytes, halfway, 1.5 us per packet.
+  b = derive_net_budget(vm({port_with("pkt-policer", {{"pir", 100000}, {"pbs", 100}})}), kCurves, 20000, 0, 789);
+  ASSERT_TRUE(b.ok());
+  EXPECT_NEAR(b->cpu_share, 0.15, 1e-9);
+}
+
+TEST(NetBudget, BothDirectionsAddUp) {
+  PortConfig p = port_with("trtcm-policer", {{"cir", 2'500'000}, {"cbs", 2000}, {"eir", 2'500'000}, {"ebs", 2000}});
+  p.ingress_kpps = 200;  // 200 kpps to the VM at 2 Mpps per CPU = 10 %
+  auto b = derive_net_budget(vm({p}), kCurves, 10000, 0, {});
+  ASSERT_TRUE(b.ok()) << b.error().message;
+  // from_vm: (cir + eir) / 50 = 100 kpps = 10 %.
+  EXPECT_NEAR(b->cpu_share, 0.20, 1e-9);
+  EXPECT_EQ(b->runtime_us, 2000);
+}
+
+TEST(NetBudget, InterceptAndFloor) {
+  // A curve that carries 1000 pps at zero budget needs nothing for 500 pps:
+  // the budget is the floor of 1 % of the period.
+  auto b = derive_net_budget(vm({port_with("pkt-policer", {{"pir", 500}, {"pbs", 10}})}),
+                             {curve("from_vm", 64, 1e6, 1000)}, 20000, 0.2, {});
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(b->runtime_us, 200);
+  EXPECT_NE(b->explanation.find("at least 1 %"), std::string::npos) << b->explanation;
+}
+
+TEST(NetBudget, RefusalsSayWhatToDo) {
+  const auto policed = vm({port_with("pkt-policer", {{"pir", 100000}, {"pbs", 100}})});
+  auto b = derive_net_budget(policed, {}, 20000, 0.2, {});
+  ASSERT_FALSE(b.ok());
+  EXPECT_NE(b.error().message.find("capsule-ctl calibrate"), std::string::npos) << b.error().message;
+
+  PortConfig open;
+  open.name = "p0";
+  b = derive_net_budget(vm({open}), kCurves, 20000, 0.2, {});
+  ASSERT_FALSE(b.ok());
+  EXPECT_NE(b.error().message.find("needs a policer"), std::string::npos) << b.error().message;
+
+  b = derive_net_budget(vm({port_with("pkt-policer", {{"pir", 2'000'000}, {"pbs", 100}})}), kCurves, 20000, 0.2, {});
+  ASSERT_FALSE(b.ok());
+  EXPECT_NE(b.error().message.find("240.0 % of a CPU"), std::string::npos) << b.error().message;
+
+  PortConfig to_only;
+  to_only.name = "p0";
+  to_only.ingress_kbps = 1000;
+  b = derive_net_budget(vm({to_only}), {curve("from_vm", 64, 1e6)}, 20000, 0.2, {});
+  ASSERT_FALSE(b.ok());
+  EXPECT_NE(b.error().message.find("no to_vm curve"), std::string::npos) << b.error().message;
+
+  EXPECT_FALSE(derive_net_budget(policed, kCurves, 20000, 0.2, 20).ok());   // not a frame size
+  EXPECT_FALSE(derive_net_budget(policed, kCurves, 20000, -1, {}).ok());    // margin
+  EXPECT_FALSE(derive_net_budget(policed, kCurves, 0, 0.2, {}).ok());       // no period
+  EXPECT_FALSE(derive_net_budget(vm({}), kCurves, 20000, 0.2, {}).ok());    // no port
+}
+
+}  // namespace
+}  // namespace capsule::agent
