@@ -21,6 +21,7 @@
 #include "capsule/harness.h"
 #include "capsule/testkit.h"
 #include "capsule/vm/peer.h"
+#include "capsule/vm/ring_feeder.h"
 
 #include "capsule/pmd/datapath.h"
 
@@ -53,28 +54,9 @@ class EmuVm : public capsule::vm::VmPeer {
 
 using capsule::vm::thread_cpu_ns;
 
-// Feeds frames for `dst` into a ring (an uplink's rx ring, "the wire") as fast
-// as it drains, from a thread of its own (on `cpu` when >= 0). The same few
-// mbufs go round with their reference count raised, so it costs little.
-class RingFeeder {
- public:
-  RingFeeder(rte_ring* ring, const std::string& dst_mac, uint32_t frame_size, int cpu = -1)
-      : RingFeeder(ring, std::vector<std::string>{dst_mac}, frame_size, cpu) {}
-  // Frames for each destination MAC in turn, from `src_mac`.
-  RingFeeder(rte_ring* ring, const std::vector<std::string>& dst_macs, uint32_t frame_size, int cpu = -1,
-             const std::string& src_mac = "02:00:00:00:00:ff");
-  ~RingFeeder();
-  bool ok() const { return ring_ && pool_; }
-
- private:
-  void loop();
-  rte_ring* ring_;
-  int cpu_;
-  rte_mempool* pool_ = nullptr;
-  rte_mbuf* frames_[64] = {};
-  std::thread thread_;
-  std::atomic<bool> stop_{false};
-};
+// The generator "on the wire" (tools/capsule-vm/ring_feeder.h), shared with
+// capsule-calibrate.
+using capsule::vm::RingFeeder;
 
 // OVS-DPDK in a directory of its own: ovsdb-server + ovs-vswitchd-dpdk with
 // one PMD on `pmd_cpu`, bridge br0 (netdev). Stopped on destruction.
