@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <math.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -52,13 +53,17 @@ calibrator_path(void)
 
 /* The command's options, as capsule-calibrate's. */
 static void
-add_tool_options(const struct shash *options, struct svec *argv)
+add_tool_options(const struct shash *options, int64_t period_us, struct svec *argv)
 {
     static const char *const map[][2] = {
-        {"--period", "--period-us"},   {"--budgets", "--budgets"},
-        {"--frame-sizes", "--frame-sizes"}, {"--directions", "--directions"},
-        {"--seconds", "--seconds"},    {"--runs", "--runs"},
+        {"--budgets", "--budgets"},    {"--frame-sizes", "--frame-sizes"},
+        {"--directions", "--directions"}, {"--seconds", "--seconds"},
+        {"--runs", "--runs"},
     };
+    if (period_us) {
+        svec_add(argv, "--period-us");
+        svec_add_nocopy(argv, xasprintf("%"PRId64, period_us));
+    }
     for (size_t i = 0; i < ARRAY_SIZE(map); i++) {
         const struct shash_node *node = shash_find(options, map[i][0]);
         if (node) {
@@ -161,12 +166,12 @@ check_result(const struct json *result)
 }
 
 struct json *
-calibration_measure(const struct shash *options, char **error)
+calibration_measure(const struct shash *options, int64_t period_us, char **error)
 {
     struct svec argv = SVEC_EMPTY_INITIALIZER;
     char *tool = calibrator_path();
     svec_add_nocopy(&argv, tool);
-    add_tool_options(options, &argv);
+    add_tool_options(options, period_us, &argv);
     int status = 0;
     *error = NULL;
     char *text = run_and_capture(&argv, &status, error);
@@ -225,10 +230,10 @@ calibration_store(struct ovsdb_idl_txn *txn, const struct capsulerec_host *host,
         double *pps = xmalloc((points->n + 1) * sizeof *pps);
         size_t k = 0;
         for (size_t p = 0; p < points->n; p++) {
-            const struct json *b = member(points->elems[p], "budget_us", JSON_INTEGER);
+            const struct json *b = member(points->elems[p], "budget_us", JSON_REAL);
             const struct json *r = member(points->elems[p], "pps", JSON_REAL);
-            if (b && r && json_integer(b) > 0) {
-                budgets[k] = json_integer(b);
+            if (b && r && number(b) >= 1) {
+                budgets[k] = llround(number(b));
                 pps[k++] = number(r);
             }
         }

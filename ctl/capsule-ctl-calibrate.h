@@ -9,11 +9,12 @@
 #include "openvswitch/json.h"
 #include "openvswitch/shash.h"
 
-/* Runs the measurement with the command's options (--period, --budgets,
- * --frame-sizes, --directions, --seconds, --runs); its progress goes to
- * stderr. Returns the parsed, checked result, or NULL with *error set (the
- * sentence for the user; nothing has been stored). */
-struct json *calibration_measure(const struct shash *options, char **error);
+/* Runs the measurement with the command's options (--budgets,
+ * --frame-sizes, --directions, --seconds, --runs) and `period_us` (0: the
+ * tool's default); its progress goes to stderr. Returns the parsed, checked
+ * result, or NULL with *error set (the sentence for the user; nothing has
+ * been stored). */
+struct json *calibration_measure(const struct shash *options, int64_t period_us, char **error);
 
 /* Replaces `host`'s Calibration rows with the curves of `result` and
  * describes them in `out`. */

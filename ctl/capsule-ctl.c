@@ -161,8 +161,9 @@ Capsule commands:\n\
   calibrate                   measure what the datapath thread moves per\n\
                               unit of CPU budget on this host and store it\n\
                               (the cost curve --net=auto uses); options\n\
-                              --period=DUR --budgets=PCT,... --seconds=S\n\
-                              --runs=N --frame-sizes=B,... --directions=...\n\
+                              --period=DUR (20ms) --budgets=PCT,... (5,10,\n\
+                              15,20) --seconds=S --runs=N (per point)\n\
+                              --frame-sizes=B,... --directions=...\n\
 \n\
 %s\
 %s\
@@ -562,8 +563,13 @@ static struct json *calibration_result;
 static void
 pre_calibrate(struct ctl_context *ctx)
 {
-    char *error;
-    calibration_result = calibration_measure(&ctx->options, &error);
+    char *error = NULL;
+    int64_t period_us = 0;
+    struct shash_node *period = shash_find(&ctx->options, "--period");
+    if (period) {
+        error = parse_duration_us(period->data, &period_us);
+    }
+    calibration_result = error ? NULL : calibration_measure(&ctx->options, period_us, &error);
     if (!calibration_result) {
         ctl_error(ctx, "calibrate: %s", error);
         free(error);

@@ -10,6 +10,7 @@
 //
 // stdout: the JSON document. stderr: one progress line per point, and one
 // line per error. Exit: 0 done, 1 runtime failure or not linear, 2 usage.
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -227,6 +228,10 @@ int main(int argc, char** argv) {
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+  // Run by capsule-ctl calibrate: stop (and release the reservation) when it
+  // goes, e.g. killed by its --timeout.
+  prctl(PR_SET_PDEATHSIG, SIGTERM);
+  if (getppid() == 1) g_stop.store(true);
 
   const std::string date = utc_now();
   const auto t0 = std::chrono::steady_clock::now();

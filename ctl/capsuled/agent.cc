@@ -467,6 +467,8 @@ void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluat
     return;
   }
   const bool changed = st.reserved;
+  if (auto_budget && auto_budget->warning && st.net_budget != auto_budget->explanation)
+    log(CAPSULE_LOG_WARN, "VM " + row.name + ": net budget " + auto_budget->explanation);
   st.net_budget = auto_budget ? auto_budget->explanation : "";
   st.reserved = true;
   st.pid = desired->pid;

@@ -45,6 +45,10 @@ Line line_at(const std::vector<const ovs::CalibrationRow*>& curves, int64_t size
 struct Bound {
   double pps = 0;
   std::string source;
+  // What the policer's bucket holds (packets, or bytes with bytes_per_sec)
+  // and refills per second in the same unit.
+  double burst = 0, refill = 0;
+  const char* unit = "packets";
 };
 std::optional<Bound> min_bound(std::optional<Bound> a, std::optional<Bound> b) {
   if (!a) return b;
@@ -56,21 +60,31 @@ std::optional<Bound> from_vm_bound(const PortConfig& p, int64_t frame) {
   if (!p.egress) return std::nullopt;
   const auto& q = p.egress->params;
   auto get = [&](const char* k) { return q.count(k) ? double(q.at(k)) : 0.0; };
-  if (p.egress->type == "pkt-policer") return Bound{get("pir"), "pkt-policer pir " + num(get("pir")) + " pps"};
-  const double bytes = p.egress->type == "trtcm-policer" ? get("cir") + get("eir") : get("cir");
+  if (p.egress->type == "pkt-policer")
+    return Bound{get("pir"), "pkt-policer pir " + num(get("pir")) + " pps", get("pbs"), get("pir"), "packets (pbs)"};
+  const bool trtcm = p.egress->type == "trtcm-policer";
+  const double bytes = trtcm ? get("cir") + get("eir") : get("cir");
   return Bound{bytes / double(frame - kEthernetHeader),
-               p.egress->type + " " + num(bytes) + " B/s at " + std::to_string(frame) + "-byte frames"};
+               p.egress->type + " " + num(bytes) + " B/s at " + std::to_string(frame) + "-byte frames",
+               trtcm ? get("cbs") + get("ebs") : get("cbs"), bytes, trtcm ? "bytes (cbs + ebs)" : "bytes (cbs)"};
 }
 
 std::optional<Bound> to_vm_bound(const PortConfig& p, int64_t frame) {
   std::optional<Bound> b;
-  if (p.ingress_kbps)
-    b = Bound{double(p.ingress_kbps) * 1000 / 8 / double(frame - kEthernetHeader),
+  if (p.ingress_kbps) {
+    // OVS: a burst of 0 kb means its default of 8000 kb.
+    const double burst_bytes = double(p.ingress_burst_kb ? p.ingress_burst_kb : 8000) * 1000 / 8;
+    const double bytes = double(p.ingress_kbps) * 1000 / 8;
+    b = Bound{bytes / double(frame - kEthernetHeader),
               "ingress_policing_rate " + std::to_string(p.ingress_kbps) + " kbps at " + std::to_string(frame) +
-                  "-byte frames"};
+                  "-byte frames",
+              burst_bytes, bytes, "bytes (ingress_policing_burst)"};
+  }
   if (p.ingress_kpps)
     b = min_bound(b, Bound{double(p.ingress_kpps) * 1000,
-                           "ingress_policing_kpkts_rate " + std::to_string(p.ingress_kpps) + " kpps"});
+                           "ingress_policing_kpkts_rate " + std::to_string(p.ingress_kpps) + " kpps",
+                           double(p.ingress_burst_kpkts) * 1000, double(p.ingress_kpps) * 1000,
+                           "packets (ingress_policing_kpkts_burst)"});
   return b;
 }
 
@@ -91,6 +105,7 @@ Result<NetBudget> derive_net_budget(const VmNetConfig& net, const std::vector<ov
 
   NetBudget out;
   std::string parts, unbudgeted, date;
+  std::vector<std::pair<std::string, Bound>> small_bursts;  // (port, its policer)
   bool any = false;
   for (const char* dir : {"from_vm", "to_vm"}) {
     std::vector<const ovs::CalibrationRow*> mine;
@@ -111,6 +126,11 @@ Result<NetBudget> derive_net_budget(const VmNetConfig& net, const std::vector<ov
       }
       pps += b->pps;
       sources += (sources.empty() ? "" : " + ") + b->source + " on " + p.name;
+      // In a capsule the datapath thread of a VM that sends more than its
+      // policer passes spends its budget and waits for its next period: the
+      // policer sees that traffic once per period, and its bucket must hold
+      // a period's worth of tokens to pass the full rate.
+      if (b->burst < b->refill * double(period_us) / 1e6) small_bursts.push_back({p.name, *b});
     }
     if (!open_ports.empty()) {
       std::string names;
@@ -144,10 +164,22 @@ Result<NetBudget> derive_net_budget(const VmNetConfig& net, const std::vector<ov
                  ERANGE};
   const int64_t floor_us = std::max<int64_t>(1, period_us / 100);
   out.runtime_us = std::max(floor_us, int64_t(std::ceil(with_margin * double(period_us))));
+  std::string warnings;
+  for (const auto& [port, b] : small_bursts) {
+    // Per period it passes its bucket plus what refills while the thread runs.
+    const double need = b.refill * double(period_us) / 1e6;
+    const double passes = std::min(1.0, (b.burst + b.refill * double(out.runtime_us) / 1e6) / need);
+    warnings += "; warning: the burst of " + port + " (" + num(b.burst) + " " + b.unit +
+                ") is less than its rate times the period (" + num(std::ceil(need)) +
+                "): the datapath thread works in one stretch per period, so when the VM sends more the policer "
+                "passes only about " + num(100 * passes) + " % of its rate; raise the burst to at least " +
+                num(std::ceil(need));
+  }
   out.explanation = "auto: " + std::to_string(out.runtime_us) + " us of " + std::to_string(period_us) + " us = " +
                     parts + " of a CPU, + " + num(100 * margin) + " % margin" +
                     (out.runtime_us == floor_us ? " (at least 1 % of the period)" : "") + unbudgeted +
-                    "; calibration of " + date;
+                    "; calibration of " + date + warnings;
+  out.warning = !warnings.empty();
   return out;
 }
 

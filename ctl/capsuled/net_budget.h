@@ -12,6 +12,13 @@
 // CPU needed for rate R is (R - intercept) / pps_per_cpu; between calibrated
 // frame sizes the cost per packet is interpolated. The budget is that share
 // of the VM's period plus the margin, never less than 1 % of the period.
+//
+// A VM that sends more than its policer passes keeps its datapath thread
+// busy until the budget is spent; the thread then waits for its next period,
+// so the policer sees the traffic in one stretch per period. Its bucket must
+// hold the rate times the period to pass the full rate; a smaller burst gets
+// a warning with the number (not a refusal: the burst is the operator's
+// choice, and the VM still runs).
 #pragma once
 
 #include <cstdint>
@@ -31,6 +38,8 @@ struct NetBudget {
   int64_t runtime_us = 0;
   double cpu_share = 0;      // of one CPU, before the margin
   std::string explanation;   // how it was derived, for status and `show`
+  bool warning = false;      // the explanation ends with a warning (a policer
+                             // burst too small to pass its rate in a capsule)
 };
 
 // `frame_size`: the VM's options:net_frame_size, if set (bytes, 60..9216).

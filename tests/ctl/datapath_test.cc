@@ -58,13 +58,14 @@ pid_t pmd_thread(pid_t capsuled, const std::string& vm) {
   return 0;
 }
 
-// Frames per second `vm` counts for itself over `window`.
+// Frames per second `vm` counts for itself over about `window`, timed by
+// its own reports (counters and elapsed_ms come from the same line).
 double rx_rate(const EmulatedVm& vm, std::chrono::milliseconds window) {
-  const long long n0 = vm.counter("rx_to_me");
-  const auto t0 = std::chrono::steady_clock::now();
+  const auto c0 = vm.counters();
   std::this_thread::sleep_for(window);
-  const long long n1 = vm.counter("rx_to_me");
-  return double(n1 - n0) / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const auto c1 = vm.counters();
+  const double ms = double(c1.at("elapsed_ms")) - double(c0.at("elapsed_ms"));
+  return ms > 0 ? double(c1.at("rx_to_me") - c0.at("rx_to_me")) * 1000 / ms : 0;
 }
 
 class DatapathTest : public ::testing::Test {
@@ -86,6 +87,35 @@ class DatapathTest : public ::testing::Test {
     }
   }
   harness::CmdResult ctl(const std::vector<std::string>& args) { return harness::ctl(*db_, args); }
+
+  // Rate of Port `port`'s statistics:KEY (capsuled refreshes it every 200
+  // ms), the median of `windows` back-to-back windows: each end of a window
+  // is taken when a fresh value appears, so the interval between samples does
+  // not blur the rate.
+  double port_rate(const std::string& port, const std::string& key, std::chrono::milliseconds window,
+                   int windows = 1) {
+    auto read = [&] {
+      auto r = ctl({"get", "Port", port, "statistics:" + key});
+      return r.rc == 0 ? std::atof(r.out.c_str() + (r.out[0] == '"')) : -1.0;
+    };
+    auto fresh = [&] {
+      const double before = read();
+      double v = before;
+      testkit::wait_until([&] { return (v = read()) != before; }, 5s);
+      return std::make_pair(v, std::chrono::steady_clock::now());
+    };
+    std::vector<double> rates;
+    auto [v0, t0] = fresh();
+    for (int i = 0; i < windows; ++i) {
+      std::this_thread::sleep_for(window);
+      const auto [v1, t1] = fresh();
+      rates.push_back((v1 - v0) / std::chrono::duration<double>(t1 - t0).count());
+      v0 = v1;
+      t0 = t1;
+    }
+    std::sort(rates.begin(), rates.end());
+    return rates[rates.size() / 2];
+  }
 
   harness::TempDir dir_{"capsule-dp-test"};
   std::unique_ptr<harness::Ovsdb> db_;
@@ -174,18 +204,24 @@ TEST_F(DatapathTest, BestEffortVmGetsItsPortsAndLaterItsCapsule) {
 }
 
 // "auto": the datapath thread's budget follows the VM's policer and the
-// host's calibration (capsule-ctl calibrate, a real measurement on this host).
+// host's calibration (capsule-ctl calibrate, a real measurement on this
+// host). The VM sends to the uplink, a net_null port (a NIC's transmit
+// without a NIC), the path the calibration measures.
 TEST_F(DatapathTest, AutoNetBudgetCarriesThePolicedRateAndRefusesWhatCannotBeAdmitted) {
-  const std::string mac_a = "02:00:00:00:00:0a", mac_b = "02:00:00:00:00:0b", mac_c = "02:00:00:00:00:0c";
-  EmulatedVm b(dir_, "b", mac_b, {"--mode", "count"});
-  // A floods B with 64-byte frames, far more than its policer lets through.
-  EmulatedVm a(dir_, "a", mac_a, {"--mode", "tx", "--dst", mac_b, "--rate", "0", "--size", "64"});
-  const uint64_t rate = 100'000;  // pkt-policer on A: 100 kpps
-  auto r = ctl({"--wait", "add-vm", "b", "pid=" + std::to_string(b.pid()), "--", "add-port", "b", "b0", b.socket(),
-                "mac=\"" + mac_b + "\"", "--", "add-vm", "a", "pid=" + std::to_string(a.pid()), "--", "--net=auto",
-                "set-rsv", "a", "6ms", "20ms", "--", "add-port", "a", "a0", a.socket(), "mac=\"" + mac_a + "\"", "--",
-                "set-qos", "a0", "pkt-policer", "pir=" + std::to_string(rate), "pbs=1000"});
-  ASSERT_EQ(r.rc, 0) << r.out << r.err;  // the VMs wait for their ports to come up
+  auto r = ctl({"--wait", "set", "Host", ".", "uplink:devargs=net_null0", "uplink:receive=false"});
+  ASSERT_EQ(r.rc, 0) << r.out << r.err;
+  const std::string mac_a = "02:00:00:00:00:0a", mac_c = "02:00:00:00:00:0c";
+  // A floods the wire with 64-byte frames, far more than its policer lets
+  // through (its vCPU has room to: 12 ms every 20 ms).
+  EmulatedVm a(dir_, "a", mac_a, {"--mode", "tx", "--dst", "02:00:00:00:00:ff", "--rate", "0", "--size", "64", "--queue-size", "1024"});
+  // pkt-policer on A: 500 kpps, with a bucket that holds more than a
+  // period's worth (see net_budget.h: the datapath thread of a capsule that
+  // is sent more than it may pass works in one stretch per period).
+  const uint64_t rate = 500'000;
+  r = ctl({"--wait", "add-vm", "a", "pid=" + std::to_string(a.pid()), "--", "--net=auto", "set-rsv", "a", "12ms",
+           "20ms", "--", "add-port", "a", "a0", a.socket(), "mac=\"" + mac_a + "\"", "--", "set-qos", "a0",
+           "pkt-policer", "pir=" + std::to_string(rate), "pbs=30000"});
+  ASSERT_EQ(r.rc, 0) << r.out << r.err;  // the VM waits for its port to come up
   // capsuled judges a VM once its threads are up; the reason lands in status.
   auto rejected_with = [&](const std::string& vm, const std::string& text) {
     return testkit::wait_until([&] {
@@ -196,22 +232,20 @@ TEST_F(DatapathTest, AutoNetBudgetCarriesThePolicedRateAndRefusesWhatCannotBeAdm
   // Without a calibration there is nothing to size the budget from.
   EXPECT_TRUE(rejected_with("a", "run `capsule-ctl calibrate`")) << ctl({"get", "VM", "a", "status"}).out;
 
-  // Calibrate (a short run: three budgets, 64-byte frames, from the VM).
-  auto cal = harness::ctl(*db_, {"--budgets=10,20,30", "--frame-sizes=64", "--directions=from_vm", "--seconds=0.5",
-                                 "--runs=3", "calibrate"}, 120s);
+  // Calibrate (a short run: 64-byte frames, from the VM).
+  auto cal = harness::ctl(*db_, {"--frame-sizes=64", "--directions=from_vm", "--seconds=0.5", "calibrate"}, 120s);
   ASSERT_EQ(cal.rc, 0) << cal.out << cal.err;
   EXPECT_NE(cal.out.find("from_vm 64 B:"), std::string::npos) << cal.out;
   EXPECT_NE(ctl({"show"}).out.find("calibration (the datapath thread's cost curve):"), std::string::npos);
   const double pps_per_cpu = std::stod(ctl({"get", "Calibration", ".", "pps_per_cpu"}).out);
-  ASSERT_GT(pps_per_cpu, 10 * double(rate)) << "this host moves under 1 Mpps per CPU of budget";
+  ASSERT_GT(pps_per_cpu, 4 * double(rate)) << "this host's datapath moves under 2 Mpps per CPU of budget";
 
-  // The new calibration is applied on capsuled's next pass; --wait makes one.
-  r = ctl({"--wait", "set", "VM", "a", "net_margin=0.2"});
-  ASSERT_EQ(r.rc, 0) << r.out << r.err;
+  // The new calibration is applied on capsuled's next pass.
   ASSERT_TRUE(testkit::wait_until([&] { return ctl({"get", "VM", "a", "status:state"}).out.find("running") != std::string::npos; }, 20s))
       << ctl({"get", "VM", "a", "status"}).out << a.output();
   const std::string why = ctl({"get", "VM", "a", "status:net_budget"}).out;
   ASSERT_EQ(why.rfind("\"auto: ", 0), 0u) << why;
+  EXPECT_EQ(why.find("warning"), std::string::npos) << why;
   const long long budget_us = std::stoll(why.substr(7));
   EXPECT_NE(ctl({"show"}).out.find("net budget: auto: " + std::to_string(budget_us) + " us of 20000 us"), std::string::npos)
       << ctl({"show"}).out;
@@ -223,17 +257,18 @@ TEST_F(DatapathTest, AutoNetBudgetCarriesThePolicedRateAndRefusesWhatCannotBeAdm
   ASSERT_TRUE(testkit::wait_until([&] { return rsv::get_sched_params(pmd)->is_deadline(); }, 5s));
   EXPECT_EQ(rsv::get_sched_params(pmd)->runtime, std::chrono::microseconds(budget_us));
 
-  // Inside its capsule A sustains the policed rate.
-  ASSERT_TRUE(testkit::wait_until([&] { return b.counter("rx_to_me") > 10000; }, 20s)) << a.output() << b.output();
+  // Inside its capsule A sustains the policed rate (median of five 1-s
+  // windows: one window in a few dips by 10-20 % on this 2-core host).
   std::this_thread::sleep_for(1s);
-  const double pps = rx_rate(b, 3s);
-  EXPECT_NEAR(pps, double(rate), 0.05 * double(rate)) << "budget " << why;
+  EXPECT_NEAR(port_rate("a0", "rx_packets", 1s, 5), double(rate), 0.05 * double(rate))
+      << "budget " << why << "\n" << harness::appctl(*agent_, {"capsule/stats"}).out
+      << ctl({"get", "Port", "a0", "statistics"}).out;
   // ... and the budget is what carries it: a quarter of it carries clearly less.
-  r = ctl({"--wait", "--", "--net=" + std::to_string(budget_us / 4) + "us", "set-rsv", "a", "6ms", "20ms"});
+  r = ctl({"--wait", "--", "--net=" + std::to_string(budget_us / 4) + "us", "set-rsv", "a", "12ms", "20ms"});
   ASSERT_EQ(r.rc, 0) << r.out << r.err;
   std::this_thread::sleep_for(1s);
-  EXPECT_LT(rx_rate(b, 2s), 0.8 * double(rate)) << "with " << budget_us / 4 << " us";
-  r = ctl({"--wait", "--", "--net=auto", "set-rsv", "a", "6ms", "20ms"});
+  EXPECT_LT(port_rate("a0", "rx_packets", 1s, 3), 0.8 * double(rate)) << "with " << budget_us / 4 << " us";
+  r = ctl({"--wait", "--", "--net=auto", "set-rsv", "a", "12ms", "20ms"});
   ASSERT_EQ(r.rc, 0) << r.out << r.err;
   EXPECT_EQ(rsv::get_sched_params(pmd)->runtime, std::chrono::microseconds(budget_us));
 
@@ -253,7 +288,7 @@ TEST_F(DatapathTest, AutoNetBudgetCarriesThePolicedRateAndRefusesWhatCannotBeAdm
   // Nothing of A was disturbed.
   EXPECT_EQ(rsv::get_sched_params(pmd)->runtime, std::chrono::microseconds(budget_us));
   EXPECT_NE(ctl({"get", "VM", "a", "status:state"}).out.find("running"), std::string::npos);
-  EXPECT_NEAR(rx_rate(b, 2s), double(rate), 0.05 * double(rate));
+  EXPECT_NEAR(port_rate("a0", "rx_packets", 1s, 5), double(rate), 0.05 * double(rate));
 }
 
 TEST_F(DatapathTest, PortWithoutMacIsRejectedWithTheReason) {

@@ -35,9 +35,10 @@ const std::vector<ovs::CalibrationRow> kCurves = {curve("from_vm", 64, 1e6), cur
 
 TEST(NetBudget, PacketPolicerRateOverTheSlopePlusMargin) {
   // 100 kpps at 1 Mpps per CPU = 10 % of a CPU; + 20 % = 12 % of 20 ms.
-  auto b = derive_net_budget(vm({port_with("pkt-policer", {{"pir", 100000}, {"pbs", 1000}})}), kCurves, 20000, 0.2, {});
+  auto b = derive_net_budget(vm({port_with("pkt-policer", {{"pir", 100000}, {"pbs", 2000}})}), kCurves, 20000, 0.2, {});
   ASSERT_TRUE(b.ok()) << b.error().message;
   EXPECT_EQ(b->runtime_us, 2400);
+  EXPECT_FALSE(b->warning) << b->explanation;
   EXPECT_NEAR(b->cpu_share, 0.10, 1e-9);
   EXPECT_NE(b->explanation.find("pkt-policer pir 100000 pps on p0"), std::string::npos) << b->explanation;
   EXPECT_NE(b->explanation.find("20 % margin"), std::string::npos) << b->explanation;
@@ -70,6 +71,26 @@ TEST(NetBudget, BothDirectionsAddUp) {
   // from_vm: (cir + eir) / 50 = 100 kpps = 10 %.
   EXPECT_NEAR(b->cpu_share, 0.20, 1e-9);
   EXPECT_EQ(b->runtime_us, 2000);
+}
+
+TEST(NetBudget, ABurstBelowRateTimesPeriodIsWarnedAbout) {
+  // 100 kpps with a 1000-packet bucket: a 20 ms period needs 2000; about
+  // (1000 + 100k * 2.4 ms) / 2000 = 62 % passes when the VM sends more.
+  auto b = derive_net_budget(vm({port_with("pkt-policer", {{"pir", 100000}, {"pbs", 1000}})}), kCurves, 20000, 0.2, {});
+  ASSERT_TRUE(b.ok()) << b.error().message;
+  EXPECT_TRUE(b->warning);
+  EXPECT_NE(b->explanation.find("warning: the burst of p0 (1000 packets (pbs)) is less than its rate times the period "
+                                "(2000)"),
+            std::string::npos)
+      << b->explanation;
+  EXPECT_NE(b->explanation.find("passes only about 62 % of its rate; raise the burst to at least 2000"),
+            std::string::npos)
+      << b->explanation;
+  // A byte policer's bucket: cbs against cir x period.
+  b = derive_net_budget(vm({port_with("egress-policer", {{"cir", 5'000'000}, {"cbs", 200'000}})}), kCurves, 20000, 0.2,
+                        {});
+  ASSERT_TRUE(b.ok());
+  EXPECT_FALSE(b->warning) << b->explanation;
 }
 
 TEST(NetBudget, InterceptAndFloor) {
