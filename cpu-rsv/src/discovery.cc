@@ -83,6 +83,15 @@ Result<std::vector<DiscoveredThread>> discover_threads(pid_t pid) {
   return out;
 }
 
+pid_t find_capsule_pmd(pid_t pid, const std::string& vm) {
+  auto all = discover_threads(pid);
+  if (!all) return 0;
+  const std::string comm = std::string(kCapsulePmdPrefix + vm).substr(0, 15);
+  for (const auto& t : threads_with_role(*all, ThreadRole::kCapsulePmd))
+    if (t.comm == comm) return t.tid;
+  return 0;
+}
+
 std::vector<DiscoveredThread> threads_with_role(const std::vector<DiscoveredThread>& all, ThreadRole role) {
   std::vector<DiscoveredThread> out;
   for (const auto& t : all)

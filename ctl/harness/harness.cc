@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -136,6 +137,31 @@ CmdResult ctl(const Ovsdb& db, const std::vector<std::string>& args, std::chrono
                                 "--timeout=" + std::to_string(timeout.count())};
   argv.insert(argv.end(), args.begin(), args.end());
   return run(argv, timeout + std::chrono::seconds(5));
+}
+
+double port_statistic_rate(const Ovsdb& db, const std::string& port, const std::string& key,
+                           std::chrono::milliseconds window, int windows) {
+  auto read = [&] {
+    auto r = ctl(db, {"get", "Port", port, "statistics:" + key});
+    return r.rc == 0 && !r.out.empty() ? std::atof(r.out.c_str() + (r.out[0] == '"')) : -1.0;
+  };
+  auto fresh = [&] {
+    const double before = read();
+    double v = before;
+    testkit::wait_until([&] { return (v = read()) != before; }, std::chrono::seconds(5));
+    return std::make_pair(v, std::chrono::steady_clock::now());
+  };
+  std::vector<double> rates;
+  auto [v0, t0] = fresh();
+  for (int i = 0; i < std::max(1, windows); ++i) {
+    std::this_thread::sleep_for(window);
+    const auto [v1, t1] = fresh();
+    rates.push_back((v1 - v0) / std::chrono::duration<double>(t1 - t0).count());
+    v0 = v1;
+    t0 = t1;
+  }
+  std::sort(rates.begin(), rates.end());
+  return rates[rates.size() / 2];
 }
 
 Result<std::unique_ptr<Capsuled>> Capsuled::start(const Ovsdb& db, const std::string& dir, const std::string& chassis,

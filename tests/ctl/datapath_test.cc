@@ -50,13 +50,7 @@ class EmulatedVm : public vm::VmPeer {
 };
 
 // capsuled's datapath thread for a VM ("cpmd-<vm>"), 0 if none.
-pid_t pmd_thread(pid_t capsuled, const std::string& vm) {
-  auto all = rsv::discover_threads(capsuled);
-  if (!all) return 0;
-  for (const auto& t : rsv::threads_with_role(*all, rsv::ThreadRole::kCapsulePmd))
-    if (t.comm == std::string(rsv::kCapsulePmdPrefix + vm).substr(0, 15)) return t.tid;
-  return 0;
-}
+pid_t pmd_thread(pid_t capsuled, const std::string& vm) { return rsv::find_capsule_pmd(capsuled, vm); }
 
 // Frames per second `vm` counts for itself over about `window`, timed by
 // its own reports (counters and elapsed_ms come from the same line).
@@ -88,33 +82,9 @@ class DatapathTest : public ::testing::Test {
   }
   harness::CmdResult ctl(const std::vector<std::string>& args) { return harness::ctl(*db_, args); }
 
-  // Rate of Port `port`'s statistics:KEY (capsuled refreshes it every 200
-  // ms), the median of `windows` back-to-back windows: each end of a window
-  // is taken when a fresh value appears, so the interval between samples does
-  // not blur the rate.
   double port_rate(const std::string& port, const std::string& key, std::chrono::milliseconds window,
                    int windows = 1) {
-    auto read = [&] {
-      auto r = ctl({"get", "Port", port, "statistics:" + key});
-      return r.rc == 0 ? std::atof(r.out.c_str() + (r.out[0] == '"')) : -1.0;
-    };
-    auto fresh = [&] {
-      const double before = read();
-      double v = before;
-      testkit::wait_until([&] { return (v = read()) != before; }, 5s);
-      return std::make_pair(v, std::chrono::steady_clock::now());
-    };
-    std::vector<double> rates;
-    auto [v0, t0] = fresh();
-    for (int i = 0; i < windows; ++i) {
-      std::this_thread::sleep_for(window);
-      const auto [v1, t1] = fresh();
-      rates.push_back((v1 - v0) / std::chrono::duration<double>(t1 - t0).count());
-      v0 = v1;
-      t0 = t1;
-    }
-    std::sort(rates.begin(), rates.end());
-    return rates[rates.size() / 2];
+    return harness::port_statistic_rate(*db_, port, key, window, windows);
   }
 
   harness::TempDir dir_{"capsule-dp-test"};

@@ -45,6 +45,11 @@ Result<std::vector<DiscoveredThread>> discover_threads(pid_t pid);
 // Only the threads of one role, sorted by index then tid.
 std::vector<DiscoveredThread> threads_with_role(const std::vector<DiscoveredThread>& all, ThreadRole role);
 
+// capsule's datapath thread for VM `vm` in process `pid` (a capsuled, or a
+// program running capsule's datapath): "cpmd-<vm>" cut to 15 characters as
+// the kernel keeps it. 0 when there is none.
+pid_t find_capsule_pmd(pid_t pid, const std::string& vm);
+
 // Reads a pidfile (as QEMU's -pidfile writes it) and checks the process lives.
 Result<pid_t> read_pidfile(const std::string& path);
 

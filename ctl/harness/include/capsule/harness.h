@@ -79,6 +79,13 @@ class Capsuled {
 // capsule-ctl --db=<db> --timeout=<timeout> ARGS...
 CmdResult ctl(const Ovsdb& db, const std::vector<std::string>& args,
               std::chrono::seconds timeout = std::chrono::seconds(20));
+// Per-second rate of Port `port`'s statistics:KEY as capsuled writes it
+// (every --stats-interval): the median of `windows` back-to-back windows of
+// about `window`. Each end of a window is taken when a fresh value appears,
+// so the interval between capsuled's samples does not blur the rate.
+double port_statistic_rate(const Ovsdb& db, const std::string& port, const std::string& key,
+                           std::chrono::milliseconds window, int windows = 1);
+
 // ovs-appctl -t <capsuled's socket> ARGS...
 CmdResult appctl(const Capsuled& agent, const std::vector<std::string>& args);
 
