@@ -161,8 +161,8 @@ Capsule commands:\n\
   calibrate                   measure what the datapath thread moves per\n\
                               unit of CPU budget on this host and store it\n\
                               (the cost curve --net=auto uses); options\n\
-                              --period=DUR (20ms) --budgets=PCT,... (5,10,\n\
-                              15,20) --seconds=S --runs=N (per point)\n\
+                              --period=DUR (20ms) --budgets=PCT,... (1,2,5,\n\
+                              10,20) --seconds=S --runs=N (per point)\n\
                               --frame-sizes=B,... --directions=...\n\
 \n\
 %s\

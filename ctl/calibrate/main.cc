@@ -42,7 +42,7 @@ constexpr const char* kTool = "capsule-calibrate";
 
 struct Options {
   long period_us = 20'000;
-  std::vector<double> budgets = {5, 10, 15, 20};
+  std::vector<double> budgets = {1, 2, 5, 10, 20};
   std::vector<uint32_t> frame_sizes = {64, 1514};
   std::vector<Direction> directions = {Direction::kFromVm, Direction::kToVm};
   double seconds = 1.0;
@@ -51,7 +51,7 @@ struct Options {
 };
 
 void usage(std::ostream& os) {
-  os << R"(usage: capsule-calibrate [--period-us 20000] [--budgets 5,10,15,20] [--frame-sizes 64,1514]
+  os << R"(usage: capsule-calibrate [--period-us 20000] [--budgets 1,2,5,10,20] [--frame-sizes 64,1514]
                          [--directions from_vm,to_vm] [--seconds 1.0] [--runs 3] [--min-r2 0.95]
 
 Measures how many packets per second capsule's per-VM datapath thread moves
@@ -64,10 +64,12 @@ Run as root on a quiet host; a capsuled may run beside it.
 Options:
   --period-us N        reservation period in microseconds, >= 1000 (default 20000)
   --budgets LIST       budgets in percent of the period, each in (0, 100)
-                       (default 5,10,15,20: on a 2-core host the receiving
-                       VM cannot take 64-byte frames as fast as the datapath
-                       thread sends them above ~25 %, so higher budgets
-                       measure the VM, not the budget)
+                       (default 1,2,5,10,20: small budgets show what
+                       waking a throttled thread costs each period, which
+                       `auto` budgets of a few percent pay; on a 2-core
+                       host the receiving VM cannot take 64-byte frames as
+                       fast as the datapath thread sends them above ~25 %,
+                       so higher budgets measure the VM, not the budget)
   --frame-sizes LIST   frame sizes in bytes without FCS, 60..1514 (default 64,1514)
   --directions LIST    from_vm, to_vm or both (default from_vm,to_vm)
   --seconds S          length of one measuring window (default 1.0)

@@ -53,7 +53,7 @@ struct Curve {
 
 struct MeasureOptions {
   std::chrono::microseconds period{20'000};
-  std::vector<double> budgets_pct = {5, 10, 15, 20};  // each in (0, 100)
+  std::vector<double> budgets_pct = {1, 2, 5, 10, 20};  // each in (0, 100)
   std::vector<uint32_t> frame_sizes = {64, 1514};      // 60 .. 1514 (capsule-vm's range)
   std::vector<Direction> directions = {Direction::kFromVm, Direction::kToVm};
   double seconds = 1.0;  // one window

@@ -384,8 +384,8 @@ void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluat
     auto b = derive_net_budget(desired->net, snapshot_.host ? snapshot_.host->calibration : std::vector<ovs::CalibrationRow>{},
                                row.period_us.value_or(0), row.net_margin.value_or(kDefaultNetMargin), frame);
     if (!b) {
+      // What is in force stays, with the net_budget that explains it.
       if (st.reserved && rsv_->find(row.name)) st.in_force = describe(rsv_->find(row.name)->spec());
-      st.net_budget.clear();
       reject(row.name, st, b.error().message);
       return;
     }

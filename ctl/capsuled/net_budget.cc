@@ -18,26 +18,37 @@ std::string num(double v, int digits = 0) {
   return buf;
 }
 
-// Throughput of one direction at one frame size: pps = pps_per_cpu * share + intercept.
-struct Line {
-  double pps_per_cpu = 0;
-  double intercept = 0;
-};
+// The share of a CPU one measured curve says `pps` needs: interpolated
+// between its points (budget / period -> packets/s), the end segments
+// extended beyond them (so the lowest segment carries the per-period cost
+// of waking a throttled thread down to small budgets, which a line fitted
+// over the whole range misses). A point that carried no more than the one
+// below it is skipped (noise); with fewer than two points, the fitted line.
+double share_on_curve(const ovs::CalibrationRow& c, double pps) {
+  std::vector<std::pair<double, double>> pts;  // (share, pps), shares ascending
+  if (c.period_us > 0)
+    for (const auto& [budget_us, r] : c.throughput)
+      if (pts.empty() || r > pts.back().second) pts.emplace_back(double(budget_us) / double(c.period_us), r);
+  if (pts.size() < 2) return (pps - c.intercept_pps) / c.pps_per_cpu;
+  std::size_t i = 0;  // the segment [i, i + 1] to use
+  while (i + 2 < pts.size() && pps > pts[i + 1].second) ++i;
+  const auto &a = pts[i], &b = pts[i + 1];
+  return a.first + (pps - a.second) * (b.first - a.first) / (b.second - a.second);
+}
 
-// The line at `size` from one direction's curves (sorted by frame size):
-// the nearest curve outside the calibrated sizes, the cost per packet
-// interpolated between them.
-Line line_at(const std::vector<const ovs::CalibrationRow*>& curves, int64_t size) {
-  if (size <= curves.front()->frame_size) return {curves.front()->pps_per_cpu, curves.front()->intercept_pps};
-  if (size >= curves.back()->frame_size) return {curves.back()->pps_per_cpu, curves.back()->intercept_pps};
+// The share at frame size `size` from one direction's curves (sorted by
+// frame size): the nearest curve outside the calibrated sizes, interpolated
+// linearly in frame size between them.
+double share_at(const std::vector<const ovs::CalibrationRow*>& curves, int64_t size, double pps) {
+  if (size <= curves.front()->frame_size) return share_on_curve(*curves.front(), pps);
+  if (size >= curves.back()->frame_size) return share_on_curve(*curves.back(), pps);
   for (std::size_t i = 0; i + 1 < curves.size(); ++i) {
     const auto &a = *curves[i], &b = *curves[i + 1];
     if (size < a.frame_size || size > b.frame_size) continue;
     const double t = double(size - a.frame_size) / double(b.frame_size - a.frame_size);
-    const double cost = (1 - t) / a.pps_per_cpu + t / b.pps_per_cpu;  // CPU-seconds per packet
-    return {1 / cost, (1 - t) * a.intercept_pps + t * b.intercept_pps};
+    return (1 - t) * share_on_curve(a, pps) + t * share_on_curve(b, pps);
   }
-  return {curves.back()->pps_per_cpu, curves.back()->intercept_pps};
+  return share_on_curve(*curves.back(), pps);
 }
 
 // The packets per second one direction of one port can carry, bounded by
@@ -144,11 +155,10 @@ Result<NetBudget> derive_net_budget(const VmNetConfig& net, const std::vector<ov
                        " curve: run `capsule-ctl calibrate` (it measures both directions)",
                    ENOENT};
     any = true;
-    const Line line = line_at(mine, frame);
-    const double share = std::max(0.0, (pps - line.intercept) / line.pps_per_cpu);
+    const double share = std::max(0.0, share_at(mine, frame, pps));
     out.cpu_share += share;
-    parts += std::string(parts.empty() ? "" : " + ") + dir + " " + num(pps) + " pps (" + sources + ") at " +
-             num(line.pps_per_cpu / 1e6, 3) + " Mpps per CPU = " + num(100 * share, 1) + " %";
+    parts += std::string(parts.empty() ? "" : " + ") + dir + " " + num(pps) + " pps (" + sources + ") needs " +
+             num(100 * share, 1) + " %";
     date = mine.front()->date;
   }
   if (!any)
@@ -162,8 +172,17 @@ Result<NetBudget> derive_net_budget(const VmNetConfig& net, const std::vector<ov
                      " % of a CPU for the datapath thread (" + parts + ", + " + num(100 * margin) +
                      " % margin), more than the one CPU a thread can use: lower the policer rates",
                  ERANGE};
-  const int64_t floor_us = std::max<int64_t>(1, period_us / 100);
-  out.runtime_us = std::max(floor_us, int64_t(std::ceil(with_margin * double(period_us))));
+  // Plus 1 % of the period: a throttled thread pays for waking (and for
+  // caches the others have cooled) once per period; the calibration's small
+  // budgets measure that cost on average, this covers its spread (budgets of
+  // 1-2 % of 20 ms carried 70-100 % of their rate without it).
+  const int64_t headroom_us = std::max<int64_t>(1, period_us / 100);
+  out.runtime_us = int64_t(std::ceil(with_margin * double(period_us))) + headroom_us;
+  if (out.runtime_us > period_us)
+    return Error{"net budget auto: the policed rates need " + std::to_string(out.runtime_us) + " us of every " +
+                     std::to_string(period_us) + " us (" + parts + ", + " + num(100 * margin) +
+                     " % margin, + 1 % of the period), more than the period: lower the policer rates",
+                 ERANGE};
   std::string warnings;
   for (const auto& [port, b] : small_bursts) {
     // Per period it passes its bucket plus what refills while the thread runs.
@@ -176,8 +195,8 @@ Result<NetBudget> derive_net_budget(const VmNetConfig& net, const std::vector<ov
                 num(std::ceil(need));
   }
   out.explanation = "auto: " + std::to_string(out.runtime_us) + " us of " + std::to_string(period_us) + " us = " +
-                    parts + " of a CPU, + " + num(100 * margin) + " % margin" +
-                    (out.runtime_us == floor_us ? " (at least 1 % of the period)" : "") + unbudgeted +
+                    parts + " of a CPU, + " + num(100 * margin) + " % margin, + " + std::to_string(headroom_us) +
+                    " us (1 % of the period) per-period headroom" + unbudgeted +
                     "; calibration of " + date + warnings;
   out.warning = !warnings.empty();
   return out;

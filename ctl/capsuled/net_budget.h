@@ -7,11 +7,13 @@
 // ingress_policing_rate (kbps) / ingress_policing_kpkts_rate (kpps). Byte
 // rates become packets at an assumed frame size (the smallest calibrated
 // size unless the VM says otherwise: the worst case, since a byte policer
-// lets the most packets through at the smallest frames). A curve gives
-// packets/s = pps_per_cpu * (budget / period) + intercept, so the share of a
-// CPU needed for rate R is (R - intercept) / pps_per_cpu; between calibrated
-// frame sizes the cost per packet is interpolated. The budget is that share
-// of the VM's period plus the margin, never less than 1 % of the period.
+// lets the most packets through at the smallest frames). A curve's measured
+// points (budget / period -> packets/s) give the share of a CPU rate R
+// needs, interpolated between the points and extended beyond them along the
+// end segments (the fitted line when a curve has fewer than two points);
+// between calibrated frame sizes the share is interpolated in frame size.
+// The budget is that share of the VM's period plus the margin, plus 1 % of
+// the period for the spread of what waking a throttled thread costs.
 //
 // A VM that sends more than its policer passes keeps its datapath thread
 // busy until the budget is spent; the thread then waits for its next period,

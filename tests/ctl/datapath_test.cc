@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <map>
+#include <regex>
 #include <thread>
 
 #include "capsule/harness.h"
@@ -219,9 +221,18 @@ TEST_F(DatapathTest, AutoNetBudgetCarriesThePolicedRateAndRefusesWhatCannotBeAdm
   const long long budget_us = std::stoll(why.substr(7));
   EXPECT_NE(ctl({"show"}).out.find("net budget: auto: " + std::to_string(budget_us) + " us of 20000 us"), std::string::npos)
       << ctl({"show"}).out;
-  // What the curve says, + 20 %.
-  const double share = (double(rate) - std::stod(ctl({"get", "Calibration", ".", "intercept_pps"}).out)) / pps_per_cpu;
-  EXPECT_NEAR(double(budget_us), std::max(200.0, std::ceil(share * 1.2 * 20000)), 1.0);
+  // What the measured curve says, + 20 %, + 200 us (1 % of the period):
+  // between the two calibrated budgets whose rates bracket R (the exact
+  // arithmetic: net_budget_test).
+  std::map<double, double> points;  // pps -> budget us
+  const std::string curve = ctl({"get", "Calibration", ".", "throughput"}).out;
+  const std::regex point("(\\d+)=([0-9.e+]+)");
+  for (auto it = std::sregex_iterator(curve.begin(), curve.end(), point); it != std::sregex_iterator(); ++it)
+    points[std::stod((*it)[2])] = std::stod((*it)[1]);
+  const auto above = points.lower_bound(double(rate));
+  ASSERT_TRUE(above != points.end() && above != points.begin()) << "R outside the calibrated range: " << curve;
+  EXPECT_GE(double(budget_us - 200) / 1.2, std::prev(above)->second - 1) << curve;
+  EXPECT_LE(double(budget_us - 200) / 1.2, above->second + 1) << curve;
   pid_t pmd = 0;
   ASSERT_TRUE(testkit::wait_until([&] { return (pmd = pmd_thread(agent_->pid(), "a")) != 0; }, 5s));
   ASSERT_TRUE(testkit::wait_until([&] { return rsv::get_sched_params(pmd)->is_deadline(); }, 5s));

@@ -1,5 +1,7 @@
 #include "capsule/vm/ring_feeder.h"
 
+#include <algorithm>
+
 #include <pthread.h>
 #include <sched.h>
 
@@ -13,18 +15,20 @@
 namespace capsule::vm {
 
 RingFeeder::RingFeeder(rte_ring* ring, const std::vector<std::string>& dst_macs, uint32_t frame_size, int cpu,
-                       const std::string& src_mac)
-    : ring_(ring), cpu_(cpu) {
+                       const std::string& src_mac, unsigned distinct)
+    : ring_(ring), cpu_(cpu), frames_(std::max(1u, distinct), nullptr) {
   static std::atomic<int> instances{0};
   const std::string name = "feeder_" + std::to_string(instances++);
-  pool_ = rte_pktmbuf_pool_create(name.c_str(), 1023, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, SOCKET_ID_ANY);
+  unsigned pool_size = 1023;  // a power of two minus one, as rte_mempool likes
+  while (pool_size < frames_.size()) pool_size = pool_size * 2 + 1;
+  pool_ = rte_pktmbuf_pool_create(name.c_str(), pool_size, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, SOCKET_ID_ANY);
   if (!ring_ || !pool_ || dst_macs.empty()) return;
   auto parse = [](const std::string& text, char* out) {
     unsigned b[6] = {};
     std::sscanf(text.c_str(), "%x:%x:%x:%x:%x:%x", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5]);
     for (int i = 0; i < 6; ++i) out[i] = char(b[i]);
   };
-  for (std::size_t i = 0; i < std::size(frames_); ++i) {
+  for (std::size_t i = 0; i < frames_.size(); ++i) {
     rte_mbuf* m = frames_[i] = rte_pktmbuf_alloc(pool_);
     char* p = rte_pktmbuf_append(m, uint16_t(frame_size));
     std::memset(p, 0, frame_size);
@@ -56,7 +60,7 @@ void RingFeeder::loop() {
   while (!stop_.load(std::memory_order_relaxed)) {
     rte_mbuf* burst[32];
     for (auto& m : burst) {
-      m = frames_[i++ % std::size(frames_)];
+      m = frames_[i++ % frames_.size()];
       rte_mbuf_refcnt_update(m, 1);
     }
     const unsigned n = rte_ring_enqueue_burst(ring_, reinterpret_cast<void**>(burst), 32, nullptr);
