@@ -151,7 +151,7 @@ Capsule commands:\n\
                               --net=RUNTIME also sets the datapath budget;\n\
                               --net=auto sizes it from the port's policers\n\
                               and the host's calibration, plus\n\
-                              --net-margin=PCT (default 20)\n\
+                              --net-margin=PCT (default 30)\n\
   set-qos PORT TYPE [KEY=VALUE]...\n\
                               police PORT's traffic from the VM: TYPE is\n\
                               egress-policer (cir, cbs), trtcm-policer (cir,\n\
@@ -846,7 +846,7 @@ show_vms_of(struct ctl_context *ctx, const char *chassis)
         }
         if (vm->net_budget && !strcmp(vm->net_budget, "auto")) {
             ds_put_format(out, ", net auto (+%g %% margin)",
-                          vm->n_net_margin ? vm->net_margin[0] * 100 : 20.0);
+                          vm->n_net_margin ? vm->net_margin[0] * 100 : 30.0);  /* kDefaultNetMargin */
         } else if (vm->n_net_runtime_us) {
             ds_put_format(out, ", net %"PRId64" us", vm->net_runtime_us[0]);
         }

@@ -34,7 +34,10 @@
 
 namespace capsule::agent {
 
-inline constexpr double kDefaultNetMargin = 0.2;
+// The default margin: calibrations of one host measured 8 to 18 Mpps per CPU
+// for the same curve from run to run on a busy 2-core VM; 20 % left rates
+// 2-5 % short after an optimistic one (capsule-bench auto-budget).
+inline constexpr double kDefaultNetMargin = 0.3;  // capsule-ctl.c prints it too
 
 struct NetBudget {
   int64_t runtime_us = 0;
