@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "capsule/stats.h"
+
 namespace capsule::bench {
 
 using BenchFn = int (*)(const std::vector<std::string>& args);
@@ -34,10 +36,10 @@ class Table {
 };
 
 std::string fmt(const char* format, double v);  // fmt("%.1f", x)
-double median(std::vector<double> v);
-double percentile(std::vector<double> v, double p);  // p in [0,100]
-// R^2 of the least-squares line through (x, y); NaN for fewer than 3 points.
-double r_squared(const std::vector<double>& x, const std::vector<double>& y);
+using capsule::median;
+using capsule::percentile;
+// R^2 of the least-squares line through (x, y) (capsule/stats.h).
+inline double r_squared(const std::vector<double>& x, const std::vector<double>& y) { return fit_line(x, y).r_squared; }
 
 // "--key value" lookup with a default.
 std::string arg(const std::vector<std::string>& args, const std::string& key, const std::string& def);

@@ -44,31 +44,6 @@ std::string fmt(const char* format, double v) {
   return buf;
 }
 
-double median(std::vector<double> v) { return percentile(std::move(v), 50); }
-
-double percentile(std::vector<double> v, double p) {
-  if (v.empty()) return NAN;
-  std::sort(v.begin(), v.end());
-  const double pos = p / 100.0 * double(v.size() - 1);
-  const auto lo = std::size_t(std::floor(pos)), hi = std::size_t(std::ceil(pos));
-  return v[lo] + (v[hi] - v[lo]) * (pos - double(lo));
-}
-
-double r_squared(const std::vector<double>& x, const std::vector<double>& y) {
-  const double n = double(x.size());
-  if (n < 3) return NAN;
-  double sx = 0, sy = 0, sxx = 0, sxy = 0, syy = 0;
-  for (std::size_t i = 0; i < x.size(); ++i) {
-    sx += x[i];
-    sy += y[i];
-    sxx += x[i] * x[i];
-    sxy += x[i] * y[i];
-    syy += y[i] * y[i];
-  }
-  const double cov = sxy - sx * sy / n, vx = sxx - sx * sx / n, vy = syy - sy * sy / n;
-  return vx > 0 && vy > 0 ? cov * cov / (vx * vy) : NAN;
-}
-
 std::string arg(const std::vector<std::string>& args, const std::string& key, const std::string& def) {
   for (std::size_t i = 0; i + 1 < args.size(); ++i)
     if (args[i] == key) return args[i + 1];

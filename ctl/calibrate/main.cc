@@ -30,7 +30,7 @@
 #include <nlohmann/json.hpp>
 
 #include "capsule/rsv/spec.h"
-#include "fit.h"
+#include "capsule/stats.h"
 #include "measure.h"
 
 namespace {

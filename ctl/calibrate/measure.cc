@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "capsule/harness.h"
+#include "capsule/stats.h"
 #include "capsule/pmd/datapath.h"
 #include "capsule/rsv/reservation.h"
 #include "capsule/testkit.h"
@@ -52,13 +53,6 @@ constexpr unsigned kToVmRingSize = 65536;
 // ~2.4 Mpps per CPU carried in the demo). 16384 x 2 KiB = 32 MiB is more
 // than a last-level cache holds.
 constexpr unsigned kDistinctFrames = 16384;
-
-double median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const std::size_t h = v.size() / 2;
-  return v.size() % 2 ? v[h] : (v[h - 1] + v[h]) / 2;
-}
 
 std::string fmt(const char* format, double v) {
   char buf[64];

@@ -1,4 +1,5 @@
 #include "capsule/harness.h"
+#include "capsule/stats.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -160,8 +161,7 @@ double port_statistic_rate(const Ovsdb& db, const std::string& port, const std::
     v0 = v1;
     t0 = t1;
   }
-  std::sort(rates.begin(), rates.end());
-  return rates[rates.size() / 2];
+  return median(std::move(rates));
 }
 
 Result<std::unique_ptr<Capsuled>> Capsuled::start(const Ovsdb& db, const std::string& dir, const std::string& chassis,
