@@ -375,14 +375,8 @@ void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluat
   // calibration; derived before anything changes, so a refusal changes nothing.
   std::optional<NetBudget> auto_budget;
   if (auto_net && datapath_->attached()) {
-    std::optional<int64_t> frame;
-    if (auto it = row.options.find("net_frame_size"); it != row.options.end()) {
-      char* end = nullptr;
-      const long long v = std::strtoll(it->second.c_str(), &end, 10);
-      frame = (end && *end == '\0' && !it->second.empty()) ? v : -1;
-    }
     auto b = derive_net_budget(desired->net, snapshot_.host ? snapshot_.host->calibration : std::vector<ovs::CalibrationRow>{},
-                               row.period_us.value_or(0), row.net_margin.value_or(kDefaultNetMargin), frame);
+                               row.period_us.value_or(0), row.net_margin.value_or(kDefaultNetMargin), row.options);
     if (!b) {
       // What is in force stays, with the net_budget that explains it.
       if (st.reserved && rsv_->find(row.name)) st.in_force = describe(rsv_->find(row.name)->spec());

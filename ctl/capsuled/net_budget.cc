@@ -102,13 +102,18 @@ std::optional<Bound> to_vm_bound(const PortConfig& p, int64_t frame) {
 }  // namespace
 
 Result<NetBudget> derive_net_budget(const VmNetConfig& net, const std::vector<ovs::CalibrationRow>& curves,
-                                    int64_t period_us, double margin, std::optional<int64_t> frame_size) {
+                                    int64_t period_us, double margin, const ovs::StringMap& vm_options) {
   if (period_us <= 0) return Error{"net budget auto needs the VM's period (set-rsv VM RUNTIME PERIOD --net=auto)", EINVAL};
   if (margin < 0 || margin > 10)
     return Error{"net_margin " + num(margin, 2) + " is outside 0..10 (0.2 adds 20 %)", EINVAL};
-  if (frame_size && (*frame_size < 60 || *frame_size > 9216))
-    return Error{"options:net_frame_size " + std::to_string(*frame_size) + " is not a frame size (60..9216 bytes)",
-                 EINVAL};
+  std::optional<int64_t> frame_size;
+  if (auto it = vm_options.find("net_frame_size"); it != vm_options.end()) {
+    const std::string& text = it->second;
+    const bool digits = !text.empty() && text.size() <= 5 && text.find_first_not_of("0123456789") == std::string::npos;
+    if (!digits || std::stoll(text) < 60 || std::stoll(text) > 9216)
+      return Error{"options:net_frame_size=\"" + text + "\" is not a frame size: give bytes from 60 to 9216", EINVAL};
+    frame_size = std::stoll(text);
+  }
   if (net.ports.empty())
     return Error{"net budget auto needs a port: the budget follows the port's policers (add-port, set-qos)", EINVAL};
   if (curves.empty())

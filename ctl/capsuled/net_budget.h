@@ -47,8 +47,9 @@ struct NetBudget {
                              // burst too small to pass its rate in a capsule)
 };
 
-// `frame_size`: the VM's options:net_frame_size, if set (bytes, 60..9216).
+// `vm_options`: the VM row's options; net_frame_size (bytes, 60..9216) is
+// read from there.
 Result<NetBudget> derive_net_budget(const VmNetConfig& net, const std::vector<ovs::CalibrationRow>& curves,
-                                    int64_t period_us, double margin, std::optional<int64_t> frame_size);
+                                    int64_t period_us, double margin, const ovs::StringMap& vm_options);
 
 }  // namespace capsule::agent

@@ -54,12 +54,13 @@ TEST(NetBudget, ByteRatesCountAtTheSmallestCalibratedFrameUnlessTheVmSays) {
   EXPECT_EQ(b->runtime_us, 2200);
   // At 1514-byte frames: 5e6 / 1500 = 3333 pps at 0.5 Mpps per CPU.
   b = derive_net_budget(vm({port_with("egress-policer", {{"cir", 5'000'000}, {"cbs", 20000}})}), kCurves, 20000, 0,
-                        1514);
+                        {{"net_frame_size", "1514"}});
   ASSERT_TRUE(b.ok());
   EXPECT_NEAR(b->cpu_share, 3333.33 / 0.5e6, 1e-6);
   // Between calibrated sizes the cost per packet is interpolated: at 789
   // bytes, halfway, 1.5 us per packet.
-  b = derive_net_budget(vm({port_with("pkt-policer", {{"pir", 100000}, {"pbs", 100}})}), kCurves, 20000, 0, 789);
+  b = derive_net_budget(vm({port_with("pkt-policer", {{"pir", 100000}, {"pbs", 100}})}), kCurves, 20000, 0,
+                        {{"net_frame_size", "789"}});
   ASSERT_TRUE(b.ok());
   EXPECT_NEAR(b->cpu_share, 0.15, 1e-9);
 }
@@ -142,7 +143,13 @@ TEST(NetBudget, RefusalsSayWhatToDo) {
   ASSERT_FALSE(b.ok());
   EXPECT_NE(b.error().message.find("no to_vm curve"), std::string::npos) << b.error().message;
 
-  EXPECT_FALSE(derive_net_budget(policed, kCurves, 20000, 0.2, 20).ok());   // not a frame size
+  b = derive_net_budget(policed, kCurves, 20000, 0.2, {{"net_frame_size", "20"}});
+  ASSERT_FALSE(b.ok());
+  EXPECT_NE(b.error().message.find("options:net_frame_size=\"20\" is not a frame size"), std::string::npos)
+      << b.error().message;
+  b = derive_net_budget(policed, kCurves, 20000, 0.2, {{"net_frame_size", "jumbo"}});
+  ASSERT_FALSE(b.ok());
+  EXPECT_NE(b.error().message.find("\"jumbo\""), std::string::npos) << b.error().message;
   EXPECT_FALSE(derive_net_budget(policed, kCurves, 20000, -1, {}).ok());    // margin
   EXPECT_FALSE(derive_net_budget(policed, kCurves, 0, 0.2, {}).ok());       // no period
   EXPECT_FALSE(derive_net_budget(vm({}), kCurves, 20000, 0.2, {}).ok());    // no port
