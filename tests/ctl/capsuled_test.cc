@@ -17,6 +17,7 @@
 #include <gtest/gtest.h>
 
 #include "capsule/harness.h"
+#include "control_plane_fixture.h"
 #include "capsule/rsv/cpuset.h"
 #include "capsule/rsv/discovery.h"
 #include "capsule/rsv/partition.h"
@@ -78,25 +79,9 @@ std::string trim(std::string s) {
   return s;
 }
 
-class CapsuledTest : public ::testing::Test {
+class CapsuledTest : public testing::ControlPlaneTest {
  protected:
-  void SetUp() override {
-    ASSERT_FALSE(dir_.path().empty());
-    auto db = harness::Ovsdb::start(dir_.path());
-    ASSERT_TRUE(db.ok()) << db.error().message;
-    db_ = std::move(*db);
-    auto agent = harness::Capsuled::start(*db_, dir_.path(), "host-a", {"--stats-interval=200"});
-    ASSERT_TRUE(agent.ok()) << agent.error().message;
-    agent_ = std::move(*agent);
-  }
-  void TearDown() override {
-    if (HasFailure() && agent_) {
-      std::cerr << "---- capsuled log ----\n" << harness::run({"/bin/cat", agent_->log_file()}).out;
-      std::cerr << "---- capsule-ctl show ----\n" << ctl({"show"}).out;
-    }
-  }
-
-  CmdResult ctl(const std::vector<std::string>& args) { return harness::ctl(*db_, args); }
+  CapsuledTest() : ControlPlaneTest("capsule-test") {}
   // Runs capsule-ctl and requires success.
   std::string ok(const std::vector<std::string>& args) {
     auto r = ctl(args);
@@ -107,10 +92,6 @@ class CapsuledTest : public ::testing::Test {
     auto r = ctl({"--if-exists", "get", "VM", vm, "status:" + key});
     return trim(r.out);
   }
-
-  harness::TempDir dir_{"capsule-test"};
-  std::unique_ptr<harness::Ovsdb> db_;
-  std::unique_ptr<harness::Capsuled> agent_;
 };
 
 TEST_F(CapsuledTest, CreatedVmGetsItsVcpuThreadsIntoSchedDeadline) {

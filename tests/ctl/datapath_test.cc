@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "capsule/harness.h"
+#include "control_plane_fixture.h"
 #include "capsule/rsv/discovery.h"
 #include "capsule/rsv/sched_attr.h"
 #include "capsule/testkit.h"
@@ -64,34 +65,19 @@ double rx_rate(const EmulatedVm& vm, std::chrono::milliseconds window) {
   return ms > 0 ? double(c1.at("rx_to_me") - c0.at("rx_to_me")) * 1000 / ms : 0;
 }
 
-class DatapathTest : public ::testing::Test {
+class DatapathTest : public testing::ControlPlaneTest {
  protected:
+  DatapathTest() : ControlPlaneTest("capsule-dp-test") {}
   void SetUp() override {
-    auto db = harness::Ovsdb::start(dir_.path());
-    ASSERT_TRUE(db.ok()) << db.error().message;
-    db_ = std::move(*db);
-    auto agent = harness::Capsuled::start(*db_, dir_.path(), "host-a", {"--stats-interval=200"});
-    ASSERT_TRUE(agent.ok()) << agent.error().message;
-    agent_ = std::move(*agent);
-    ASSERT_TRUE(testkit::wait_until([&] { return harness::ctl(*db_, {"show"}).out.find("capsule-dpdk") != std::string::npos; }, 20s))
-        << harness::ctl(*db_, {"show"}).out;
+    ControlPlaneTest::SetUp();
+    if (HasFatalFailure()) return;
+    ASSERT_TRUE(testkit::wait_until([&] { return ctl({"show"}).out.find("capsule-dpdk") != std::string::npos; }, 20s))
+        << ctl({"show"}).out;
   }
-  void TearDown() override {
-    if (HasFailure() && agent_) {
-      std::cerr << "---- capsuled log ----\n" << harness::run({"/bin/cat", agent_->log_file()}).out;
-      std::cerr << "---- capsule-ctl show ----\n" << harness::ctl(*db_, {"show"}).out;
-    }
-  }
-  harness::CmdResult ctl(const std::vector<std::string>& args) { return harness::ctl(*db_, args); }
-
   double port_rate(const std::string& port, const std::string& key, std::chrono::milliseconds window,
                    int windows = 1) {
     return harness::port_statistic_rate(*db_, port, key, window, windows);
   }
-
-  harness::TempDir dir_{"capsule-dp-test"};
-  std::unique_ptr<harness::Ovsdb> db_;
-  std::unique_ptr<harness::Capsuled> agent_;
 };
 
 TEST_F(DatapathTest, PmdJoinsTheCapsuleAndTrafficIsPolicedAtTheQosRate) {

@@ -1,0 +1,44 @@
+// A test fixture with a private control plane: ovsdb-server with a fresh
+// Capsule database and a capsuled ("host-a", statistics every 200 ms) on it,
+// both stopped when the test ends. On failure the capsuled log and
+// `capsule-ctl show` are printed, which is what one reads first.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "capsule/harness.h"
+
+namespace capsule::testing {
+
+class ControlPlaneTest : public ::testing::Test {
+ protected:
+  explicit ControlPlaneTest(const std::string& dir_prefix) : dir_(dir_prefix) {}
+
+  void SetUp() override {
+    ASSERT_FALSE(dir_.path().empty());
+    auto db = harness::Ovsdb::start(dir_.path());
+    ASSERT_TRUE(db.ok()) << db.error().message;
+    db_ = std::move(*db);
+    auto agent = harness::Capsuled::start(*db_, dir_.path(), "host-a", {"--stats-interval=200"});
+    ASSERT_TRUE(agent.ok()) << agent.error().message;
+    agent_ = std::move(*agent);
+  }
+  void TearDown() override {
+    if (HasFailure() && agent_) {
+      std::cerr << "---- capsuled log ----\n" << harness::run({"/bin/cat", agent_->log_file()}).out;
+      std::cerr << "---- capsule-ctl show ----\n" << ctl({"show"}).out;
+    }
+  }
+  harness::CmdResult ctl(const std::vector<std::string>& args) { return harness::ctl(*db_, args); }
+
+  harness::TempDir dir_;
+  std::unique_ptr<harness::Ovsdb> db_;
+  std::unique_ptr<harness::Capsuled> agent_;
+};
+
+}  // namespace capsule::testing
