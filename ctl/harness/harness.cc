@@ -177,17 +177,24 @@ Result<std::unique_ptr<Capsuled>> Capsuled::start(const Ovsdb& db, const std::st
   ::setenv("CAPSULE_RUNDIR", dir.c_str(), 1);
   c->proc_ = testkit::ChildProcess::spawn(argv);
   if (!c->proc_) return Error{"cannot start capsuled", EIO};
-  // Up when it has registered its chassis (Host row with status).
+  // Up when it has registered its chassis: the Host row carries its own pid
+  // (a killed predecessor's row still says "running" with the old one).
+  const std::string own = "\"" + std::to_string(c->proc_->pid()) + "\"";
   bool up = testkit::wait_until(
       [&] {
         if (!c->proc_->running()) return true;
-        auto r = ctl(db, {"--if-exists", "get", "Host", chassis, "status:state"});
-        return r.rc == 0 && r.out.find("running") != std::string::npos;
+        auto r = ctl(db, {"--if-exists", "get", "Host", chassis, "status:state", "status:pid"});
+        return r.rc == 0 && r.out.find("running") != std::string::npos && r.out.find(own) != std::string::npos;
       },
       std::chrono::seconds(15));
   if (!up || !c->proc_->running())
     return Error{"capsuled did not come up; its log:\n" + slurp(c->log_), EIO};
   return c;
+}
+
+int Capsuled::crash() {
+  ::kill(proc_->pid(), SIGKILL);
+  return proc_->wait_exit(std::chrono::seconds(10));
 }
 
 Capsuled::~Capsuled() {

@@ -18,6 +18,7 @@
 
 #include "capsule/harness.h"
 #include "control_plane_fixture.h"
+#include "fake_vm.h"
 #include "capsule/rsv/cpuset.h"
 #include "capsule/rsv/discovery.h"
 #include "capsule/rsv/partition.h"
@@ -30,37 +31,6 @@ namespace {
 
 using namespace std::chrono_literals;
 using harness::CmdResult;
-
-// A process with `vcpus` idle threads named "CPU <n>/KVM" (tools/fakevm).
-class FakeVm {
- public:
-  explicit FakeVm(int vcpus, const std::string& pidfile = "") {
-    std::vector<std::string> argv{testkit::sibling_binary("capsule-fakevm"), "--vcpus", std::to_string(vcpus),
-                                  "--load", "idle"};
-    if (!pidfile.empty()) argv.insert(argv.end(), {"--pidfile", pidfile});
-    proc_ = testkit::ChildProcess::spawn(argv, "/dev/null");
-    testkit::wait_until([&] { return vcpu_tids().size() == std::size_t(vcpus); }, 5s);
-    if (!pidfile.empty()) testkit::wait_until([&] { return ::access(pidfile.c_str(), F_OK) == 0; }, 5s);
-  }
-  pid_t pid() const { return proc_->pid(); }
-  std::vector<pid_t> vcpu_tids() const {
-    std::vector<pid_t> out;
-    auto all = rsv::discover_threads(proc_->pid());
-    if (all)
-      for (const auto& t : rsv::threads_with_role(*all, rsv::ThreadRole::kVcpu)) out.push_back(t.tid);
-    return out;
-  }
-  std::vector<pid_t> all_tids() const {
-    std::vector<pid_t> out;
-    auto all = rsv::discover_threads(proc_->pid());
-    if (all)
-      for (const auto& t : *all) out.push_back(t.tid);
-    return out;
-  }
-
- private:
-  std::unique_ptr<testkit::ChildProcess> proc_;
-};
 
 rsv::SchedParams params(pid_t tid) {
   auto p = rsv::get_sched_params(tid);
@@ -423,6 +393,8 @@ TEST_F(CapsuledTest, PartitionedModePinsIntoACpusetAndSigtermRemovesIt) {
   const auto cpus = rsv::online_cpus();
   if (cpus.size() < 2) GTEST_SKIP() << "needs 2 CPUs (one stays with the system)";
   const int cpu = cpus.back();
+  if (auto f = rsv::PartitionSet::foreign_cpuset_holding(cpu); !f.empty())
+    GTEST_SKIP() << "cpuset " << f << " holds core " << cpu << ": no exclusive partition can be made on this host";
   const std::string part = fs.path(rsv::PartitionSet::partition_name(cpu));
   const std::string root_lb = *rsv::read_text_file(fs.path("/") + "/cpuset.sched_load_balance");
 

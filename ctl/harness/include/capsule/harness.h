@@ -70,6 +70,8 @@ class Capsuled {
   const std::string& log_file() const { return log_; }
   // SIGTERM and wait; the exit status.
   int stop() { return proc_->terminate(std::chrono::seconds(10)); }
+  // SIGKILL, as a crash: capsuled cleans nothing up. Reaps it; the wait status.
+  int crash();
 
  private:
   std::unique_ptr<testkit::ChildProcess> proc_;
