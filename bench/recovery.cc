@@ -11,7 +11,9 @@
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <map>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "bench.h"
@@ -56,12 +58,27 @@ int stray_dl_threads(const std::set<pid_t>& ours) {
   return n;
 }
 
-// The threads capsuled names in a VM's status ("vcpu0=123 pmd=456").
-std::set<pid_t> status_threads(const harness::Ovsdb& db, const std::string& vm) {
-  std::set<pid_t> out;
+// The threads capsuled names in a VM's status ("vcpu0=123 pmd=456"), by role.
+std::map<std::string, pid_t> status_threads(const harness::Ovsdb& db, const std::string& vm) {
+  std::map<std::string, pid_t> out;
   std::string s = harness::ctl(db, {"--if-exists", "get", "VM", vm, "status:threads"}).out;
-  for (std::size_t at = s.find('='); at != std::string::npos; at = s.find('=', at + 1))
-    out.insert(pid_t(std::atoi(s.c_str() + at + 1)));
+  std::erase(s, '"');
+  std::istringstream words(s);
+  for (std::string w; words >> w;)
+    if (auto eq = w.find('='); eq != std::string::npos) out[w.substr(0, eq)] = pid_t(std::atoi(w.c_str() + eq + 1));
+  return out;
+}
+
+// vCPU threads of a status_threads() map (the VM's own, which a crash of the
+// agent must not touch), and all of them as a set.
+std::map<std::string, pid_t> vcpus_of(std::map<std::string, pid_t> threads) {
+  threads.erase("pmd");
+  return threads;
+}
+std::set<pid_t> tids_of(const std::map<std::string, pid_t>& a, const std::map<std::string, pid_t>& b) {
+  std::set<pid_t> out;
+  for (const auto* m : {&a, &b})
+    for (const auto& [role, tid] : *m) out.insert(tid);
   return out;
 }
 
@@ -95,12 +112,10 @@ int run(const std::vector<std::string>& args) {
   };
   if (!testkit::wait_until([&] { return running("a") && running("b") && rx_of(b) > rate / 2; }, 30s))
     return std::cerr << "traffic did not start\n" << ctl({"show"}).out << b.output(), 1;
-  const std::set<pid_t> threads_a = status_threads(**db, "a"), threads_b = status_threads(**db, "b");
-  std::set<pid_t> ours = threads_a;
-  ours.insert(threads_b.begin(), threads_b.end());
+  const auto threads_a = status_threads(**db, "a"), threads_b = status_threads(**db, "b");
 
-  Table t({"crash", "longest stall s", "rx while down (% of offered)", "traffic back after up s", "adopted",
-           "stray DL threads", "capsule cpusets"});
+  Table t({"crash", "longest stall s", "rx while down (% of offered)", "traffic back after up s",
+           "vCPU capsules adopted", "datapath threads kept", "stray DL threads", "capsule cpusets"});
   std::vector<double> back, stalls;
   int leaked_threads = 0, leaked_cpusets = 0, not_adopted = 0;
   for (int i = 1; i <= crashes; ++i) {
@@ -139,16 +154,20 @@ int run(const std::vector<std::string>& args) {
       }
       std::this_thread::sleep_for(10ms);
     }
-    const bool adopted = testkit::wait_until([&] { return running("a") && running("b"); }, 5s) &&
-                         status_threads(**db, "a") == threads_a && status_threads(**db, "b") == threads_b;
+    const bool up_again = testkit::wait_until([&] { return running("a") && running("b"); }, 5s);
+    const auto now_a = status_threads(**db, "a"), now_b = status_threads(**db, "b");
+    const bool adopted = up_again && vcpus_of(now_a) == vcpus_of(threads_a) && vcpus_of(now_b) == vcpus_of(threads_b);
+    const bool kept = now_a.count("pmd") && now_a == threads_a && now_b == threads_b;
     not_adopted += !adopted;
-    const int stray = stray_dl_threads(ours), sets = capsule_cpusets();
+    // Leaks: DL threads that belong to neither capsule now, capsule cpusets (global mode: none).
+    const int stray = stray_dl_threads(tids_of(now_a, now_b)), sets = capsule_cpusets();
     leaked_threads = std::max(leaked_threads, stray);
     leaked_cpusets = std::max(leaked_cpusets, sets);
     back.push_back(back_s < 0 ? 10 : back_s);
     stalls.push_back(stall);
     t.row({std::to_string(i), fmt("%.3f", stall), fmt("%.1f", rx_down_pct),
-           back_s < 0 ? "> 10 (never)" : fmt("%.3f", back_s), adopted ? "yes" : "NO", std::to_string(stray),
+           back_s < 0 ? "> 10 (never)" : fmt("%.3f", back_s), adopted ? "yes" : "NO", kept ? "yes" : "no (new)",
+           std::to_string(stray),
            std::to_string(sets)});
   }
   // The end: every capsule removed, nothing left behind.
