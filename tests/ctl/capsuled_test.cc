@@ -38,30 +38,9 @@ rsv::SchedParams params(pid_t tid) {
   return p ? *p : rsv::SchedParams{};
 }
 
-bool has_deadline(pid_t tid, std::chrono::microseconds runtime, std::chrono::microseconds period) {
-  auto p = rsv::get_sched_params(tid);
-  return p && p->is_deadline() && p->runtime == runtime && p->period == period;
-}
-
-std::string trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == '"')) s.pop_back();
-  while (!s.empty() && s.front() == '"') s.erase(s.begin());
-  return s;
-}
-
 class CapsuledTest : public testing::ControlPlaneTest {
  protected:
   CapsuledTest() : ControlPlaneTest("capsule-test") {}
-  // Runs capsule-ctl and requires success.
-  std::string ok(const std::vector<std::string>& args) {
-    auto r = ctl(args);
-    EXPECT_EQ(r.rc, 0) << "capsule-ctl failed: " << r.err;
-    return r.out;
-  }
-  std::string status(const std::string& vm, const std::string& key) {
-    auto r = ctl({"--if-exists", "get", "VM", vm, "status:" + key});
-    return trim(r.out);
-  }
 };
 
 TEST_F(CapsuledTest, CreatedVmGetsItsVcpuThreadsIntoSchedDeadline) {
@@ -337,7 +316,7 @@ std::string http_get(int port, const std::string& path) {
 TEST_F(CapsuledTest, MetricsEndpointServesValidPrometheusText) {
   FakeVm vm(2);
   ok({"--wait", "add-vm", "vm1", "pid=" + std::to_string(vm.pid()), "--", "set-rsv", "vm1", "2ms", "20ms"});
-  const std::string url = trim(ok({"get", "Host", "host-a", "status:metrics"}));
+  const std::string url = testing::trim(ok({"get", "Host", "host-a", "status:metrics"}));
   std::smatch m;
   ASSERT_TRUE(std::regex_match(url, m, std::regex(R"(http://127\.0\.0\.1:(\d+)/metrics)"))) << url;
   const int port = std::stoi(m[1]);
@@ -383,7 +362,7 @@ TEST_F(CapsuledTest, SigtermRestoresThreadsAndSaysStopped) {
   EXPECT_TRUE(WIFEXITED(rc) && WEXITSTATUS(rc) == 0) << rc;
   for (pid_t tid : vm.vcpu_tids()) EXPECT_FALSE(params(tid).is_deadline()) << tid;
   EXPECT_EQ(status("vm1", "state"), "stopped");
-  EXPECT_EQ(trim(ok({"get", "Host", "host-a", "status:state"})), "stopped");
+  EXPECT_EQ(testing::trim(ok({"get", "Host", "host-a", "status:state"})), "stopped");
   EXPECT_NE(::access(agent_->ctl_socket().c_str(), F_OK), 0) << "control socket left behind";
 }
 

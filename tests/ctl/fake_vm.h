@@ -1,4 +1,4 @@
-// A fake VM process for control-plane tests: `vcpus` idle threads named
+// A fake VM process for control-plane tests (and a check on its threads): `vcpus` idle threads named
 // like QEMU's vCPU threads ("CPU <n>/KVM"), from tools/fakevm.
 #pragma once
 
@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "capsule/rsv/discovery.h"
+#include "capsule/rsv/sched_attr.h"
 #include "capsule/testkit.h"
 
 namespace capsule {
@@ -44,5 +45,11 @@ class FakeVm {
  private:
   std::unique_ptr<testkit::ChildProcess> proc_;
 };
+
+// True when `tid` is SCHED_DEADLINE with exactly this runtime and period.
+inline bool has_deadline(pid_t tid, std::chrono::microseconds runtime, std::chrono::microseconds period) {
+  auto p = rsv::get_sched_params(tid);
+  return p && p->is_deadline() && p->runtime == runtime && p->period == period;
+}
 
 }  // namespace capsule

@@ -27,19 +27,9 @@ namespace {
 
 using namespace std::chrono_literals;
 
-bool has_deadline(pid_t tid, std::chrono::microseconds runtime, std::chrono::microseconds period) {
-  auto p = rsv::get_sched_params(tid);
-  return p && p->is_deadline() && p->runtime == runtime && p->period == period;
-}
 bool is_deadline(pid_t tid) {
   auto p = rsv::get_sched_params(tid);
   return p && p->is_deadline();
-}
-
-std::string unquote(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == '"')) s.pop_back();
-  while (!s.empty() && s.front() == '"') s.erase(s.begin());
-  return s;
 }
 
 // SCHED_DEADLINE threads on the system that are none of `allowed`.
@@ -54,14 +44,6 @@ class AgentCrashTest : public testing::ControlPlaneTest {
  protected:
   AgentCrashTest() : ControlPlaneTest("capsule-faults") {}
 
-  std::string ok(const std::vector<std::string>& args) {
-    auto r = ctl(args);
-    EXPECT_EQ(r.rc, 0) << "capsule-ctl " << args.front() << " failed: " << r.err;
-    return r.out;
-  }
-  std::string status(const std::string& vm, const std::string& key) {
-    return unquote(ctl({"--if-exists", "get", "VM", vm, "status:" + key}).out);
-  }
   // SIGKILL, as a crash.
   void crash_agent() {
     const int ws = agent_->crash();
@@ -261,6 +243,28 @@ TEST_F(AgentCrashTest, BandwidthTakenWhileTheAgentWasDownRefusesTheGrowthAndKeep
   foreign.clear();
   ok({"--wait", "del-vm", "vm1"});
   EXPECT_FALSE(is_deadline(tid));
+}
+
+TEST_F(AgentCrashTest, ADatabaseKilledAndRestartedChangesNothingAndTheNextChangeAppliesOnce) {
+  FakeVm vm(1);
+  const pid_t tid = vm.vcpu_tids().at(0);
+  ok({"--wait", "add-vm", "vm1", "pid=" + std::to_string(vm.pid()), "--", "set-rsv", "vm1", "2ms", "20ms"});
+  db_->crash();
+  auto log = [&] { return harness::run({"/bin/cat", agent_->log_file()}).out; };
+  ASSERT_TRUE(testkit::wait_until([&] { return log().find("lost connection to") != std::string::npos; }, 10s))
+      << log();
+  // A lost database is not a request to release anything.
+  EXPECT_TRUE(has_deadline(tid, 2000us, 20000us));
+  EXPECT_TRUE(agent_->running());
+  ASSERT_TRUE(db_->start_again().ok());
+  ok({"--wait", "set-rsv", "vm1", "3ms", "20ms"});
+  EXPECT_TRUE(has_deadline(tid, 3000us, 20000us));
+  const std::string l = log();
+  std::size_t changes = 0;
+  for (auto at = l.find("reservation changed"); at != std::string::npos; at = l.find("reservation changed", at + 1))
+    ++changes;
+  EXPECT_EQ(changes, 1u) << l;
+  EXPECT_EQ(status("vm1", "state"), "running");
 }
 
 }  // namespace

@@ -50,6 +50,10 @@ class Ovsdb {
   // Stops the server (SIGTERM) and starts it again on the same database file.
   void stop();
   Status restart();
+  // SIGKILL, as a crash (its socket file stays, as a crash leaves it), then
+  // reaped; start_again() brings it back on the same database file.
+  void crash();
+  Status start_again() { return launch(); }
 
  private:
   Status launch();
