@@ -120,7 +120,10 @@ TEST_F(DatapathTest, PmdJoinsTheCapsuleAndTrafficIsPolicedAtTheQosRate) {
   std::this_thread::sleep_for(500ms);
   const double pps = rx_rate(b, 3s);
   const double expect = double(cir) / 986.0;
-  EXPECT_NEAR(pps, expect, expect * 0.15) << "B received " << pps << " frames/s; policer allows " << expect;
+  // A's vCPU spends its 4 ms in one stretch per period, so its frames come
+  // in bursts far above the policer's 20 kB burst; the policer still passes
+  // its rate (frames wait for tokens, dpdk-pmd/src/policed_input.h).
+  EXPECT_NEAR(pps, expect, expect * 0.05) << "B received " << pps << " frames/s; policer allows " << expect;
 
   // Port statistics reach the database (drops by the policer among them).
   ASSERT_TRUE(testkit::wait_until([&] {
