@@ -42,7 +42,13 @@ TEST_P(PmdPolicer, HoldsItsRateAtTwiceTheOfferedLoad) {
   VmProcess a(dir, "a", dir.file("a.sock"), kMacA,
               {"--mode", "tx", "--dst", kMacB, "--size", std::to_string(kFrame), "--rate", std::to_string(offered)});
   ASSERT_TRUE(a.wait_ready());
-  std::this_thread::sleep_for(700ms);  // the initial burst (cbs) is spent
+  // The initial burst (cbs) is spent once the policer drops.
+  auto drops_so_far = [&] {
+    auto s = stats_of(*dp, pc.on_to_vm ? "b" : "a");
+    return pc.on_to_vm ? s.to_vm_drops_yellow + s.to_vm_drops_red + s.to_vm_drops_pps
+                       : s.from_vm_drops_yellow + s.from_vm_drops_red + s.from_vm_drops_pps;
+  };
+  ASSERT_TRUE(testkit::wait_until([&] { return drops_so_far() > 0; }, 5s)) << pc.name << ": the policer never dropped";
   // Frames the policer saw (passed + dropped) and frames that passed.
   auto seen_passed = [&] {
     auto s = stats_of(*dp, pc.on_to_vm ? "b" : "a");
@@ -59,7 +65,7 @@ TEST_P(PmdPolicer, HoldsItsRateAtTwiceTheOfferedLoad) {
   for (int window = 0; window < 3; ++window) {
     const auto [s0, p0] = seen_passed();
     const auto t0 = std::chrono::steady_clock::now();
-    std::this_thread::sleep_for(2s);
+    std::this_thread::sleep_for(2s);  // the measurement window
     const auto [s1, p1] = seen_passed();
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     rate = double(p1 - p0) / secs;
@@ -165,8 +171,13 @@ class PmdPolicerInCapsule : public DatapathTest, public ::testing::WithParamInte
       ADD_FAILURE() << "cannot reserve: " << r.error().message;
       return 0;
     }
-    // Until the queue that may wait has filled and the first bursts are spent.
-    std::this_thread::sleep_for(1s);
+    // Until the queue that may wait has filled: the policer drops.
+    auto drops_so_far = [&] {
+      auto s = stats_of(*dp, pc.on_to_vm ? "b" : "a");
+      return pc.on_to_vm ? s.to_vm_drops_yellow + s.to_vm_drops_red + s.to_vm_drops_pps
+                         : s.from_vm_drops_yellow + s.from_vm_drops_red + s.from_vm_drops_pps;
+    };
+    EXPECT_TRUE(testkit::wait_until([&] { return drops_so_far() > 0; }, 5s)) << pc.name << ": the policer never dropped";
     const auto s0 = stats_of(*dp, pc.on_to_vm ? "b" : "a");
     const double rate = passed_rate(pc, 3s);
     const auto s1 = stats_of(*dp, pc.on_to_vm ? "b" : "a");
@@ -229,14 +240,15 @@ TEST_F(PmdPolicerConfig, SetQosReplacesThePolicerWhileTrafficFlows) {
   ASSERT_TRUE(b.wait_ready());
   VmProcess a(dir, "a", dir.file("a.sock"), kMacA, {"--mode", "tx", "--dst", kMacB, "--rate", "2000"});
   ASSERT_TRUE(a.wait_ready());
-  std::this_thread::sleep_for(300ms);
+  // 600 frames flow without a policer and without a drop.
+  ASSERT_TRUE(testkit::wait_until([&] { return stats_of(*dp, "a").from_vm_packets >= 600; }, 5s));
   EXPECT_EQ(stats_of(*dp, "a").from_vm_drops_pps, 0u);
   ASSERT_TRUE(dp->set_qos("a", from_vm({}, PacketPolicerConfig{500, 8})).ok());
-  std::this_thread::sleep_for(500ms);
-  EXPECT_GT(stats_of(*dp, "a").from_vm_drops_pps, 300u);
+  EXPECT_TRUE(testkit::wait_until([&] { return stats_of(*dp, "a").from_vm_drops_pps > 300; }, 5s));
   ASSERT_TRUE(dp->set_qos("a", VmQos{}).ok());
-  const uint64_t d = stats_of(*dp, "a").from_vm_drops_pps;
-  std::this_thread::sleep_for(300ms);
+  // Without the policer the next 600 frames pass, none dropped.
+  const uint64_t d = stats_of(*dp, "a").from_vm_drops_pps, p = stats_of(*dp, "a").from_vm_packets;
+  ASSERT_TRUE(testkit::wait_until([&] { return stats_of(*dp, "a").from_vm_packets >= p + 600; }, 5s));
   EXPECT_EQ(stats_of(*dp, "a").from_vm_drops_pps, d);
 }
 
