@@ -281,7 +281,9 @@ TEST_F(CapsuledTest, DatabaseRestartKeepsReservationsAndRewritesStatus) {
   ok({"--wait", "add-vm", "vm1", "pid=" + std::to_string(vm.pid()), "--", "set-rsv", "vm1", "2ms", "20ms"});
   db_->stop();
   // While the database is away, nothing is released.
-  std::this_thread::sleep_for(600ms);  // three statistics passes
+  // An observation window (nothing may change in it, so there is no
+  // condition to wait for): three statistics passes.
+  std::this_thread::sleep_for(600ms);
   for (pid_t tid : vm.vcpu_tids()) EXPECT_TRUE(has_deadline(tid, 2ms, 20ms));
   ASSERT_TRUE(db_->restart().ok());
   // Status columns are ephemeral (lost with the server); capsuled writes
