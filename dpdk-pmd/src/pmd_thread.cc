@@ -19,6 +19,8 @@
 #include <cstring>
 #include <future>
 
+#include "port_security.h"
+#include "rx_rings.h"
 #include "uplink.h"
 
 namespace capsule::pmd::detail {
@@ -98,7 +100,7 @@ void Pmd::to_vm_bucket(Vm* dst, rte_mbuf* m) {
       return;
     }
   if (nbuckets_ == std::size(buckets_)) {
-    deliver(dst, &m, 1);
+    deliver(dst, qid_, &m, 1);
     return;
   }
   buckets_[nbuckets_++] = Bucket{dst, 1, {m}};
@@ -125,7 +127,7 @@ void Pmd::flood(rte_mbuf* m) {
 }
 
 void Pmd::flush() {
-  for (unsigned i = 0; i < nbuckets_; ++i) deliver(buckets_[i].dst, buckets_[i].m, buckets_[i].n);
+  for (unsigned i = 0; i < nbuckets_; ++i) deliver(buckets_[i].dst, qid_, buckets_[i].m, buckets_[i].n);
   nbuckets_ = 0;
   if (nup_) {
     const uint16_t sent = core_->uplink->tx(vm_->txq, up_, uint16_t(nup_));
@@ -143,7 +145,7 @@ unsigned Pmd::from_vm(int vid, uint64_t now) {
   if (n == 0) return 0;
   Policers* pol = vm_->policers.load(std::memory_order_acquire);
   const bool police = pol && pol->from_vm.enabled();
-  uint64_t pk = 0, bytes = 0, dy = 0, dr = 0, dp = 0;
+  uint64_t pk = 0, bytes = 0, dy = 0, dr = 0, dp = 0, dsec = 0;
   for (uint16_t i = 0; i < n; ++i) {
     rte_mbuf* m = pkts[i];
     const uint32_t len = rte_pktmbuf_pkt_len(m);
@@ -152,6 +154,11 @@ unsigned Pmd::from_vm(int vid, uint64_t now) {
       continue;
     }
     const auto* eth = rte_pktmbuf_mtod(m, const rte_ether_hdr*);
+    if (!source_allowed(*vm_, eth)) {
+      ++dsec;
+      rte_pktmbuf_free(m);
+      continue;
+    }
     const uint64_t src = MacAddr{{eth->src_addr.addr_bytes[0], eth->src_addr.addr_bytes[1], eth->src_addr.addr_bytes[2],
                                   eth->src_addr.addr_bytes[3], eth->src_addr.addr_bytes[4], eth->src_addr.addr_bytes[5]}}
                              .u64();
@@ -196,6 +203,7 @@ unsigned Pmd::from_vm(int vid, uint64_t now) {
   if (dy) bump(c.from_vm_drops_yellow, dy);
   if (dr) bump(c.from_vm_drops_red, dr);
   if (dp) bump(c.from_vm_drops_pps, dp);
+  if (dsec) bump(c.from_vm_drops_port_security, dsec);
   return n;
 }
 
@@ -229,7 +237,7 @@ unsigned Pmd::to_vm(int vid, uint64_t now) {
     if (npending_) return work;  // the VM has no room: take no more
   }
   rte_mbuf* pkts[kBurst];
-  const unsigned n = rte_ring_sc_dequeue_burst(vm_->ring, reinterpret_cast<void**>(pkts), kBurst, nullptr);
+  const unsigned n = take_delivered(vm_, pkts, kBurst);
   if (n == 0) return work;
   if (vid < 0) {
     rte_pktmbuf_free_bulk(pkts, n);
@@ -274,7 +282,7 @@ void Pmd::park(int vid) {
     guest_kicks_on_ = true;
   }
   vm_->parked.store(true, std::memory_order_seq_cst);
-  const bool work = vm_->stop.load() || (npending_ == 0 && !rte_ring_empty(vm_->ring)) || pending_moved(vid) ||
+  const bool work = vm_->stop.load() || (npending_ == 0 && has_delivered(*vm_)) || pending_moved(vid) ||
                     (vid >= 0 && rte_vhost_rx_queue_count(vid, kGuestTxQueue) > 0) || vm_->vid.load() != vid ||
                     vm_->device_gen.load() != watched_gen_;
   if (!work) {
