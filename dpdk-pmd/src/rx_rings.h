@@ -12,7 +12,9 @@
 //
 // `held` bounds the frames waiting for a VM over all its rings to one ring's
 // worth (DatapathConfig::ring_size): the mbufs a VM that stops draining can
-// hold are its quota, whatever the number of senders.
+// hold are its quota, whatever the number of senders. No sender may hold more
+// than half of it, and the VM's thread takes from their rings in turn: a
+// neighbour flooding the VM cannot crowd out its other senders.
 #pragma once
 
 #include <rte_mbuf.h>
@@ -30,10 +32,17 @@ namespace capsule::pmd::detail {
 // counts) what does not fit.
 inline void deliver(Vm* dst, unsigned sender, rte_mbuf** pkts, unsigned n) {
   rte_ring* r = dst->in[sender].load(std::memory_order_acquire);
-  // Reserve room in the VM's quota first (wait-free).
-  const int64_t before = dst->held.fetch_add(n, std::memory_order_relaxed);
   const int64_t cap = dst->ring_cap;
-  unsigned allowed = before >= cap ? 0 : unsigned(std::min<int64_t>(n, cap - before));
+  // Fair share: no sender holds more than half of the VM's capacity, so a
+  // neighbour flooding a VM (broadcasts, say) always leaves room for the
+  // VM's other senders. (Letting a lone sender take it all does not work:
+  // a flooder alone for a moment fills it and keeps it full.)
+  const int64_t mine = r ? int64_t(rte_ring_count(r)) : 0;  // we are its only producer
+  const int64_t limit = cap / 2;
+  const unsigned share = mine >= limit ? 0 : unsigned(std::min<int64_t>(n, limit - mine));
+  // Reserve room in the VM's quota (wait-free).
+  const int64_t before = dst->held.fetch_add(n, std::memory_order_relaxed);
+  unsigned allowed = before >= cap ? 0 : unsigned(std::min<int64_t>(share, cap - before));
   const unsigned done =
       r && allowed ? rte_ring_sp_enqueue_burst(r, reinterpret_cast<void**>(pkts), allowed, nullptr) : 0;
   if (done < n) {
