@@ -75,6 +75,16 @@ class Datapath {
   // The thread that does the VM's packet work, once it runs.
   virtual std::optional<pid_t> pmd_tid(const std::string& vm) const = 0;
   virtual Result<VmDatapathStats> stats(const std::string& vm) const = 0;
+  // Answers of capsule/pmd-stats-show [VM] and capsule/fdb-show: what the
+  // datapath's threads and forwarding table are doing. Datapaths without
+  // them say so.
+  virtual Result<std::string> pmd_stats_show(const std::string& /*vm*/) const {
+    return Error{"datapath " + name() + " has no PMD statistics" + (attached() ? "" : " (" + detail() + ")"), ENOTSUP};
+  }
+  virtual Result<std::string> fdb_show() const {
+    return Error{"datapath " + name() + " has no forwarding table" + (attached() ? "" : " (" + detail() + ")"),
+                 ENOTSUP};
+  }
 };
 
 // The stand-in while no datapath runs: attached() is false, detail() says why.
