@@ -58,7 +58,7 @@ Result<nanoseconds> parse_duration(const std::string& text) {
   else return Error{"'" + text + "': unknown unit '" + unit + "' (use ns, us, ms or s)"};
   if (!(v >= 0) || !std::isfinite(v)) return Error{"'" + text + "' must be a non-negative duration"};
   // llround of what does not fit 64 bits is undefined (it came out negative);
-  // found by fuzz/duration_fuzz.cc.
+  // seen while writing fuzz/duration_fuzz.cc.
   if (v * scale >= 9.2e18) return Error{"'" + text + "' is too long a duration (at most about 292 years)"};
   return nanoseconds(static_cast<long long>(std::llround(v * scale)));
 }
