@@ -310,6 +310,28 @@ TEST_P(PmdRestart, RestartedVmGetsTrafficAgain) {
   EXPECT_GT(sb.connects, connects);
 }
 
+// A VM on a client-mode port is replaced by a new process serving the same
+// socket path the moment the old one is gone, while traffic for it flows
+// (bench/experiments/e1-budget does this between its phases; issue 9
+// item 4): the new one comes up and gets the traffic, every time. Both
+// kinds of guest: interrupt-driven and busy-polling.
+TEST_F(DatapathTest, ReplacedVmOnAClientPortComesUpAndGetsTrafficEveryTime) {
+  ASSERT_TRUE(dp->add_vm(vm_config("a", dir.file("a.sock"), kMacA)).ok());
+  ASSERT_TRUE(dp->add_vm(vm_config("b", dir.file("b.sock"), kMacB)).ok());
+  VmProcess a(dir, "a", dir.file("a.sock"), kMacA, {"--mode", "tx", "--dst", kMacB, "--rate", "20000"});
+  ASSERT_TRUE(a.wait_ready());
+  std::unique_ptr<VmProcess> b;
+  for (int round = 0; round < 6; ++round) {
+    std::vector<std::string> args = {"--mode", "count", "--report-ms", "100", "--queue-size", "1024"};
+    if (round % 2) args.push_back("--busy-poll");
+    b.reset();  // the old VM goes (SIGTERM), the new one serves its socket at once
+    b = std::make_unique<VmProcess>(dir, "b" + std::to_string(round), dir.file("b.sock"), kMacB, args);
+    ASSERT_TRUE(b->wait_ready(20s)) << "round " << round << ": the new VM did not come up\n" << b->output();
+    EXPECT_TRUE(testkit::wait_until([&] { return b->last_counters()["rx_test"] > 1000; }, 5s))
+        << "round " << round << ": " << b->output();
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Modes, PmdRestart,
                          ::testing::Values(VhostPortConfig::Mode::kClient, VhostPortConfig::Mode::kServer),
                          [](const auto& p) { return p.param == VhostPortConfig::Mode::kClient ? "Client" : "Server"; });
