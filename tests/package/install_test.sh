@@ -43,8 +43,23 @@ run_unit() {  # UNIT KEY
   done < <(unit_lines "$1" "$2")
 }
 
+LIBVIRTD_PID=
+VIRTLOGD_PID=
+DOMAIN=capsule-pkg-test
+stop_libvirt() {
+  if [ -n "$LIBVIRTD_PID" ]; then
+    virsh -c qemu:///system destroy $DOMAIN >/dev/null 2>&1 || true
+    virsh -c qemu:///system undefine $DOMAIN >/dev/null 2>&1 || true
+    kill "$LIBVIRTD_PID" 2>/dev/null || true
+    wait "$LIBVIRTD_PID" 2>/dev/null || true
+  fi
+  if [ -n "$VIRTLOGD_PID" ]; then kill "$VIRTLOGD_PID" 2>/dev/null || true; wait "$VIRTLOGD_PID" 2>/dev/null || true; fi
+  LIBVIRTD_PID=; VIRTLOGD_PID=
+}
+
 cleanup() {
   local rc=$?
+  stop_libvirt
   if [ $installed = yes ]; then
     if [ -n "$UNITDIR" ]; then
       run_unit capsuled.service ExecStop >/dev/null 2>&1 || true
@@ -68,6 +83,72 @@ deb=$(CAPSULE_BUILD=$BUILD "$SRC/scripts/package" --no-build | tail -1)
 [ -f "$deb" ] || fail "scripts/package printed no .deb: $deb"
 case "$(basename "$deb")" in capsule_*_amd64.deb) ;; *) fail "package name $(basename "$deb")" ;; esac
 echo "  $deb in $(( $(date +%s) - start )) s"
+
+# A TCG domain (this host's /dev/kvm cannot boot a guest) with shared memory
+# and a vhost-user NIC whose socket QEMU serves; no disk: SeaBIOS idles,
+# the vCPU thread exists, which is what a capsule holds. The NIC's option
+# ROM is off: iPXE would drive the virtio device under TCG.
+libvirt_domain() {
+  if ! command -v libvirtd >/dev/null || ! command -v virsh >/dev/null; then
+    echo "  skipped: libvirtd/virsh not installed (libvirt-daemon-system)"; return 0
+  fi
+  if [ -S /run/libvirt/libvirt-sock ] && virsh -c qemu:///system version >/dev/null 2>&1; then
+    echo "  skipped: a libvirtd already runs here; the hook is read when libvirtd starts, and the test does not restart the machine's libvirtd"
+    return 0
+  fi
+  # libvirtd with the hook installed (it reads hooks/qemu.d when it starts);
+  # no systemd here, so virtlogd and libvirtd are started by hand.
+  virtlogd >"$TMP/virtlogd.log" 2>&1 &
+  VIRTLOGD_PID=$!
+  libvirtd >"$TMP/libvirtd.log" 2>&1 &
+  LIBVIRTD_PID=$!
+  for _ in $(seq 100); do virsh -c qemu:///system version >/dev/null 2>&1 && break; sleep 0.1; done
+  virsh -c qemu:///system version >/dev/null 2>&1 || fail "libvirtd did not come up: $(tail -5 "$TMP/libvirtd.log")"
+  cat >"$TMP/domain.xml" <<EOD
+<domain type='qemu'>
+  <name>$DOMAIN</name>
+  <memory unit='MiB'>128</memory>
+  <vcpu placement='static'>1</vcpu>
+  <metadata>
+    <capsule:capsule xmlns:capsule='http://capsule.example.org/xmlns/libvirt/domain/1.0'>
+      <capsule:vcpu runtime='2ms' period='20ms'/>
+      <capsule:interface mac='52:54:00:c5:0a:01' port='pkg-eth0'>
+        <capsule:qos type='egress-policer' cir='12500000' cbs='125000'/>
+      </capsule:interface>
+    </capsule:capsule>
+  </metadata>
+  <os><type arch='x86_64' machine='pc'>hvm</type></os>
+  <memoryBacking><source type='memfd'/><access mode='shared'/></memoryBacking>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <interface type='vhostuser'>
+      <mac address='52:54:00:c5:0a:01'/>
+      <source type='unix' path='/var/lib/libvirt/qemu/$DOMAIN-eth0.sock' mode='server'/>
+      <model type='virtio'/>
+      <rom enabled='no'/>
+    </interface>
+    <console type='pty'/>
+  </devices>
+</domain>
+EOD
+  virsh -c qemu:///system define "$TMP/domain.xml" >/dev/null || fail "virsh define"
+  timeout 120 virsh -c qemu:///system start $DOMAIN >"$TMP/start.log" 2>&1 \
+    || fail "virsh start: $(cat "$TMP/start.log")"
+  local db=unix:$TMP/run/db.sock qemu t policies
+  /usr/bin/capsule-ctl --db=$db --timeout=10 show | grep -q "VM \"$DOMAIN\"" || fail "the hook wrote no VM row"
+  [ "$(/usr/bin/capsule-ctl --db=$db get VM $DOMAIN status:state | tr -d '"')" = running ] \
+    || fail "VM not running: $(/usr/bin/capsule-ctl --db=$db get VM $DOMAIN status)"
+  qemu=$(cat /run/libvirt/qemu/$DOMAIN.pid)
+  policies=$(for t in /proc/"$qemu"/task/*; do grep -q '^CPU [0-9]*/TCG$' "$t/comm" && awk '{print $41}' "$t/stat"; done)
+  [ "$policies" = 6 ] || fail "QEMU's vCPU thread is not SCHED_DEADLINE (policy '$policies')"
+  /usr/bin/capsule-ctl --db=$db show | sed -n "/VM \"$DOMAIN\"/,\$p" | sed 's/^/  /' | head -12
+  virsh -c qemu:///system destroy $DOMAIN >/dev/null || fail "virsh destroy"
+  [ -z "$(/usr/bin/capsule-ctl --db=$db --bare --columns=name find VM name=$DOMAIN)" ] || fail "VM row left after the domain stopped"
+  [ -z "$(/usr/bin/capsule-ctl --db=$db --bare --columns=name list Port)" ] || fail "Port row left after the domain stopped"
+  virsh -c qemu:///system undefine $DOMAIN >/dev/null
+  echo "  defined, started (VM running, vCPU SCHED_DEADLINE), destroyed (rows gone)"
+  stop_libvirt
+}
 
 echo "== dpkg -i"
 installed=yes
@@ -101,6 +182,7 @@ mkdir -p "$TMP/run"
 # The test's own run/db/log directory and chassis, so nothing of the
 # machine's /run/capsule is touched (the units' PIDFile is /run/capsule/...).
 sed -i "s|^CAPSULE_SERVICE_OPTS=.*|CAPSULE_SERVICE_OPTS=\"--rundir $TMP/run --chassis pkg-test --metrics-port off\"|" /etc/default/capsule
+echo "CAPSULE_DB=\"unix:$TMP/run/db.sock\"" >>/etc/default/capsule  # for the libvirt hook
 grep -q "pkg-test" /etc/default/capsule || fail "/etc/default/capsule has no CAPSULE_SERVICE_OPTS line"
 # Started from another directory, so nothing is found relative to the source.
 (cd / && run_unit capsule-db.service ExecStart) || fail "capsule-db.service ExecStart"
@@ -118,6 +200,9 @@ echo "$show" | grep -q '^Host "pkg-test"' || fail "capsule-ctl show has no Host 
 /usr/bin/capsule-ctl --db="unix:$TMP/run/db.sock" --timeout=10 --wait add-vm pkg-vm pid=$$ >/dev/null \
   || fail "capsule-ctl --wait add-vm against the installed capsuled"
 /usr/bin/capsule-ctl --db="unix:$TMP/run/db.sock" --timeout=10 show | grep -q 'VM "pkg-vm"' || fail "VM pkg-vm not shown"
+
+echo "== libvirt: a domain whose metadata asks for a capsule, through the installed hook"
+libvirt_domain  # below; skipped with the reason when libvirtd cannot run here
 
 echo "== the units' ExecStop lines"
 (cd / && run_unit capsuled.service ExecStop) || fail "capsuled.service ExecStop"
