@@ -139,7 +139,7 @@ EOD
   [ "$(/usr/bin/capsule-ctl --db=$db get VM $DOMAIN status:state | tr -d '"')" = running ] \
     || fail "VM not running: $(/usr/bin/capsule-ctl --db=$db get VM $DOMAIN status)"
   qemu=$(cat /run/libvirt/qemu/$DOMAIN.pid)
-  policies=$(for t in /proc/"$qemu"/task/*; do grep -q '^CPU [0-9]*/TCG$' "$t/comm" && awk '{print $41}' "$t/stat"; done)
+  policies=$(for t in /proc/"$qemu"/task/*; do grep -q '^CPU [0-9]*/TCG$' "$t/comm" && sed 's/.*) //' "$t/stat" | awk '{print $39}'; done)
   [ "$policies" = 6 ] || fail "QEMU's vCPU thread is not SCHED_DEADLINE (policy '$policies')"
   /usr/bin/capsule-ctl --db=$db show | sed -n "/VM \"$DOMAIN\"/,\$p" | sed 's/^/  /' | head -12
   virsh -c qemu:///system destroy $DOMAIN >/dev/null || fail "virsh destroy"

@@ -15,6 +15,7 @@ VM=hook-vm
 FAKEVM_PID=
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
+step() { echo "== $(date +%T) $*"; }
 cleanup() {
   [ -z "$FAKEVM_PID" ] || { kill "$FAKEVM_PID" 2>/dev/null || true; wait "$FAKEVM_PID" 2>/dev/null || true; }
   "$SRC/scripts/capsule-service" stop --rundir "$TMP" --bindir "$BUILD/bin" >/dev/null 2>&1 || true
@@ -76,7 +77,7 @@ cat >"$TMP/domain.xml" <<EOD
 </domain>
 EOD
 
-echo "== prepare: VM and Port rows from the metadata and the interfaces"
+step "prepare: VM and Port rows from the metadata and the interfaces"
 hook prepare begin "$TMP/domain.xml" || fail "prepare: $(cat "$TMP/hook.err")"
 [ "$(get VM $VM pidfile)" = "$TMP/qemu/$VM.pid" ] || fail "pidfile: $(get VM $VM pidfile)"
 [ "$(get VM $VM vcpu_runtime_us) $(get VM $VM period_us) $(get VM $VM net_runtime_us)" = "2000 20000 1000" ] \
@@ -93,37 +94,73 @@ ctl show | grep -q "qos: egress-policer.*cir=12500000" || fail "qos: $(ctl show)
 [ "$(get Port $VM-net1 ingress_policing_rate) $(get Port $VM-net1 ingress_policing_burst)" = "10000 1000" ] || fail "ingress policing"
 [ "$(get VM $VM status:state)" = waiting ] || fail "before QEMU runs the VM waits: $(get VM $VM status)"
 
-echo "== start: QEMU launches (here: capsule-fakevm with QEMU's TCG thread names)"
-hook start begin "$TMP/domain.xml" || fail "start: $(cat "$TMP/hook.err")"
-"$BUILD/bin/capsule-fakevm" --vcpus 2 --accel TCG --load idle --pidfile "$TMP/qemu/$VM.pid" &
-FAKEVM_PID=$!
-for _ in $(seq 100); do [ -s "$TMP/qemu/$VM.pid" ] && break; sleep 0.1; done
-[ -s "$TMP/qemu/$VM.pid" ] || fail "capsule-fakevm wrote no pidfile"
-
-echo "== started: capsuled takes QEMU's threads"
-hook started begin "$TMP/domain.xml" || fail "started: $(cat "$TMP/hook.err")"
-[ "$(get VM $VM status:state)" = running ] || fail "state after started: $(get VM $VM status)"
+start_qemu() {  # QEMU launches (here: capsule-fakevm with QEMU's TCG thread names)
+  "$BUILD/bin/capsule-fakevm" --vcpus 2 --accel TCG --load idle --pidfile "$TMP/qemu/$VM.pid" >/dev/null &
+  FAKEVM_PID=$!
+  for _ in $(seq 100); do [ -s "$TMP/qemu/$VM.pid" ] && break; sleep 0.1; done
+  [ -s "$TMP/qemu/$VM.pid" ] || fail "capsule-fakevm wrote no pidfile"
+}
+stop_qemu() {
+  kill "$FAKEVM_PID"; wait "$FAKEVM_PID" 2>/dev/null || true; FAKEVM_PID=
+  rm -f "$TMP/qemu/$VM.pid"
+}
 policy_of_vcpus() {  # the scheduling policy (field 41 of stat) of each "CPU n/TCG" thread
   local t
   for t in /proc/"$FAKEVM_PID"/task/*; do
-    grep -q '^CPU [0-9]*/TCG$' "$t/comm" && awk '{print $41}' "$t/stat"
+    # the policy is field 41; the name field before it has a space in it
+    grep -q '^CPU [0-9]*/TCG$' "$t/comm" && sed 's/.*) //' "$t/stat" | awk '{print $39}'
   done | sort -u | tr '\n' ' '
 }
-[ "$(policy_of_vcpus)" = "6 " ] || fail "vCPU threads not under SCHED_DEADLINE (policy 6): '$(policy_of_vcpus)'"
 
-echo "== stopped, release: rows deleted, threads restored"
+step "started, two vhost-user NICs: capsuled's refusal (one port per VM) fails the hook, with its reason"
+hook start begin "$TMP/domain.xml" || fail "start: $(cat "$TMP/hook.err")"
+start_qemu
+if hook started begin "$TMP/domain.xml"; then fail "started succeeded for a VM capsuled rejects"; fi
+grep -q "one vhost-user port per VM" "$TMP/hook.err" || fail "started: $(cat "$TMP/hook.err")"
+[ "$(get VM $VM status:state)" = rejected ] || fail "state: $(get VM $VM status)"
+[ "$(policy_of_vcpus)" = "0 " ] || fail "a rejected VM's vCPUs were changed: '$(policy_of_vcpus)'"
 hook stopped end "$TMP/domain.xml" || fail "stopped: $(cat "$TMP/hook.err")"
+stop_qemu
+[ -z "$(ctl --bare --columns=name list VM)" ] || fail "VM row left: $(ctl list VM)"
+
+step "one vhost-user NIC: prepare, start, started: capsuled takes QEMU's vCPU threads"
+# The same domain without its second vhost-user NIC.
+python3 - "$TMP/domain.xml" "$TMP/one.xml" <<'PY'
+import sys, xml.etree.ElementTree as ET
+ET.register_namespace("capsule", "http://capsule.example.org/xmlns/libvirt/domain/1.0")
+tree = ET.parse(sys.argv[1]); dom = tree.getroot()
+devices = dom.find("devices")
+for iface in devices.findall("interface"):
+    if iface.find("mac").get("address") == "52:54:00:c5:00:02":
+        devices.remove(iface)
+meta = dom.find("metadata/{http://capsule.example.org/xmlns/libvirt/domain/1.0}capsule")
+for i in meta.findall("{http://capsule.example.org/xmlns/libvirt/domain/1.0}interface"):
+    if i.get("mac") == "52:54:00:c5:00:02":
+        meta.remove(i)
+tree.write(sys.argv[2])
+PY
+hook prepare begin "$TMP/one.xml" || fail "prepare: $(cat "$TMP/hook.err")"
+[ "$(get VM $VM status:state)" = waiting ] || fail "before QEMU runs the VM waits: $(get VM $VM status)"
+hook start begin "$TMP/one.xml" || fail "start: $(cat "$TMP/hook.err")"
+start_qemu
+hook started begin "$TMP/one.xml" || fail "started: $(cat "$TMP/hook.err")"
+[ "$(get VM $VM status:state)" = running ] || fail "state after started: $(get VM $VM status)"
+[ "$(policy_of_vcpus)" = "6 " ] || fail "vCPU threads not under SCHED_DEADLINE (policy 6): '$(policy_of_vcpus)'; $(ctl show)"
+
+step "stopped, release: rows deleted, threads restored"
+hook stopped end "$TMP/one.xml" || fail "stopped: $(cat "$TMP/hook.err")"
 [ -z "$(ctl --bare --columns=name list VM)" ] || fail "VM row left: $(ctl list VM)"
 [ -z "$(ctl --bare --columns=name list Port)" ] || fail "Port rows left: $(ctl list Port)"
 [ "$(policy_of_vcpus)" = "0 " ] || fail "vCPU threads not back in SCHED_OTHER: '$(policy_of_vcpus)'"
-hook release end "$TMP/domain.xml" || fail "release (after stopped): $(cat "$TMP/hook.err")"
+hook release end "$TMP/one.xml" || fail "release (after stopped): $(cat "$TMP/hook.err")"
+stop_qemu
 
-echo "== a domain without capsule metadata is left alone"
+step "a domain without capsule metadata is left alone"
 sed '/<metadata>/,/<\/metadata>/d' "$TMP/domain.xml" >"$TMP/plain.xml"
 hook prepare begin "$TMP/plain.xml" || fail "plain prepare: $(cat "$TMP/hook.err")"
 [ -z "$(ctl --bare --columns=name list VM)" ] || fail "plain domain got a VM row"
 
-echo "== bad metadata: the user's text and why, nothing written, start refused"
+step "bad metadata: the user's text and why, nothing written, start refused"
 sed "s/runtime='2ms'/runtime='2 ms'/" "$TMP/domain.xml" >"$TMP/bad.xml"
 if hook prepare begin "$TMP/bad.xml"; then fail "bad duration accepted"; fi
 grep -q "runtime=\"2 ms\" is not a duration" "$TMP/hook.err" || fail "message: $(cat "$TMP/hook.err")"
