@@ -67,6 +67,13 @@ cleanup() {
     fi
     # Anything the units started that did not stop: end it by its pidfile.
     for f in "$TMP"/run/*.pid; do [ -f "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null || true; done
+    # An installed program still running can only be this test's (the
+    # package was not installed before it): end it by its PID.
+    for p in /proc/[0-9]*; do
+      case "$(readlink "$p/exe" 2>/dev/null)" in
+        /usr/sbin/capsuled|/usr/sbin/capsule-datapathd) kill -KILL "${p#/proc/}" 2>/dev/null || true ;;
+      esac
+    done
     dpkg --purge capsule >"$TMP/purge.log" 2>&1 || { cat "$TMP/purge.log"; rc=1; }
     if dpkg-query -W -f='${Status}' capsule 2>/dev/null | grep -q 'ok installed'; then
       echo "FAIL: capsule still installed after purge" >&2; rc=1
@@ -157,6 +164,9 @@ for f in /usr/sbin/capsuled /usr/sbin/capsule-service /usr/sbin/capsule-rsv /usr
          /usr/bin/capsule-calibrate /usr/bin/capsule-vm; do
   [ -x "$f" ] || fail "$f not installed"
 done
+# Every program the build makes for the package's component, including ones
+# added later (capsule-datapathd, started by capsuled from beside itself).
+[ ! -x "$BUILD/bin/capsule-datapathd" ] || [ -x /usr/sbin/capsule-datapathd ] || fail "capsule-datapathd not installed beside capsuled"
 [ -f /usr/share/capsule/capsule.ovsschema ] || fail "schema not in /usr/share/capsule"
 [ -f /etc/default/capsule ] || fail "/etc/default/capsule not installed"
 [ -f /usr/share/bash-completion/completions/capsule-ctl ] || fail "bash completion not installed"
@@ -210,4 +220,9 @@ echo "== the units' ExecStop lines"
 ovsdb=$(cat "$TMP/run/ovsdb-server.pid")
 (cd / && run_unit capsule-db.service ExecStop) || fail "capsule-db.service ExecStop"
 ! kill -0 "$ovsdb" 2>/dev/null || fail "ovsdb-server still runs after ExecStop"
+for p in /proc/[0-9]*; do
+  case "$(readlink "$p/exe" 2>/dev/null)" in
+    /usr/sbin/*capsule*) fail "$(readlink "$p/exe") (pid ${p#/proc/}) still runs after the units' ExecStop" ;;
+  esac
+done
 echo PASS
