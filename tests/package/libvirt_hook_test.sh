@@ -147,6 +147,15 @@ hook started begin "$TMP/one.xml" || fail "started: $(cat "$TMP/hook.err")"
 [ "$(get VM $VM status:state)" = running ] || fail "state after started: $(get VM $VM status)"
 [ "$(policy_of_vcpus)" = "6 " ] || fail "vCPU threads not under SCHED_DEADLINE (policy 6): '$(policy_of_vcpus)'; $(ctl show)"
 
+step "reconnect (libvirtd restarted, domain running): rows lost meanwhile are written again"
+ctl --wait -- del-vm $VM
+[ "$(policy_of_vcpus)" = "0 " ] || fail "del-vm did not release the vCPUs: '$(policy_of_vcpus)'"
+hook reconnect begin "$TMP/one.xml" || fail "reconnect: $(cat "$TMP/hook.err")"
+hook started begin "$TMP/one.xml" || fail "started after reconnect: $(cat "$TMP/hook.err")"
+[ "$(get VM $VM status:state)" = running ] || fail "state after reconnect: $(get VM $VM status)"
+[ "$(policy_of_vcpus)" = "6 " ] || fail "vCPUs not back under SCHED_DEADLINE after reconnect: '$(policy_of_vcpus)'"
+hook reconnect begin "$TMP/one.xml" || fail "a second reconnect (rows present): $(cat "$TMP/hook.err")"
+
 step "stopped, release: rows deleted, threads restored"
 hook stopped end "$TMP/one.xml" || fail "stopped: $(cat "$TMP/hook.err")"
 [ -z "$(ctl --bare --columns=name list VM)" ] || fail "VM row left: $(ctl list VM)"
