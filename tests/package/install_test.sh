@@ -211,6 +211,15 @@ echo "$show" | grep -q '^Host "pkg-test"' || fail "capsule-ctl show has no Host 
   || fail "capsule-ctl --wait add-vm against the installed capsuled"
 /usr/bin/capsule-ctl --db="unix:$TMP/run/db.sock" --timeout=10 show | grep -q 'VM "pkg-vm"' || fail "VM pkg-vm not shown"
 
+echo "== the installed capsule-ctl calibrate: it runs the installed capsule-calibrate, which runs the installed capsule-vm"
+# Two budgets, one frame size, one direction, 0.3 s windows: a few seconds,
+# enough to show the installed programs find each other and DPDK runs.
+(cd / && /usr/bin/capsule-ctl --db="unix:$TMP/run/db.sock" --timeout=120 -- --budgets=5,10 \
+   --frame-sizes=64 --directions=from_vm --seconds=0.3 --runs=1 calibrate >"$TMP/calibrate.log" 2>&1) \
+  || fail "installed capsule-ctl calibrate: $(tail -5 "$TMP/calibrate.log")"
+/usr/bin/capsule-ctl --db="unix:$TMP/run/db.sock" --timeout=10 show | grep -q "calibration (the datapath thread's cost curve)" \
+  || fail "no calibration stored: $(/usr/bin/capsule-ctl --db="unix:$TMP/run/db.sock" show)"
+
 echo "== libvirt: a domain whose metadata asks for a capsule, through the installed hook"
 libvirt_domain  # below; skipped with the reason when libvirtd cannot run here
 
