@@ -16,6 +16,8 @@ CAPSULE_PACKAGES=(
   iproute2 iputils-ping iperf3 gnuplot-nox procps psmisc
   qemu-system-x86 busybox-static
   clang libclang-rt-dev
+  debhelper dpkg-dev fakeroot lintian
+  libvirt-daemon-system libvirt-clients
 )
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
