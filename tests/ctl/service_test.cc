@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <functional>
 
 #include <gtest/gtest.h>
 
@@ -39,6 +40,11 @@ TEST(CapsuleService, StartStatusStop) {
     return harness::run({"/bin/bash", script, cmd, "--rundir", dir.path(), "--chassis", "svc-test", "--metrics-port",
                          "0", "--bindir", bindir});
   };
+  // Whatever fails below, stop what start began (ovsdb-server included).
+  struct StopAtEnd {
+    std::function<void()> fn;
+    ~StopAtEnd() { fn(); }
+  } stop_at_end{[&] { svc("stop"); }};
   auto r = svc("status");
   EXPECT_EQ(r.rc, 3) << r.out;
 
@@ -96,6 +102,11 @@ TEST(CapsuleService, AMonitorRestartsACrashedCapsuled) {
     return harness::run({"/bin/bash", script, cmd, "--rundir", dir.path(), "--chassis", "svc-mon", "--metrics-port",
                          "0", "--bindir", bindir});
   };
+  // Whatever fails below, stop what start began (ovsdb-server included).
+  struct StopAtEnd {
+    std::function<void()> fn;
+    ~StopAtEnd() { fn(); }
+  } stop_at_end{[&] { svc("stop"); }};
   auto r = svc("start");
   ASSERT_EQ(r.rc, 0) << r.out << r.err;
   const int monitor = pid_in(dir.file("capsuled-monitor.pid")), first = pid_in(dir.file("capsuled.pid"));
