@@ -27,12 +27,12 @@
 #include <thread>
 
 #include "agent.h"
-#include "dpdk_datapath.h"
 #include "capsule/ovs/db.h"
 #include "capsule/ovs/shim.h"
 #include "capsule/rsv/partition.h"
 #include "capsule/rsv/reservation.h"
 #include "metrics_server.h"
+#include "remote_datapath.h"
 
 namespace {
 
@@ -384,11 +384,30 @@ int Daemon::run() {
   }
   std::string metrics_url =
       metrics_ ? "http://127.0.0.1:" + std::to_string(metrics_->port()) + "/metrics" : std::string();
-  // The Host row's datapath settings start the capsule DPDK datapath
-  // (dpdk_datapath.h); until then, or when that fails, the agent runs on a
-  // DetachedDatapath that says why.
-  agent_ = std::make_unique<agent::Agent>(agent::AgentConfig{opts_.chassis, kVersion, metrics_url},
-                                          agent::make_datapath);
+  // The Host row's datapath settings start (or adopt) capsule-datapathd,
+  // the process that runs the DPDK datapath and outlives this one
+  // (remote_datapath.h); until then, or when that fails, the agent runs on a
+  // DetachedDatapath that says why. Its log goes beside ours.
+  std::string log_dir;
+  if (opts_.log_file_path && opts_.log_file_path->find('/') != std::string::npos)
+    log_dir = opts_.log_file_path->substr(0, opts_.log_file_path->rfind('/'));
+  auto datapathd = agent::default_datapathd_options(log_dir);
+  // A dead daemon: status says so at once, then the next pass (run now)
+  // starts a new one.
+  datapathd.on_lost = [this] {
+    asio::post(io_, [this] {
+      if (x_.stopping) return;
+      publish();
+      asio::post(io_, [this] {
+        if (x_.stopping) return;
+        agent_->reconcile();
+        publish();
+      });
+    });
+  };
+  agent_ = std::make_unique<agent::Agent>(
+      agent::AgentConfig{opts_.chassis, kVersion, metrics_url},
+      [datapathd](const agent::DatapathSettings& s) { return agent::make_remote_datapath(datapathd, s); });
   capsule_unixctl_register("capsule/show", "", 0, 0, cmd_show, this);
   capsule_unixctl_register("capsule/stats", "", 0, 0, cmd_stats, this);
   capsule_unixctl_register("capsule/reconcile", "", 0, 0, cmd_reconcile, this);
