@@ -143,8 +143,10 @@ json Service::remove_vm(const json& request) {
 json Service::pmd_tid(const json& request) const {
   auto name = vm_name(request);
   if (!name) return refusal(name.error().message);
-  auto tid = dp_ && vms_.count(*name) ? dp_->pmd_tid(*name) : std::nullopt;
-  return ok({{"tid", tid ? json(*tid) : json(nullptr)}});
+  json tid = nullptr;  // also while its thread is starting (tid 0)
+  if (dp_ && vms_.count(*name))
+    if (auto t = dp_->pmd_tid(*name); t && *t > 0) tid = *t;
+  return ok({{"tid", tid}});
 }
 
 json Service::stats(const json& request) const {

@@ -73,8 +73,13 @@ class RecordingDatapath final : public Datapath {
   Result<VmDatapathStats> stats(const std::string& vm) const override {
     VmDatapathStats s;
     for (const auto& p : vms.at(vm).ports) {
-      s.ports[p.name] = PortCounters{10, 1000, 20, 2000, {{"policer", 3}}};
-      s.ports[p.name].connected = guest_connected;
+      PortCounters& c = s.ports[p.name];
+      c.rx_packets = 10;
+      c.rx_bytes = 1000;
+      c.tx_packets = 20;
+      c.tx_bytes = 2000;
+      c.drops = {{"policer", 3}};
+      c.connected = guest_connected;
       s.ports[p.name].socket = p.vhost_path;
     }
     s.cycles_per_packet = 250;
