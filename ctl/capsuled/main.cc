@@ -185,6 +185,7 @@ struct Exchange {
   bool snapshot_posted = false;             // a snapshot is queued for the agent
   std::optional<ovs::Snapshot> snapshot;
   std::atomic<bool> stopping{false};        // agent thread: finish writing, then stop
+  std::atomic<bool> final_posted{false};    // the last status (every VM stopped) is queued
 };
 
 class Daemon {
@@ -265,6 +266,8 @@ void Daemon::shutdown(const std::string& why) {
   rsv::VmReservation::release_all();
   (void)rsv::PartitionSet::cleanup_stale();
   publish();  // the OVS thread writes it, then leaves its loop
+  x_.final_posted = true;
+  capsule_ovs_wake();
 }
 
 std::optional<std::string> Daemon::ask_agent(std::function<std::string()> fn) {
@@ -334,8 +337,10 @@ void Daemon::ovs_main() {
           std::string(was_connected ? "connected to " : "lost connection to ") + opts_.db);
       changed = true;
     }
-    if (x_.stopping) {
-      // Leave once the final status is written (or after 2 s without a database).
+    if (x_.final_posted) {
+      // Leave once the final status is written (or after 2 s without a
+      // database). Until it is posted (stopping the datapath daemon takes a
+      // moment) the loop goes on.
       if (deadline == std::chrono::steady_clock::time_point::max())
         deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
       std::lock_guard<std::mutex> lock(x_.mu);
@@ -421,6 +426,7 @@ int Daemon::run() {
   io_.run();
   if (!x_.stopping) shutdown("event loop ended");
   x_.stopping = true;
+  x_.final_posted = true;
   capsule_ovs_wake();
   ovs_thread_.join();
   agent_.reset();
