@@ -398,12 +398,15 @@ void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluat
   if (datapath_->attached()) {
     const std::string net_key = net_config_key(desired->net);
     if (!st.net_added || net_key != st.net_key) {
+      // Found in force (an earlier agent put it there): a refusal below
+      // must leave it, not take it down.
+      const bool was_in_force = datapath_->adopted(row.name);
       if (Status s = datapath_->add_vm(desired->net); !s) {
         if (st.reserved) st.in_force = describe(rsv_->find(row.name)->spec());
         reject(row.name, st, "datapath: " + s.error().message);
         return;
       }
-      net_added_now = !st.net_added;
+      net_added_now = !st.net_added && !was_in_force;
       net_changed = st.net_added;
       st.net_added = true;
       st.net_key = net_key;

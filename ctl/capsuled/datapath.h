@@ -89,6 +89,10 @@ class Datapath {
   // True when this datapath was attached and is gone (its process exited):
   // the agent then makes a new one with the same settings.
   virtual bool lost() const { return false; }
+  // The VM was in force when this datapath was attached (an earlier agent
+  // put it there) and no add_vm has claimed it since: a refused admission
+  // leaves it in force rather than taking its port down.
+  virtual bool adopted(const std::string& /*vm*/) const { return false; }
   // The VMs the agent holds on this datapath after a full reconcile pass:
   // any other VM (one a previous agent left, deleted while no agent ran)
   // is removed.

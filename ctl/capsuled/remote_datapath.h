@@ -54,6 +54,7 @@ class RemoteDatapath final : public Datapath {
   std::optional<pid_t> pmd_tid(const std::string& vm) const override;
   Result<VmDatapathStats> stats(const std::string& vm) const override;
   bool lost() const override { return exited_.load(); }
+  bool adopted(const std::string& vm) const override { return adopted_.count(vm) > 0; }
   void retain_only(const std::set<std::string>& vms) override;
   void shutdown() override;
 
