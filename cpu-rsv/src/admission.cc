@@ -145,7 +145,15 @@ std::vector<DomainLoad> AdmissionControl::load_without(const std::string& skip,
 Result<AdmissionDecision> AdmissionControl::admit(const VmReservationSpec& spec,
                                                   const std::vector<DeadlineThread>& external) {
   if (Status st = validate(spec); !st) return st.error();
-  auto doms = load_without(spec.name, external);
+  // The VM's own threads are demand, not someone else's load, even when
+  // they are SCHED_DEADLINE already (a capsule adopted after a restart).
+  std::vector<DeadlineThread> others;
+  for (const auto& e : external) {
+    bool own = false;
+    for (const auto& t : spec.threads) own |= t.tid == e.tid;
+    if (!own) others.push_back(e);
+  }
+  auto doms = load_without(spec.name, others);
   const std::string who = "VM '" + spec.name + "'";
   auto describe = [&](const DomainLoad& d) {
     return d.name + ": " + format_percent(d.capsule + d.external + d.kernel) + " booked (" +

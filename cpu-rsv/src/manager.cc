@@ -2,7 +2,64 @@
 
 namespace capsule::rsv {
 
+namespace {
+
+JournalVm journal_vm(const VmReservationSpec& spec, std::vector<JournalThread> threads) {
+  return JournalVm{spec.name, spec.period, spec.deadline, spec.reclaim, std::move(threads)};
+}
+
+}  // namespace
+
 ReservationManager::ReservationManager(AdmissionConfig config) : admission_(std::move(config)) {}
+
+Status ReservationManager::write_journal(const VmReservationSpec* vm,
+                                         const std::vector<JournalThread>* intended) const {
+  if (!journal_) return Status::Ok();
+  JournalState state;
+  for (const auto& [name, r] : vms_) state[name] = journal_vm(r->spec(), r->journal_threads());
+  if (vm && intended) state[vm->name] = journal_vm(*vm, *intended);
+  return journal_->store(state);
+}
+
+std::map<std::string, Result<AdoptReport>> ReservationManager::adopt(const JournalState& state) {
+  std::map<std::string, Result<AdoptReport>> out;
+  for (const auto& [name, record] : state) {
+    if (vms_.count(name)) {
+      out.emplace(name, Error{"VM '" + name + "' already holds a reservation here", EEXIST});
+      continue;
+    }
+    AdoptReport report;
+    auto r = VmReservation::adopt(record, &partitions_, &report);
+    if (!r) {
+      out.emplace(name, r.error());
+      continue;
+    }
+    auto decision = admission_.admit((*r)->spec(), scan_deadline_threads());
+    if (!decision) {
+      (void)(*r)->release();
+      out.emplace(name, Error{"adopted, then released: " + decision.error().message, decision.error().errnum});
+      continue;
+    }
+    decisions_[name] = *decision;
+    vms_[name] = std::move(*r);
+    out.emplace(name, std::move(report));
+  }
+  (void)write_journal();
+  return out;
+}
+
+std::map<std::string, std::vector<std::string>> ReservationManager::drift() const {
+  std::map<std::string, std::vector<std::string>> out;
+  for (const auto& [name, r] : vms_)
+    if (auto d = r->drift(); !d.empty()) out[name] = std::move(d);
+  return out;
+}
+
+Status ReservationManager::repair(const std::string& name) {
+  auto it = vms_.find(name);
+  if (it == vms_.end()) return Error{"no VM named '" + name + "' holds a reservation", ENOENT};
+  return it->second->repair();
+}
 
 ReservationManager::~ReservationManager() { release_all(); }
 
@@ -26,20 +83,30 @@ Result<AdmissionDecision> ReservationManager::reserve(const VmReservationSpec& r
       admission_.release(spec.name);
   };
 
+  // Write-ahead: the journal holds every thread the change may touch, with
+  // its original state, before the kernel is changed.
+  const JournalHook journal = [&](const std::vector<JournalThread>& threads) {
+    Status st = write_journal(&spec, &threads);
+    if (!st) return Status(Error{"cannot record the change first: " + st.error().message, st.error().errnum});
+    return st;
+  };
   if (auto it = vms_.find(spec.name); it != vms_.end()) {
-    if (Status st = it->second->change(spec); !st) {
+    if (Status st = it->second->change(spec, journal_ ? journal : nullptr); !st) {
       undo_booking();
+      (void)write_journal();
       return st.error();
     }
   } else {
-    auto r = VmReservation::apply(spec, &partitions_);
+    auto r = VmReservation::apply(spec, &partitions_, journal_ ? journal : nullptr);
     if (!r) {
       undo_booking();
+      (void)write_journal();
       return r.error();
     }
     vms_[spec.name] = std::move(*r);
   }
   decisions_[spec.name] = *decision;
+  (void)write_journal();  // what is in force now
   return *decision;
 }
 
@@ -50,6 +117,7 @@ Status ReservationManager::release(const std::string& name) {
   vms_.erase(it);
   decisions_.erase(name);
   admission_.release(name);
+  (void)write_journal();
   return st;
 }
 
@@ -60,6 +128,11 @@ void ReservationManager::release_all() {
 const VmReservation* ReservationManager::find(const std::string& name) const {
   auto it = vms_.find(name);
   return it == vms_.end() ? nullptr : it->second.get();
+}
+
+const AdmissionDecision* ReservationManager::decision(const std::string& name) const {
+  auto it = decisions_.find(name);
+  return it == decisions_.end() ? nullptr : &it->second;
 }
 
 std::vector<std::string> ReservationManager::names() const {

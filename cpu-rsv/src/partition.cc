@@ -32,7 +32,31 @@ Status remove_dir(const std::string& dir) {
   return errno_error("cannot remove cpuset " + dir, errno);
 }
 
+std::string sibling_holding(const std::string& root, int cpu) {
+  DIR* d = ::opendir(root.c_str());
+  if (!d) return "";
+  std::string found;
+  while (dirent* e = ::readdir(d)) {
+    const std::string n = e->d_name;
+    if (e->d_type != DT_DIR || n == "." || n == ".." || n.rfind("capsule-", 0) == 0) continue;
+    auto cpus = read_text_file(root + "/" + n + "/cpuset.cpus");
+    if (!cpus) continue;
+    const auto list = parse_cpu_list(*cpus);
+    if (std::find(list.begin(), list.end(), cpu) != list.end()) {
+      found = "/" + n + " (cpus " + *cpus + ")";
+      break;
+    }
+  }
+  ::closedir(d);
+  return found;
+}
+
 }  // namespace
+
+std::string PartitionSet::foreign_cpuset_holding(int cpu, const CpusetFs& fs) {
+  if (fs.kind() != CpusetFs::Kind::kV1) return "";
+  return sibling_holding(fs.path("/"), cpu);
+}
 
 PartitionSet::PartitionSet(CpusetFs fs) : fs_(std::move(fs)) {}
 
@@ -65,6 +89,31 @@ Status PartitionSet::update_system_cpuset_locked() {
   return write_text_file(sys + "/cpuset.mems", *mems);
 }
 
+Status PartitionSet::make_partition_locked(int cpu) {
+  const std::string dir = fs_.path(partition_name(cpu));
+  const std::string root = fs_.path("/");
+  // The system sibling must give the core up before the partition can
+  // claim it exclusively.
+  Status st = update_system_cpuset_locked();
+  auto mems = read_text_file(root + "/cpuset.mems");
+  if (st && !mems) st = mems.error();
+  if (st) st = make_dir(dir);
+  if (st) st = write_text_file(dir + "/cpuset.cpus", std::to_string(cpu));
+  if (st) st = write_text_file(dir + "/cpuset.mems", *mems);
+  if (st) {
+    st = write_text_file(dir + "/cpuset.cpu_exclusive", "1");
+    if (!st && st.error().errnum == EINVAL)
+      if (std::string other = sibling_holding(root, cpu); !other.empty())
+        st = Error{"cpuset " + other + " also holds core " + std::to_string(cpu) +
+                       ", and an exclusive partition must hold its core alone (libvirt makes /machine for its "
+                       "VMs): take the core out of that cpuset's cpus, or use global admission mode",
+                   EBUSY};
+  }
+  if (st) st = write_text_file(dir + "/cpuset.sched_load_balance", "1");
+  if (st) st = write_text_file(root + "/cpuset.sched_load_balance", "0");
+  return st;
+}
+
 Result<std::string> PartitionSet::acquire(int cpu) {
   if (fs_.kind() == CpusetFs::Kind::kNone)
     return Error{"cannot pin a SCHED_DEADLINE thread to core " + std::to_string(cpu) +
@@ -92,31 +141,47 @@ Result<std::string> PartitionSet::acquire(int cpu) {
                      " a partition: it is the last core left for the rest of the system",
                  EBUSY};
 
-  const std::string dir = fs_.path(name);
-  const std::string root = fs_.path("/");
   if (refs_.empty()) {
-    auto lb = read_text_file(root + "/cpuset.sched_load_balance");
+    auto lb = read_text_file(fs_.path("/") + "/cpuset.sched_load_balance");
     if (!lb) return lb.error();
     saved_root_load_balance_ = *lb;
   }
-  // The system sibling must give the core up before the partition can
-  // claim it exclusively.
   refs_[cpu] = 1;
-  Status st = update_system_cpuset_locked();
-  auto mems = read_text_file(root + "/cpuset.mems");
-  if (st && !mems) st = mems.error();
-  if (st) st = make_dir(dir);
-  if (st) st = write_text_file(dir + "/cpuset.cpus", std::to_string(cpu));
-  if (st) st = write_text_file(dir + "/cpuset.mems", *mems);
-  if (st) st = write_text_file(dir + "/cpuset.cpu_exclusive", "1");
-  if (st) st = write_text_file(dir + "/cpuset.sched_load_balance", "1");
-  if (st) st = write_text_file(root + "/cpuset.sched_load_balance", "0");
-  if (!st) {
+  if (Status st = make_partition_locked(cpu); !st) {
     (void)remove_locked(cpu);
     return Error{"cannot make core " + std::to_string(cpu) + " a partition: " + st.error().message,
                  st.error().errnum};
   }
   return name;
+}
+
+Result<std::string> PartitionSet::adopt(int cpu) {
+  {
+    std::lock_guard lk(mu_);
+    const std::string name = partition_name(cpu);
+    if (auto it = refs_.find(cpu); it != refs_.end()) {
+      ++it->second;
+      return name;
+    }
+    if (fs_.kind() == CpusetFs::Kind::kV1 && ::access(fs_.path(name).c_str(), F_OK) == 0) {
+      // Made by our predecessor, who saw the root balanced (cleanup_stale
+      // assumes the same): that is what removing the last partition restores.
+      if (refs_.empty() && saved_root_load_balance_.empty()) saved_root_load_balance_ = "1";
+      refs_[cpu] = 1;
+      return name;
+    }
+  }
+  return acquire(cpu);
+}
+
+Status PartitionSet::ensure(int cpu) {
+  std::lock_guard lk(mu_);
+  if (!refs_.count(cpu)) return Error{"core " + std::to_string(cpu) + " has no capsule partition", EINVAL};
+  if (::access(fs_.path(partition_name(cpu)).c_str(), F_OK) == 0) return Status::Ok();
+  if (Status st = make_partition_locked(cpu); !st)
+    return Error{"cannot make core " + std::to_string(cpu) + " a partition again: " + st.error().message,
+                 st.error().errnum};
+  return Status::Ok();
 }
 
 Status PartitionSet::add_thread(int cpu, pid_t tid) {

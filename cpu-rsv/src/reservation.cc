@@ -130,7 +130,8 @@ VmReservation::VmReservation(VmReservationSpec spec, PartitionSet* partitions)
       fs_(partitions ? partitions->fs() : CpusetFs::detect()) {}
 
 Result<std::unique_ptr<VmReservation>> VmReservation::apply(const VmReservationSpec& spec,
-                                                            PartitionSet* partitions) {
+                                                            PartitionSet* partitions,
+                                                            const JournalHook& journal) {
   if (Status st = validate(spec); !st) return st.error();
   for (const auto& t : spec.threads)
     if (t.cpu >= 0 && !partitions)
@@ -153,6 +154,9 @@ Result<std::unique_ptr<VmReservation>> VmReservation::apply(const VmReservationS
                    EBUSY};
     r->members_.push_back(Member{t, std::move(*snap), false});
   }
+  if (journal)
+    if (Status st = journal(r->journal_threads()); !st)
+      return Error{"VM '" + spec.name + "': " + st.error().message + "; nothing was changed", st.error().errnum};
   for (auto& m : r->members_) {
     if (Status st = r->apply_member(m, spec); !st) {
       for (auto it = r->members_.rbegin(); it != r->members_.rend(); ++it)
@@ -203,13 +207,122 @@ Status VmReservation::restore_member(Member& m) {
   return st;
 }
 
+std::vector<JournalThread> VmReservation::journal_threads() const {
+  std::vector<JournalThread> v;
+  for (const auto& m : members_) v.push_back(JournalThread{m.budget, m.saved});
+  return v;
+}
+
+Result<std::unique_ptr<VmReservation>> VmReservation::adopt(const JournalVm& record, PartitionSet* partitions,
+                                                            AdoptReport* report) {
+  AdoptReport local;
+  AdoptReport& rep = report ? *report : local;
+  VmReservationSpec spec;
+  spec.name = record.name;
+  spec.period = record.period;
+  spec.deadline = record.deadline;
+  spec.reclaim = record.reclaim;
+  std::unique_ptr<VmReservation> r(new VmReservation(spec, partitions));
+  for (const auto& t : record.threads) {
+    const std::string who = (t.budget.role.empty() ? "thread" : t.budget.role) + " tid " + std::to_string(t.budget.tid);
+    if (!t.original.alive()) {
+      rep.gone.push_back(who);
+      continue;
+    }
+    auto cur = get_sched_params(t.budget.tid);
+    if (!cur || !cur->is_deadline()) {
+      rep.not_ours.push_back(who);
+      continue;
+    }
+    ThreadBudget budget = t.budget;
+    budget.runtime = cur->runtime;  // what is in force (a change may have been cut short)
+    if (budget.cpu >= 0) {
+      if (!partitions) {
+        rep.not_ours.push_back(who + " (pinned to core " + std::to_string(budget.cpu) + ", no partition set)");
+        continue;
+      }
+      if (auto part = partitions->adopt(budget.cpu); !part) {
+        rep.not_ours.push_back(who + " (" + part.error().message + ")");
+        continue;
+      }
+    }
+    r->members_.push_back(Member{budget, t.original, true});
+    r->spec_.threads.push_back(budget);
+    rep.adopted.push_back(who);
+  }
+  if (r->members_.empty())
+    return Error{"VM '" + record.name + "': no thread of its capsule is left to adopt", ENOENT};
+  r->active_ = true;
+  auto& reg = registry();
+  std::lock_guard lk(reg.mu);
+  reg.live.insert(r.get());
+  return r;
+}
+
+std::vector<std::string> VmReservation::drift() const {
+  std::vector<std::string> found;
+  if (!active_) return found;
+  for (const auto& m : members_) {
+    if (!m.applied || !m.saved.alive()) continue;
+    const std::string who = (m.budget.role.empty() ? "thread" : m.budget.role) + " tid " + std::to_string(m.budget.tid);
+    const ReservationSpec want = spec_.thread_spec(m.budget);
+    auto cur = get_sched_params(m.budget.tid);
+    if (!cur) continue;
+    if (!cur->is_deadline()) {
+      found.push_back(who + " is " + policy_name(cur->policy) + ", not SCHED_DEADLINE (changed outside capsule)");
+    } else if (cur->runtime != want.runtime || cur->period != want.period ||
+               cur->deadline != want.effective_deadline()) {
+      found.push_back(who + " has runtime " + format_duration(cur->runtime) + " every " +
+                      format_duration(cur->period) + ", not the " + format_duration(want.runtime) + " every " +
+                      format_duration(want.period) + " capsule set (changed outside capsule)");
+    }
+    if (m.budget.cpu >= 0 && fs_.available()) {
+      const std::string part = PartitionSet::partition_name(m.budget.cpu);
+      auto cs = fs_.thread_cpuset(m.budget.tid);
+      if (cs && *cs != part)
+        found.push_back(who + " is in cpuset " + *cs + ", not its partition " + part +
+                        " (removed or moved outside capsule)");
+    }
+  }
+  return found;
+}
+
+Status VmReservation::repair() {
+  if (!active_) return Status::Ok();
+  for (auto& m : members_) {
+    if (!m.applied || !m.saved.alive()) continue;
+    if (m.budget.cpu >= 0 && partitions_) {
+      const std::string part = PartitionSet::partition_name(m.budget.cpu);
+      auto cs = fs_.thread_cpuset(m.budget.tid);
+      if (cs && *cs != part) {
+        // A DL thread must leave SCHED_DEADLINE before it may change cpuset.
+        SchedParams other;
+        (void)set_sched_params(m.budget.tid, other);
+        if (Status st = partitions_->ensure(m.budget.cpu); !st) return st;
+        if (Status st = partitions_->add_thread(m.budget.cpu, m.budget.tid); !st) return st;
+        wait_until_on_cpu(m.budget.tid, m.budget.cpu, std::chrono::milliseconds(200));
+      }
+    }
+    const ReservationSpec want = spec_.thread_spec(m.budget);
+    auto cur = get_sched_params(m.budget.tid);
+    if (cur && cur->is_deadline() && cur->runtime == want.runtime && cur->period == want.period &&
+        cur->deadline == want.effective_deadline())
+      continue;
+    if (Status st = set_params(m, spec_); !st)
+      return Error{"cannot put " + m.budget.role + " tid " + std::to_string(m.budget.tid) +
+                       " back under its reservation: " + st.error().message,
+                   st.error().errnum};
+  }
+  return Status::Ok();
+}
+
 std::vector<pid_t> VmReservation::tids() const {
   std::vector<pid_t> v;
   for (const auto& m : members_) v.push_back(m.budget.tid);
   return v;
 }
 
-Status VmReservation::change(const VmReservationSpec& next) {
+Status VmReservation::change(const VmReservationSpec& next, const JournalHook& journal) {
   if (!active_) return Error{"VM '" + spec_.name + "' has been released", EINVAL};
   if (Status st = validate(next); !st) return st;
   const VmReservationSpec prev = spec_;
@@ -244,6 +357,18 @@ Status VmReservation::change(const VmReservationSpec& next) {
     for (auto* l : leaving)
       if (l->budget.tid == t.tid) snap = l->saved;
     joined.push_back(Member{t, std::move(*snap), false});
+  }
+  if (journal) {
+    // Every thread this change may touch, each once, with its true origin.
+    std::vector<JournalThread> touched = journal_threads();
+    for (const auto& j : joined) {
+      bool have = false;
+      for (const auto& t : touched) have |= t.budget.tid == j.budget.tid;
+      if (!have) touched.push_back(JournalThread{j.budget, j.saved});
+    }
+    if (Status st = journal(touched); !st)
+      return Error{"VM '" + next.name + "': " + st.error().message + "; the reservation was not changed",
+                   st.error().errnum};
   }
 
   // Roll back everything done so far to the previous spec.

@@ -183,7 +183,68 @@ Agent::Agent(AgentConfig config, DatapathFactory datapath_factory)
     : config_(std::move(config)),
       datapath_factory_(std::move(datapath_factory)),
       datapath_(std::make_unique<DetachedDatapath>()) {
+  if (!config_.journal.empty()) {
+    auto state = rsv::Journal(config_.journal).load();
+    if (state) {
+      if (!state->empty()) pending_adoption_ = std::move(*state);
+    } else {
+      // Never guess about threads: keep the file for the operator, start empty.
+      const std::string aside = config_.journal + ".unreadable";
+      (void)std::rename(config_.journal.c_str(), aside.c_str());
+      log(CAPSULE_LOG_ERR, state.error().message + "; kept as " + aside +
+                               " (its threads keep what they have: check them with capsule-rsv show)");
+    }
+  }
   configure_admission(nullptr);
+}
+
+void Agent::adopt_journal() {
+  if (!pending_adoption_) return;
+  const rsv::JournalState state = std::move(*pending_adoption_);
+  pending_adoption_.reset();
+  for (const auto& [name, outcome] : rsv_->adopt(state)) {
+    if (!outcome) {
+      log(CAPSULE_LOG_WARN, "VM " + name + ": capsule of the previous capsuled not adopted: " + outcome.error().message);
+      continue;
+    }
+    const rsv::AdmissionDecision* decision = rsv_->decision(name);
+    VmState& st = vms_[name];
+    st.reserved = true;
+    if (decision) st.decision = *decision;
+    // The VM's process: the owner of its first thread that is not ours.
+    for (const auto& t : st.decision.threads)
+      if (t.role != "pmd")
+        if (auto s = rsv::read_text_file("/proc/" + std::to_string(t.tid) + "/status")) {
+          auto at = s->find("\nTgid:");
+          if (at != std::string::npos) st.pid = pid_t(std::atoi(s->c_str() + at + 6));
+          break;
+        }
+    st.state = "running";
+    st.reason = "adopted from the previous capsuled's journal";
+    start_meter(st);
+    std::string what;
+    for (const auto& a : outcome->adopted) what += (what.empty() ? "" : ", ") + a;
+    if (!outcome->gone.empty()) what += "; exited: " + std::to_string(outcome->gone.size());
+    if (!outcome->not_ours.empty()) what += "; no longer SCHED_DEADLINE: " + std::to_string(outcome->not_ours.size());
+    log(CAPSULE_LOG_INFO, "VM " + name + ": adopted its capsule (" + what + ")");
+  }
+}
+
+void Agent::check_drift() {
+  for (const auto& [name, found] : rsv_->drift()) {
+    auto it = vms_.find(name);
+    if (it == vms_.end()) continue;
+    VmState& st = it->second;
+    std::string what;
+    for (const auto& f : found) what += (what.empty() ? "" : "; ") + f;
+    Status repaired = rsv_->repair(name);
+    st.drift = what + (repaired ? "; repaired" : "; not repaired: " + repaired.error().message);
+    log(repaired ? CAPSULE_LOG_WARN : CAPSULE_LOG_ERR, "VM " + name + ": " + st.drift);
+    if (!repaired) {
+      st.state = "degraded";
+      st.reason = "its capsule was changed outside capsule and cannot be put back: " + repaired.error().message;
+    }
+  }
 }
 
 bool Agent::configure_datapath(const ovs::HostRow* host) {
@@ -235,6 +296,7 @@ bool Agent::configure_admission(const ovs::HostRow* host) {
   }
   const bool changed = rsv_ != nullptr;
   rsv_ = std::make_unique<rsv::ReservationManager>(cfg);
+  if (!config_.journal.empty()) rsv_->set_journal(rsv::Journal(config_.journal));
   admission_key_ = key;
   return changed;
 }
@@ -260,6 +322,7 @@ void Agent::release_vm(const std::string& name, VmState& st) {
   st.dp_stats.reset();
   st.in_force.clear();
   st.net_budget.clear();
+  st.drift.clear();
 }
 
 void Agent::bring_up_ports(const ovs::VmRow& row, VmState& st) {
@@ -493,6 +556,7 @@ void Agent::reconcile() {
   // New admission settings re-admit every VM: each outcome then belongs to
   // this configuration (what --wait reports).
   const bool readmit = configure_datapath(host) | configure_admission(host);
+  adopt_journal();
   const int64_t next_cfg = host ? host->next_cfg : 0;
 
   // Releases first (VMs gone, moved to another chassis): their bandwidth is
@@ -517,6 +581,7 @@ void Agent::reconcile() {
   for (const auto& [name, st] : vms_)
     if (st.net_added) on_datapath.insert(name);
   datapath_->retain_only(on_datapath);
+  check_drift();
   if (host) reconciled_cfg_ = host->next_cfg;
 }
 
@@ -568,6 +633,7 @@ ovs::StatusUpdate Agent::status() const {
     rs.status["state"] = st.state;
     if (!st.reason.empty()) rs.status["reason"] = st.reason;
     if (!st.in_force.empty()) rs.status["in_force"] = st.in_force;
+    if (!st.drift.empty()) rs.status["drift"] = st.drift;
     rs.status["cfg"] = std::to_string(st.cfg);
     rs.status["datapath"] = datapath_->attached() ? (st.net_added ? "attached" : "none") : "not attached";
     if (!datapath_->attached() && !st.ports.empty()) rs.status["datapath_reason"] = datapath_->detail();
@@ -688,6 +754,7 @@ std::string Agent::show() const {
         o << "    port " << port << ": " << link.state
           << (link.reason.empty() ? " (connected at " + link.since + ")" : " (" + link.reason + ")") << "\n";
       }
+    if (!st.drift.empty()) o << "    changed outside capsule: " << st.drift << "\n";
     if (!st.reserved) continue;
     if (const auto* r = rsv_->find(name)) o << "    reservation: " << describe(r->spec()) << "\n";
     if (!st.net_budget.empty()) o << "    net budget: " << st.net_budget << "\n";

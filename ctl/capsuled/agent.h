@@ -22,6 +22,7 @@
 #include "capsule/ovs/db.h"
 #include "capsule/result.h"
 #include "capsule/rsv/accounting.h"
+#include "capsule/rsv/journal.h"
 #include "capsule/rsv/manager.h"
 #include "datapath.h"
 
@@ -31,6 +32,7 @@ struct AgentConfig {
   std::string chassis;
   std::string version = "0.1.0";
   std::string metrics_url;  // "" when /metrics is off
+  std::string journal;      // reservation journal (rsv/journal.h); "" = none
 };
 
 // A VM row turned into what the kernel and the datapath should hold.
@@ -90,6 +92,7 @@ class Agent {
     std::string reason;
     std::string in_force;      // rejected change: what still holds
     std::string net_budget;    // how an auto network budget in force was derived
+    std::string drift;         // the last change made outside capsule, and its repair
     bool reserved = false;
     bool net_added = false;
     VmNetConfig net;           // what the datapath holds for this VM
@@ -113,6 +116,12 @@ class Agent {
   // VMs, and VMs whose threads have not appeared yet).
   void bring_up_ports(const ovs::VmRow& row, VmState& st);
   void start_meter(VmState& st);
+  // Takes over the capsules a crashed predecessor recorded in the journal
+  // (once, on the first pass that has the Host's admission settings).
+  void adopt_journal();
+  // Finds kernel state changed outside capsule (a thread's policy, a
+  // partition cpuset removed), reports it and puts the capsule back.
+  void check_drift();
 
   AgentConfig config_;
   DatapathFactory datapath_factory_;
@@ -121,6 +130,7 @@ class Agent {
   std::string datapath_last_exit_;  // the last datapath that went away, and when it was replaced
   std::unique_ptr<rsv::ReservationManager> rsv_;
   std::string admission_key_;  // the Host settings rsv_ was made with
+  std::optional<rsv::JournalState> pending_adoption_;  // read at start, adopted on the first pass
   ovs::Snapshot snapshot_;
   bool have_snapshot_ = false;
   int64_t reconciled_cfg_ = -1;

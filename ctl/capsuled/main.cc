@@ -52,6 +52,7 @@ std::string env_or(const char* name, const std::string& def) {
 struct Options {
   std::string db;
   std::string chassis;
+  std::string journal;
   long stats_interval_ms = 5000;
   int metrics_port = 9477;  // -1: off, 0: any free port
   std::optional<std::string> unixctl;
@@ -78,6 +79,10 @@ Options:
   --chassis=NAME           this host's chassis name (default: $CAPSULE_CHASSIS,
                            else the host name); only VM rows naming it apply
   --stats-interval=MS      statistics and liveness period (default 5000)
+  --journal=FILE           reservation journal, written before every change
+                           so that a restarted capsuled adopts the capsules
+                           this one leaves (default:
+                           $CAPSULE_RUNDIR/capsuled.journal)
   --metrics-port=PORT      Prometheus /metrics on 127.0.0.1:PORT (default
                            9477; 0: any free port; "off": no endpoint); the
                            URL is in Host:status:metrics
@@ -107,10 +112,11 @@ With the default socket and --pidfile:
 }
 
 Options parse_options(int argc, char** argv) {
-  enum { OPT_DB = 256, OPT_CHASSIS, OPT_STATS, OPT_METRICS, OPT_UNIXCTL, OPT_DETACH, OPT_NO_CHDIR, OPT_PIDFILE, OPT_LOG_FILE };
+  enum { OPT_DB = 256, OPT_CHASSIS, OPT_JOURNAL, OPT_STATS, OPT_METRICS, OPT_UNIXCTL, OPT_DETACH, OPT_NO_CHDIR, OPT_PIDFILE, OPT_LOG_FILE };
   static const option long_options[] = {
       {"db", required_argument, nullptr, OPT_DB},
       {"chassis", required_argument, nullptr, OPT_CHASSIS},
+      {"journal", required_argument, nullptr, OPT_JOURNAL},
       {"stats-interval", required_argument, nullptr, OPT_STATS},
       {"metrics-port", required_argument, nullptr, OPT_METRICS},
       {"unixctl", required_argument, nullptr, OPT_UNIXCTL},
@@ -126,6 +132,7 @@ Options parse_options(int argc, char** argv) {
   Options o;
   const std::string rundir = env_or("CAPSULE_RUNDIR", "/run/capsule");
   o.db = "unix:" + rundir + "/db.sock";
+  o.journal = rundir + "/capsuled.journal";
   char host[256] = {};
   ::gethostname(host, sizeof host - 1);
   o.chassis = env_or("CAPSULE_CHASSIS", host);
@@ -145,6 +152,7 @@ Options parse_options(int argc, char** argv) {
     switch (c) {
       case OPT_DB: o.db = optarg; break;
       case OPT_CHASSIS: o.chassis = optarg; break;
+      case OPT_JOURNAL: o.journal = optarg; break;
       case OPT_STATS: o.stats_interval_ms = number(100, 3'600'000); break;
       case OPT_METRICS: o.metrics_port = std::string(optarg) == "off" ? -1 : int(number(0, 65535)); break;
       case OPT_UNIXCTL: o.unixctl = optarg; break;
@@ -411,7 +419,7 @@ int Daemon::run() {
     });
   };
   agent_ = std::make_unique<agent::Agent>(
-      agent::AgentConfig{opts_.chassis, kVersion, metrics_url},
+      agent::AgentConfig{opts_.chassis, kVersion, metrics_url, opts_.journal},
       [datapathd](const agent::DatapathSettings& s) { return agent::make_remote_datapath(datapathd, s); });
   capsule_unixctl_register("capsule/show", "", 0, 0, cmd_show, this);
   capsule_unixctl_register("capsule/stats", "", 0, 0, cmd_stats, this);

@@ -3,6 +3,8 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -108,13 +110,27 @@ Result<std::unique_ptr<Ovsdb>> Ovsdb::start(const std::string& dir) {
   return o;
 }
 
+namespace {
+bool socket_answers(const std::string& path) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  std::snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path.c_str());
+  const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0;
+  ::close(fd);
+  return ok;
+}
+}  // namespace
+
 Status Ovsdb::launch() {
   const std::string sock = dir_ + "/db.sock";
   proc_ = testkit::ChildProcess::spawn({find_program("ovsdb-server"), dir_ + "/conf.db", "-vconsole:off",
                                         "--remote=punix:" + sock, "--unixctl=" + dir_ + "/ovsdb-server.ctl",
                                         "--no-chdir", "--log-file=" + dir_ + "/ovsdb-server.log"});
   if (!proc_) return Error{"cannot start ovsdb-server", EIO};
-  if (!testkit::wait_until([&] { return ::access(sock.c_str(), F_OK) == 0 || !proc_->running(); },
+  // Up when it answers (a crashed predecessor's socket file may still be there).
+  if (!testkit::wait_until([&] { return socket_answers(sock) || !proc_->running(); },
                            std::chrono::seconds(10)) ||
       !proc_->running())
     return Error{"ovsdb-server did not come up: " + slurp(dir_ + "/ovsdb-server.log"), EIO};
@@ -124,6 +140,12 @@ Status Ovsdb::launch() {
 void Ovsdb::stop() {
   if (proc_) proc_->terminate();
   proc_.reset();
+}
+
+void Ovsdb::crash() {
+  if (!proc_) return;
+  ::kill(proc_->pid(), SIGKILL);
+  proc_->wait_exit(std::chrono::seconds(10));
 }
 
 Status Ovsdb::restart() {
@@ -216,6 +238,11 @@ Status Capsuled::restart(const Ovsdb& db) {
       std::chrono::seconds(15));
   if (!up || !proc_->running()) return Error{"capsuled did not come up; its log:\n" + slurp(log_), EIO};
   return Status::Ok();
+}
+
+int Capsuled::crash() {
+  ::kill(proc_->pid(), SIGKILL);
+  return proc_->wait_exit(std::chrono::seconds(10));
 }
 
 Capsuled::~Capsuled() {

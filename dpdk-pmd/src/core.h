@@ -35,7 +35,8 @@ struct alignas(64) PmdCounters {  // written by the VM's PMD thread only
   std::atomic<uint64_t> to_vm_drops_yellow{0}, to_vm_drops_red{0}, to_vm_drops_pps{0};
   std::atomic<uint64_t> vhost_enqueue_drops{0}, not_connected_drops{0}, uplink_tx_drops{0};
   std::atomic<uint64_t> busy_iterations{0}, idle_iterations{0}, busy_cycles{0};
-  std::atomic<uint64_t> blocks{0}, wakeups_by_kick{0}, wakeups_by_ring{0}, wakeups_by_room{0}, sleeps{0}, yields{0};
+  std::atomic<uint64_t> blocks{0}, wakeups_by_kick{0}, wakeups_by_ring{0}, wakeups_by_room{0}, wakeups_by_policer{0};
+  std::atomic<uint64_t> sleeps{0}, yields{0};
 };
 
 struct Vm {

@@ -261,6 +261,7 @@ Result<VmStats> Datapath::stats(const std::string& name) const {
   s.wakeups_by_kick = r(c.wakeups_by_kick);
   s.wakeups_by_ring = r(c.wakeups_by_ring);
   s.wakeups_by_room = r(c.wakeups_by_room);
+  s.wakeups_by_policer = r(c.wakeups_by_policer);
   s.sleeps = r(c.sleeps);
   s.yields = r(c.yields);
   const uint64_t pk = s.from_vm_packets + s.to_vm_packets;

@@ -1,8 +1,9 @@
-// The per-VM poll loop. One round: dequeue a burst from the VM's virtio tx
-// ring, police, forward (uplink tx queue of this VM, another VM's ring, or
-// flood); dequeue a burst from this VM's ring, police, enqueue into the
-// VM's virtio rx ring. When rounds come up empty the poll policy decides
-// what the thread does with the CPU (see PollPolicy).
+// The per-VM poll loop. One round: take from the VM's virtio tx ring what
+// its policer passes, forward it (uplink tx queue of this VM, another VM's
+// ring, or flood); take from this VM's ring what its policer passes,
+// enqueue it into the VM's virtio rx ring. What a policer cannot pass yet
+// waits (policed_input.h). When rounds come up empty the poll policy
+// decides what the thread does with the CPU (see PollPolicy).
 #include "pmd_thread.h"
 
 #include <pthread.h>
@@ -13,12 +14,15 @@
 #include <sched.h>
 #include <sys/epoll.h>
 #include <sys/syscall.h>
+#include <sys/timerfd.h>
 #include <time.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <future>
 
+#include "policed_input.h"
 #include "uplink.h"
 
 namespace capsule::pmd::detail {
@@ -26,6 +30,31 @@ namespace {
 
 constexpr uint16_t kGuestTxQueue = 1;
 constexpr uint16_t kGuestRxQueue = 0;
+// A thread whose frames wait for a policer's tokens sleeps at least this
+// long: the buckets fill on while frames wait (meter.h), so waking later
+// costs no rate, and a wake-up per frame at high rates would cost more CPU
+// than the frames.
+constexpr uint64_t kMinPolicerSleepNs = 500'000;
+
+// The VM's virtio tx ring as a policed input.
+struct GuestTxInput {
+  int vid;
+  rte_mempool* pool;
+  unsigned size;
+  unsigned take(rte_mbuf** m, unsigned n) { return rte_vhost_dequeue_burst(vid, kGuestTxQueue, pool, m, uint16_t(n)); }
+  unsigned backlog() { return rte_vhost_rx_queue_count(vid, kGuestTxQueue) & 0xffff; }  // bits above 16 are noise
+  unsigned capacity() { return size; }
+};
+
+// The datapath's ring for the VM as a policed input.
+struct VmRingInput {
+  rte_ring* ring;
+  unsigned take(rte_mbuf** m, unsigned n) {
+    return rte_ring_sc_dequeue_burst(ring, reinterpret_cast<void**>(m), n, nullptr);
+  }
+  unsigned backlog() { return rte_ring_count(ring); }
+  unsigned capacity() { return rte_ring_get_capacity(ring); }
+};
 
 class Pmd {
  public:
@@ -43,12 +72,20 @@ class Pmd {
   void watch_kick_fds();
   unsigned push_pending(int vid);
   bool pending_moved(int vid);
+  void count_drops(const PolicerDrops& d, bool from_vm);
+  void arm_policer_timer(uint64_t wake_tsc, uint64_t now);
 
   Core* core_;
   Vm* vm_;
   unsigned qid_;
   int epfd_ = -1;
+  int timer_fd_ = -1;  // wakes the thread when a policer's tokens come
+  bool timer_armed_ = false;
   uint64_t watched_gen_ = 0;
+  unsigned guest_tx_size_ = 256;  // the VM's virtio tx ring
+  // What the policers cannot pass yet, per direction.
+  PolicedInput from_in_;
+  PolicedInput to_in_;
   // Frames for the VM that did not fit its virtio rx ring: they wait here
   // (and new ones in our ring) instead of being dropped; only when our ring
   // is full do senders drop (ring_full_drops).
@@ -89,6 +126,28 @@ void Pmd::watch_kick_fds() {
   add(vm_->wake_fd, 1, EPOLLIN);
   add(vm_->kick_fd.load(), 2, EPOLLIN | EPOLLET);  // each kick is an edge: no need to drain
   add(vm_->rx_kick_fd.load(), 3, EPOLLIN | EPOLLET);
+  add(timer_fd_, 4, EPOLLIN);
+}
+
+void Pmd::arm_policer_timer(uint64_t wake_tsc, uint64_t now) {
+  itimerspec its{};
+  if (wake_tsc != kNever) {
+    const double wait_ns = double(wake_tsc > now ? wake_tsc - now : 0) * 1e9 / double(rte_get_tsc_hz());
+    const uint64_t ns = std::max<uint64_t>(kMinPolicerSleepNs, uint64_t(std::min(wait_ns, 1e9)));
+    its.it_value.tv_sec = time_t(ns / 1'000'000'000ull);
+    its.it_value.tv_nsec = long(ns % 1'000'000'000ull);
+  } else if (!timer_armed_) {
+    return;
+  }
+  timerfd_settime(timer_fd_, 0, &its, nullptr);
+  timer_armed_ = wake_tsc != kNever;
+}
+
+void Pmd::count_drops(const PolicerDrops& d, bool from_vm) {
+  auto& c = vm_->c;
+  if (d.yellow) bump(from_vm ? c.from_vm_drops_yellow : c.to_vm_drops_yellow, d.yellow);
+  if (d.red) bump(from_vm ? c.from_vm_drops_red : c.to_vm_drops_red, d.red);
+  if (d.pps) bump(from_vm ? c.from_vm_drops_pps : c.to_vm_drops_pps, d.pps);
 }
 
 void Pmd::to_vm_bucket(Vm* dst, rte_mbuf* m) {
@@ -139,12 +198,16 @@ void Pmd::flush() {
 
 unsigned Pmd::from_vm(int vid, uint64_t now) {
   rte_mbuf* pkts[kBurst];
-  const uint16_t n = rte_vhost_dequeue_burst(vid, kGuestTxQueue, core_->pool, pkts, kBurst);
-  if (n == 0) return 0;
   Policers* pol = vm_->policers.load(std::memory_order_acquire);
-  const bool police = pol && pol->from_vm.enabled();
-  uint64_t pk = 0, bytes = 0, dy = 0, dr = 0, dp = 0;
-  for (uint16_t i = 0; i < n; ++i) {
+  DirectionMeter* meter = pol && pol->from_vm.enabled() ? &pol->from_vm : nullptr;
+  GuestTxInput in{vid, core_->pool, guest_tx_size_};
+  PolicerDrops drops;
+  unsigned dropped = 0;
+  const unsigned n = from_in_.pull(in, meter, pol ? pol->max_wait_us : 0, now, pkts, kBurst, drops, &dropped);
+  if (dropped) count_drops(drops, true);
+  if (n == 0) return dropped;
+  uint64_t pk = 0, bytes = 0;
+  for (unsigned i = 0; i < n; ++i) {
     rte_mbuf* m = pkts[i];
     const uint32_t len = rte_pktmbuf_pkt_len(m);
     if (len < sizeof(rte_ether_hdr)) {
@@ -158,14 +221,6 @@ unsigned Pmd::from_vm(int vid, uint64_t now) {
     if (src != last_learned_ && !(eth->src_addr.addr_bytes[0] & 1) && src != 0) {
       core_->fdb.learn(src, uint16_t(vm_->slot));
       last_learned_ = src;
-    }
-    if (police) {
-      switch (pol->from_vm.check(now, len)) {
-        case Verdict::kPass: break;
-        case Verdict::kDropYellow: ++dy; rte_pktmbuf_free(m); continue;
-        case Verdict::kDropRed: ++dr; rte_pktmbuf_free(m); continue;
-        case Verdict::kDropPps: ++dp; rte_pktmbuf_free(m); continue;
-      }
     }
     ++pk;
     bytes += len;
@@ -193,10 +248,7 @@ unsigned Pmd::from_vm(int vid, uint64_t now) {
   auto& c = vm_->c;
   bump(c.from_vm_packets, pk);
   bump(c.from_vm_bytes, bytes);
-  if (dy) bump(c.from_vm_drops_yellow, dy);
-  if (dr) bump(c.from_vm_drops_red, dr);
-  if (dp) bump(c.from_vm_drops_pps, dp);
-  return n;
+  return n + dropped;
 }
 
 // Enqueues the waiting frames into the VM (copy into guest memory; the
@@ -228,31 +280,27 @@ unsigned Pmd::to_vm(int vid, uint64_t now) {
     work += push_pending(vid);
     if (npending_) return work;  // the VM has no room: take no more
   }
-  rte_mbuf* pkts[kBurst];
-  const unsigned n = rte_ring_sc_dequeue_burst(vm_->ring, reinterpret_cast<void**>(pkts), kBurst, nullptr);
-  if (n == 0) return work;
   if (vid < 0) {
-    rte_pktmbuf_free_bulk(pkts, n);
-    bump(c.not_connected_drops, n);
-    return n;
+    rte_mbuf* pkts[kBurst];
+    unsigned n = to_in_.clear();
+    if (n) bump(c.not_connected_drops, n);
+    const unsigned taken = rte_ring_sc_dequeue_burst(vm_->ring, reinterpret_cast<void**>(pkts), kBurst, nullptr);
+    if (taken) {
+      rte_pktmbuf_free_bulk(pkts, taken);
+      bump(c.not_connected_drops, taken);
+    }
+    return n + taken;
   }
   Policers* pol = vm_->policers.load(std::memory_order_acquire);
-  if (pol && pol->to_vm.enabled()) {
-    for (unsigned i = 0; i < n; ++i) {
-      switch (pol->to_vm.check(now, rte_pktmbuf_pkt_len(pkts[i]))) {
-        case Verdict::kPass: pending_[npending_++] = pkts[i]; continue;
-        case Verdict::kDropYellow: bump(c.to_vm_drops_yellow); break;
-        case Verdict::kDropRed: bump(c.to_vm_drops_red); break;
-        case Verdict::kDropPps: bump(c.to_vm_drops_pps); break;
-      }
-      rte_pktmbuf_free(pkts[i]);
-    }
-  } else {
-    std::memcpy(pending_, pkts, n * sizeof(rte_mbuf*));
-    npending_ = n;
-  }
+  DirectionMeter* meter = pol && pol->to_vm.enabled() ? &pol->to_vm : nullptr;
+  VmRingInput in{vm_->ring};
+  PolicerDrops drops;
+  unsigned dropped = 0;
+  npending_ = to_in_.pull(in, meter, pol ? pol->max_wait_us : 0, now, pending_, kBurst, drops, &dropped);
+  if (dropped) count_drops(drops, false);
+  const unsigned n = npending_;
   push_pending(vid);
-  return n;
+  return work + n + dropped;
 }
 
 // While frames wait for room in the VM: ask the guest to kick us when it
@@ -268,16 +316,27 @@ bool Pmd::pending_moved(int vid) {
 
 // Arm notifications, check once more, block. A blocked thread is offline
 // for RCU and does not touch the device.
+//
+// An input whose frames wait for the policer's tokens is not work until the
+// tokens come: the thread sleeps on a timer for it, the guest is not asked
+// to kick (what it adds only waits too) and senders into our ring need not
+// wake us.
 void Pmd::park(int vid) {
-  if (vid >= 0 && !guest_kicks_on_) {
+  const bool from_waits = vid >= 0 && from_in_.waiting();
+  const bool to_waits = npending_ == 0 && to_in_.waiting();
+  if (vid >= 0 && !guest_kicks_on_ && !from_waits) {
     rte_vhost_enable_guest_notification(vid, kGuestTxQueue, 1);
     guest_kicks_on_ = true;
   }
-  vm_->parked.store(true, std::memory_order_seq_cst);
-  const bool work = vm_->stop.load() || (npending_ == 0 && !rte_ring_empty(vm_->ring)) || pending_moved(vid) ||
-                    (vid >= 0 && rte_vhost_rx_queue_count(vid, kGuestTxQueue) > 0) || vm_->vid.load() != vid ||
-                    vm_->device_gen.load() != watched_gen_;
+  vm_->parked.store(!to_waits, std::memory_order_seq_cst);
+  const uint64_t now = rte_rdtsc();
+  const uint64_t wake = std::min(from_waits ? from_in_.wake_tsc() : kNever, to_waits ? to_in_.wake_tsc() : kNever);
+  const bool work = vm_->stop.load() || wake <= now || (npending_ == 0 && !to_waits && !rte_ring_empty(vm_->ring)) ||
+                    pending_moved(vid) ||
+                    (vid >= 0 && !from_waits && rte_vhost_rx_queue_count(vid, kGuestTxQueue) > 0) ||
+                    vm_->vid.load() != vid || vm_->device_gen.load() != watched_gen_;
   if (!work) {
+    arm_policer_timer(wake, now);
     rte_rcu_qsbr_thread_offline(core_->qsbr, qid_);
     vm_->blocked.store(true);
     bump(vm_->c.blocks);
@@ -292,6 +351,11 @@ void Pmd::park(int vid) {
         bump(vm_->c.wakeups_by_ring);
       } else if (ev[i].data.u32 == 2) {
         bump(vm_->c.wakeups_by_kick);
+      } else if (ev[i].data.u32 == 4) {
+        uint64_t v;
+        [[maybe_unused]] ssize_t r = ::read(timer_fd_, &v, sizeof v);
+        timer_armed_ = false;
+        bump(vm_->c.wakeups_by_policer);
       } else {
         bump(vm_->c.wakeups_by_room);
       }
@@ -343,6 +407,13 @@ void Pmd::run(std::promise<Status>& started) {
       return;
     }
   }
+  timer_fd_ = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+  if (timer_fd_ < 0) {
+    const int err = errno;
+    rte_thread_unregister();
+    started.set_value(errno_error("VM '" + vm_->cfg.name + "': cannot create its PMD thread's policer timer", err));
+    return;
+  }
   watch_kick_fds();
   rte_rcu_qsbr_thread_register(core_->qsbr, qid_);
   rte_rcu_qsbr_thread_online(core_->qsbr, qid_);
@@ -360,6 +431,9 @@ void Pmd::run(std::promise<Status>& started) {
       guest_kicks_on_ = true;  // a new device starts with notifications on
       rx_kicks_on_ = false;    // ... and we switched them off on its rx ring
       last_learned_ = ~0ull;
+      from_in_.clear();        // frames of the device that went away
+      rte_vhost_vring vr{};
+      if (vid >= 0 && rte_vhost_get_vhost_vring(vid, kGuestTxQueue, &vr) == 0 && vr.size) guest_tx_size_ = vr.size;
     }
     watch_kick_fds();
     rte_rcu_qsbr_quiescent(core_->qsbr, qid_);
@@ -391,10 +465,13 @@ void Pmd::run(std::promise<Status>& started) {
     rte_pktmbuf_free_bulk(pending_, npending_);
     npending_ = 0;
   }
+  from_in_.clear();
+  to_in_.clear();
   vm_->running.store(false);
   rte_rcu_qsbr_thread_offline(core_->qsbr, qid_);
   rte_rcu_qsbr_thread_unregister(core_->qsbr, qid_);
   ::close(epfd_);
+  ::close(timer_fd_);
   rte_thread_unregister();
 }
 

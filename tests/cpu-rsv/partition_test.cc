@@ -2,6 +2,9 @@
 // partition, and the partition is gone afterwards.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
 
 #include "capsule/rsv/manager.h"
 #include "capsule/rsv/partition.h"
@@ -25,11 +28,14 @@ class PartitionTest : public ::testing::Test {
     fs_ = CpusetFs::detect();
     if (fs_.kind() != CpusetFs::Kind::kV1) GTEST_SKIP() << "needs the cgroup v1 cpuset controller";
     if (online_cpus().size() < 2) GTEST_SKIP() << "needs 2 CPUs (one stays with the system)";
+    if (auto f = PartitionSet::foreign_cpuset_holding(online_cpus().back(), fs_); !f.empty())
+      GTEST_SKIP() << "cpuset " << f << " holds the last core: no exclusive partition can be made on this host";
     root_lb_ = *read_text_file(fs_.path("/") + "/cpuset.sched_load_balance");
     cpu_ = online_cpus().back();
+    set_up_ = true;
   }
   void TearDown() override {
-    if (!fs_.available()) return;
+    if (!set_up_) return;  // skipped
     EXPECT_FALSE(exists(fs_.path(PartitionSet::partition_name(cpu_)))) << "partition left behind";
     EXPECT_FALSE(exists(fs_.path("/capsule-system"))) << "capsule-system left behind";
     EXPECT_EQ(*read_text_file(fs_.path("/") + "/cpuset.sched_load_balance"), root_lb_);
@@ -37,6 +43,7 @@ class PartitionTest : public ::testing::Test {
   CpusetFs fs_;
   std::string root_lb_;
   int cpu_ = 1;
+  bool set_up_ = false;
 };
 
 }  // namespace
@@ -120,4 +127,25 @@ TEST_F(PartitionTest, StaleCpusetsAreCleanedUp) {
   ASSERT_TRUE(removed) << removed.error().message;
   EXPECT_EQ(removed->size(), 2u);
   // TearDown checks both are gone and balancing is back.
+}
+
+TEST_F(PartitionTest, ACpusetOfSomeoneElseOnTheCoreIsNamedInTheRefusal) {
+  // As libvirt's /machine: a sibling cpuset that holds every core.
+  const std::string foreign = fs_.path("/cap-test-foreign");
+  ASSERT_EQ(::mkdir(foreign.c_str(), 0755), 0) << std::strerror(errno);
+  const bool made = write_text_file(foreign + "/cpuset.cpus", format_cpu_list(online_cpus())).ok() &&
+                    write_text_file(foreign + "/cpuset.mems", *read_text_file(fs_.path("/") + "/cpuset.mems")).ok();
+  Result<std::string> r = Error{"not tried", 0};
+  if (made) {
+    PartitionSet set(fs_);
+    r = set.acquire(cpu_);
+  }
+  ::rmdir(foreign.c_str());
+  ASSERT_TRUE(made);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message.find("cpuset /cap-test-foreign (cpus " + format_cpu_list(online_cpus()) + ") also holds core " +
+                                   std::to_string(cpu_)),
+            std::string::npos)
+      << r.error().message;
+  EXPECT_NE(r.error().message.find("global admission mode"), std::string::npos) << r.error().message;
 }

@@ -33,9 +33,9 @@ TEST(ReservationShare, ThreeThreadsGetTheirSharesAgainstHogs) {
     EXPECT_TRUE(p->flags & kFlagResetOnFork);
   }
 
-  std::this_thread::sleep_for(200ms);  // let the first periods settle
+  std::this_thread::sleep_for(200ms);  // part of the measurement: the first periods are not counted
   UtilisationMeter meter({a.tid(), b.tid(), c.tid()});
-  std::this_thread::sleep_for(2s);
+  std::this_thread::sleep_for(2s);  // the measurement window
   auto use = meter.sample();
   EXPECT_NEAR(use[a.tid()].utilisation, 0.30, 0.02);
   EXPECT_NEAR(use[b.tid()].utilisation, 0.20, 0.02);

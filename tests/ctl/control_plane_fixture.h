@@ -15,6 +15,13 @@
 
 namespace capsule::testing {
 
+// A value as `capsule-ctl get` prints it, without quotes and newline.
+inline std::string trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == '"')) s.pop_back();
+  while (!s.empty() && s.front() == '"') s.erase(s.begin());
+  return s;
+}
+
 class ControlPlaneTest : public ::testing::Test {
  protected:
   explicit ControlPlaneTest(const std::string& dir_prefix) : dir_(dir_prefix) {}
@@ -36,6 +43,16 @@ class ControlPlaneTest : public ::testing::Test {
     }
   }
   harness::CmdResult ctl(const std::vector<std::string>& args) { return harness::ctl(*db_, args); }
+  // Runs capsule-ctl and requires success.
+  std::string ok(const std::vector<std::string>& args) {
+    auto r = ctl(args);
+    EXPECT_EQ(r.rc, 0) << "capsule-ctl " << (args.empty() ? "" : args.front()) << " failed: " << r.err;
+    return r.out;
+  }
+  // VM `vm`'s status:KEY, unquoted ("" when absent).
+  std::string status(const std::string& vm, const std::string& key) {
+    return trim(ctl({"--if-exists", "get", "VM", vm, "status:" + key}).out);
+  }
 
   harness::TempDir dir_;
   std::unique_ptr<harness::Ovsdb> db_;

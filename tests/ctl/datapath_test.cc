@@ -31,9 +31,9 @@ using testing::EmulatedVm;
 // its own reports (counters and elapsed_ms come from the same line).
 double rx_rate(const EmulatedVm& vm, std::chrono::milliseconds window) {
   const auto c0 = vm.counters();
-  std::this_thread::sleep_for(window);
+  std::this_thread::sleep_for(window);  // the measurement window
   const auto c1 = vm.counters();
-  const double ms = double(c1.at("elapsed_ms")) - double(c0.at("elapsed_ms"));
+  const double ms = double(c1.at("elapsed_ms")) - double(c0.at("elapsed_ms"));  // after the measurement window
   return ms > 0 ? double(c1.at("rx_to_me") - c0.at("rx_to_me")) * 1000 / ms : 0;
 }
 
@@ -91,16 +91,23 @@ TEST_F(DatapathTest, PmdJoinsTheCapsuleAndTrafficIsPolicedAtTheQosRate) {
 
   // Traffic reaches B at the policed rate.
   ASSERT_TRUE(testkit::wait_until([&] { return b.counter("rx_to_me") > 1000; }, 20s)) << b.output() << a.output();
-  std::this_thread::sleep_for(500ms);
+  // Measure once the policer drops: the initial burst is spent.
+  auto policer_drops = [&] {
+    auto s = ctl({"get", "Port", "a0", "statistics:drops_policer_from_vm"});
+    return s.rc == 0 ? std::atoll(s.out.c_str() + (s.out[0] == '"')) : 0;
+  };
+  ASSERT_TRUE(testkit::wait_until([&] { return policer_drops() > 0; }, 5s)) << ctl({"list", "Port", "a0"}).out;
   const double pps = rx_rate(b, 3s);
   const double expect = double(cir) / 986.0;
-  EXPECT_NEAR(pps, expect, expect * 0.15) << "B received " << pps << " frames/s; policer allows " << expect;
+  // A's vCPU spends its 4 ms in one stretch per period, so its frames come
+  // in bursts far above the policer's 20 kB burst; the policer still passes
+  // its rate (frames wait for tokens, dpdk-pmd/src/policed_input.h).
+  EXPECT_NEAR(pps, expect, expect * 0.05) << "B received " << pps << " frames/s; policer allows " << expect;
 
-  // Port statistics reach the database (drops by the policer among them).
-  ASSERT_TRUE(testkit::wait_until([&] {
-    auto s = ctl({"get", "Port", "a0", "statistics:drops_policer_from_vm"});
-    return s.rc == 0 && std::atoll(s.out.c_str() + (s.out[0] == '"')) > 0;
-  }, 5s)) << ctl({"list", "Port", "a0"}).out;
+  // Port statistics reach the database (drops by the policer among them:
+  // A offers five times the rate).
+  const long long drops = policer_drops();
+  ASSERT_TRUE(testkit::wait_until([&] { return policer_drops() > drops; }, 5s)) << ctl({"list", "Port", "a0"}).out;
 
   // Deleting the VM stops its datapath thread and restores its vCPUs.
   const auto vcpus = a.vcpus();
@@ -200,16 +207,32 @@ TEST_F(DatapathTest, AutoNetBudgetCarriesThePolicedRateAndRefusesWhatCannotBeAdm
   EXPECT_EQ(rsv::get_sched_params(pmd)->runtime, std::chrono::microseconds(budget_us));
 
   // Inside its capsule A sustains the policed rate (median of five 1-s
-  // windows: one window in a few dips by 10-20 % on this 2-core host).
-  std::this_thread::sleep_for(1s);
+  // windows: one window in a few dips by 10-20 % on this 2-core host),
+  // measured once the policer drops (its initial burst is spent).
+  ASSERT_TRUE(testkit::wait_until([&] {
+    auto s = ctl({"get", "Port", "a0", "statistics:drops_policer_from_vm"});
+    return s.rc == 0 && std::atoll(s.out.c_str() + (s.out[0] == '"')) > 0;
+  }, 5s)) << ctl({"list", "Port", "a0"}).out;
+  const uint64_t cpu0 = vm::thread_cpu_ns(agent_->pid(), pmd);
+  const auto t0 = std::chrono::steady_clock::now();
   EXPECT_NEAR(port_rate("a0", "rx_packets", 1s, 5), double(rate), 0.05 * double(rate))
       << "budget " << why << "\n" << harness::appctl(*agent_, {"capsule/stats"}).out
       << ctl({"get", "Port", "a0", "statistics"}).out;
-  // ... and the budget is what carries it: a quarter of it carries clearly less.
-  r = ctl({"--wait", "--", "--net=" + std::to_string(budget_us / 4) + "us", "set-rsv", "a", "12ms", "20ms"});
+  // CPU the thread used per period while it carried R.
+  const double used_us = double(vm::thread_cpu_ns(agent_->pid(), pmd) - cpu0) / 1e3 /
+                         (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / 0.02);
+  // ... and the budget is what carries it: a quarter of what the thread
+  // used carries clearly less. (A quarter of the auto budget is not a
+  // test of that: the budget includes the 30 % margin and a calibration
+  // that can be 2.5 times pessimistic on this host, and since the policer
+  // passes before the thread spends the rest on dropping a flood, a
+  // quarter of a pessimistic budget carried 85 % of R once.)
+  const auto quarter = std::chrono::microseconds(std::max<int64_t>(100, int64_t(used_us / 4)));
+  r = ctl({"--wait", "--", "--net=" + std::to_string(quarter.count()) + "us", "set-rsv", "a", "12ms", "20ms"});
   ASSERT_EQ(r.rc, 0) << r.out << r.err;
-  std::this_thread::sleep_for(1s);
-  EXPECT_LT(port_rate("a0", "rx_packets", 1s, 3), 0.8 * double(rate)) << "with " << budget_us / 4 << " us";
+  ASSERT_TRUE(testkit::wait_until([&] { return rsv::get_sched_params(pmd)->runtime == quarter; }, 5s));
+  EXPECT_LT(port_rate("a0", "rx_packets", 1s, 3), 0.8 * double(rate))
+      << "with " << quarter.count() << " us (the thread used " << used_us << " us per period at R)";
   r = ctl({"--wait", "--", "--net=auto", "set-rsv", "a", "12ms", "20ms"});
   ASSERT_EQ(r.rc, 0) << r.out << r.err;
   EXPECT_EQ(rsv::get_sched_params(pmd)->runtime, std::chrono::microseconds(budget_us));

@@ -145,11 +145,9 @@ TEST_F(DatapathdTest, AgentSigkillKeepsTrafficFlowingAndTheNextAgentAdoptsTheDat
   std::cout << "[ info     ] longest pause in b's traffic around the crash: " << gap << " ms\n";
 }
 
-// Needs the other half of issue 9 (the agent's journal, which adopts the
-// vCPU and PMD threads' reservations): until then a restarted agent finds
-// the vCPU thread SCHED_DEADLINE "under someone else's control", rejects the
-// VM and takes its port down.
-TEST_F(DatapathdTest, DISABLED_AgentSigkillKeepsTheReservedPmdThreadAndItsBudget) {
+// With reservations: the adopted datapath keeps the PMD thread (same tid),
+// and the agent's journal adopts that thread's reservation.
+TEST_F(DatapathdTest, AgentSigkillKeepsTheReservedPmdThreadAndItsBudget) {
   b_ = std::make_unique<EmulatedVm>(dir_, "b", kMacB, std::vector<std::string>{"--mode", "count"});
   a_ = std::make_unique<EmulatedVm>(dir_, "a", kMacA,
                                     std::vector<std::string>{"--mode", "tx", "--dst", kMacB, "--rate", "5000", "--size", "256"});

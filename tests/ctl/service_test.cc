@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include "capsule/harness.h"
+#include "capsule/testkit.h"
 
 namespace capsule {
 namespace {
@@ -113,6 +114,61 @@ TEST(CapsuleService, StopEndsTheDatapathDaemonACrashedAgentLeft) {
     if (harness::process_alive(pid) && (comm_of(pid) == "capsuled" || comm_of(pid) == "capsule-datapat" ||
                                          comm_of(pid) == "ovsdb-server"))
       harness::end_process(pid);
+}
+
+// The monitor: capsuled killed by SIGKILL is started again at once, and the
+// new one registers itself (its own pid in the Host row); a second start
+// while the killed one is still being reaped does not mistake it for alive;
+// stop ends the monitor and capsuled.
+TEST(CapsuleService, AMonitorRestartsACrashedCapsuled) {
+  harness::TempDir dir("capsule-service-test");
+  const std::string script = std::string(CAPSULE_SOURCE_DIR) + "/scripts/capsule-service";
+  const std::string bindir = harness::capsuled_path().substr(0, harness::capsuled_path().rfind('/'));
+  auto svc = [&](const std::string& cmd) {
+    return harness::run({"/bin/bash", script, cmd, "--rundir", dir.path(), "--chassis", "svc-mon", "--metrics-port",
+                         "0", "--bindir", bindir});
+  };
+  auto r = svc("start");
+  ASSERT_EQ(r.rc, 0) << r.out << r.err;
+  const int monitor = pid_in(dir.file("capsuled-monitor.pid")), first = pid_in(dir.file("capsuled.pid"));
+  const int ovsdb = pid_in(dir.file("ovsdb-server.pid"));
+  ASSERT_GT(monitor, 0);
+  ASSERT_GT(first, 0);
+  auto host_pid = [&] {
+    auto g = harness::run({harness::capsule_ctl_path(), "--db=unix:" + dir.file("db.sock"), "get", "Host", "svc-mon",
+                           "status:pid"});
+    std::string v = g.out;
+    std::erase(v, '"');
+    std::erase(v, '\n');
+    return v;
+  };
+  EXPECT_EQ(host_pid(), std::to_string(first));
+
+  const auto killed = std::chrono::steady_clock::now();
+  ASSERT_EQ(::kill(first, SIGKILL), 0);
+  int second = 0;
+  EXPECT_TRUE(testkit::wait_until([&] {
+    second = pid_in(dir.file("capsuled.pid"));
+    return second > 0 && second != first && host_pid() == std::to_string(second);
+  }, 10s)) << "no new capsuled registered; monitor log:\n"
+           << harness::run({"/bin/cat", dir.file("capsuled-monitor.log")}).out;
+  const double back_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - killed).count();
+  EXPECT_LT(back_s, 5.0) << "the monitor took " << back_s << " s";
+  EXPECT_NE(harness::run({"/bin/cat", dir.file("capsuled-monitor.log")}).out.find("died (signal 9): restarting"),
+            std::string::npos);
+
+  r = svc("start");  // already running: the monitor says so, nothing new starts
+  EXPECT_EQ(r.rc, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("monitor is already running"), std::string::npos) << r.out;
+
+  r = svc("stop");
+  EXPECT_EQ(r.rc, 0) << r.out << r.err;
+  EXPECT_TRUE(testkit::wait_until([&] { return ::kill(monitor, 0) != 0 && ::kill(second, 0) != 0; }, 5s))
+      << "the monitor or capsuled still runs after stop";
+  // Nothing may outlive the test (checked by name, so a recycled pid is never hit).
+  if (comm_of(second) == "capsuled") ::kill(second, SIGKILL);
+  if (comm_of(monitor) == "capsule-service" || comm_of(monitor) == "bash") ::kill(monitor, SIGKILL);
+  if (comm_of(ovsdb) == "ovsdb-server") ::kill(ovsdb, SIGTERM);
 }
 
 }  // namespace

@@ -72,4 +72,22 @@ VmStats stats_of(Datapath& dp, const std::string& vm) {
   return s.ok() ? s.value() : VmStats{};
 }
 
+bool delivery_settled(Datapath& dp, const std::string& vm, std::chrono::milliseconds timeout) {
+  auto seen = [&] {
+    const auto s = stats_of(dp, vm);
+    return s.to_vm_packets + s.ring_full_drops + s.vhost_enqueue_drops + s.not_connected_drops + s.to_vm_drops_red +
+           s.to_vm_drops_yellow + s.to_vm_drops_pps;
+  };
+  uint64_t last = seen();
+  auto since = std::chrono::steady_clock::now();
+  return testkit::wait_until([&] {
+    const uint64_t now = seen();
+    if (now != last) {
+      last = now;
+      since = std::chrono::steady_clock::now();
+    }
+    return std::chrono::steady_clock::now() - since >= std::chrono::milliseconds(50);
+  }, timeout);
+}
+
 }  // namespace capsule::pmd::testing

@@ -87,4 +87,8 @@ class DatapathTest : public ::testing::Test {
 // Sum of counters over a window: rates from two stats snapshots.
 VmStats stats_of(Datapath& dp, const std::string& vm);
 
+// Waits until nothing more arrives for `vm` (what it was delivered and what
+// was dropped on the way stay the same for 50 ms): in-flight frames are in.
+bool delivery_settled(Datapath& dp, const std::string& vm, std::chrono::milliseconds timeout);
+
 }  // namespace capsule::pmd::testing

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <thread>
 
+#include "capsule/rsv/reservation.h"
 #include "pmd_fixture.h"
 
 namespace capsule::pmd::testing {
@@ -41,7 +42,13 @@ TEST_P(PmdPolicer, HoldsItsRateAtTwiceTheOfferedLoad) {
   VmProcess a(dir, "a", dir.file("a.sock"), kMacA,
               {"--mode", "tx", "--dst", kMacB, "--size", std::to_string(kFrame), "--rate", std::to_string(offered)});
   ASSERT_TRUE(a.wait_ready());
-  std::this_thread::sleep_for(700ms);  // the initial burst (cbs) is spent
+  // The initial burst (cbs) is spent once the policer drops.
+  auto drops_so_far = [&] {
+    auto s = stats_of(*dp, pc.on_to_vm ? "b" : "a");
+    return pc.on_to_vm ? s.to_vm_drops_yellow + s.to_vm_drops_red + s.to_vm_drops_pps
+                       : s.from_vm_drops_yellow + s.from_vm_drops_red + s.from_vm_drops_pps;
+  };
+  ASSERT_TRUE(testkit::wait_until([&] { return drops_so_far() > 0; }, 5s)) << pc.name << ": the policer never dropped";
   // Frames the policer saw (passed + dropped) and frames that passed.
   auto seen_passed = [&] {
     auto s = stats_of(*dp, pc.on_to_vm ? "b" : "a");
@@ -58,7 +65,7 @@ TEST_P(PmdPolicer, HoldsItsRateAtTwiceTheOfferedLoad) {
   for (int window = 0; window < 3; ++window) {
     const auto [s0, p0] = seen_passed();
     const auto t0 = std::chrono::steady_clock::now();
-    std::this_thread::sleep_for(2s);
+    std::this_thread::sleep_for(2s);  // the measurement window
     const auto [s1, p1] = seen_passed();
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     rate = double(p1 - p0) / secs;
@@ -113,6 +120,119 @@ INSTANTIATE_TEST_SUITE_P(
         PolicerCase{"PacketRate", from_vm({}, PacketPolicerConfig{1000, 16}), 1000, false}),
     [](const auto& p) { return p.param.name; });
 
+// In capsules, as capsuled runs a VM: the sender's vCPU (1 ms of 20 ms,
+// far less than sending 20 kpps takes) and both datapath threads are
+// SCHED_DEADLINE. The sender then works in one stretch per period and its
+// frames arrive in bursts of a period's worth, several times the policed
+// rate on average. The policer must pass its configured rate within 2 %
+// whatever its burst, down to one frame (issue 12), and drop the rest by
+// colour. With max_wait_us = 0 (policing on dequeue, as OVS's PMD does)
+// the same set-up passes far less: the check that the bursts are there.
+struct CapsuleCase {
+  std::string name;
+  VmQos qos;
+  double expected;  // frames per second that pass
+  bool on_to_vm;
+};
+void PrintTo(const CapsuleCase& c, std::ostream* os) { *os << c.name; }
+
+class PmdPolicerInCapsule : public DatapathTest, public ::testing::WithParamInterface<CapsuleCase> {
+ protected:
+  // Frames per second the policer passed over `window`.
+  double passed_rate(const CapsuleCase& pc, std::chrono::milliseconds window) {
+    auto passed = [&] {
+      auto s = stats_of(*dp, pc.on_to_vm ? "b" : "a");
+      return pc.on_to_vm ? s.to_vm_packets : s.from_vm_packets;
+    };
+    const uint64_t p0 = passed();
+    const auto t0 = std::chrono::steady_clock::now();
+    std::this_thread::sleep_for(window);  // the measurement window
+    const uint64_t p1 = passed();
+    return double(p1 - p0) / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  // Runs the case; returns the passed rate.
+  double run(const CapsuleCase& pc) {
+    auto a_cfg = vm_config("a", dir.file("a.sock"), kMacA);
+    auto b_cfg = vm_config("b", dir.file("b.sock"), kMacB);
+    (pc.on_to_vm ? b_cfg : a_cfg).qos = pc.qos;
+    EXPECT_TRUE(dp->add_vm(a_cfg).ok());
+    EXPECT_TRUE(dp->add_vm(b_cfg).ok());
+    VmProcess b(dir, "b", dir.file("b.sock"), kMacB, {"--mode", "count"});
+    EXPECT_TRUE(b.wait_ready()) << b.output();
+    VmProcess a(dir, "a", dir.file("a.sock"), kMacA,
+                {"--mode", "tx", "--dst", kMacB, "--size", std::to_string(kFrame), "--rate", "20000"});
+    EXPECT_TRUE(a.wait_ready()) << a.output();
+    using namespace std::chrono;
+    auto r = rsv::VmReservation::apply(rsv::VmReservationSpec{
+        "policed", 20ms, 0ns, false,
+        {{a.vcpu_tid(), 1ms, -1, "vcpu0"}, {dp->pmd_tid("a").value(), 4ms, -1, "pmd-a"},
+         {dp->pmd_tid("b").value(), 4ms, -1, "pmd-b"}}});
+    if (!r) {
+      ADD_FAILURE() << "cannot reserve: " << r.error().message;
+      return 0;
+    }
+    // Until the queue that may wait has filled: the policer drops.
+    auto drops_so_far = [&] {
+      auto s = stats_of(*dp, pc.on_to_vm ? "b" : "a");
+      return pc.on_to_vm ? s.to_vm_drops_yellow + s.to_vm_drops_red + s.to_vm_drops_pps
+                         : s.from_vm_drops_yellow + s.from_vm_drops_red + s.from_vm_drops_pps;
+    };
+    EXPECT_TRUE(testkit::wait_until([&] { return drops_so_far() > 0; }, 5s)) << pc.name << ": the policer never dropped";
+    const auto s0 = stats_of(*dp, pc.on_to_vm ? "b" : "a");
+    const double rate = passed_rate(pc, 3s);
+    const auto s1 = stats_of(*dp, pc.on_to_vm ? "b" : "a");
+    const uint64_t drops = pc.on_to_vm ? (s1.to_vm_drops_red + s1.to_vm_drops_yellow + s1.to_vm_drops_pps) -
+                                             (s0.to_vm_drops_red + s0.to_vm_drops_yellow + s0.to_vm_drops_pps)
+                                       : (s1.from_vm_drops_red + s1.from_vm_drops_yellow + s1.from_vm_drops_pps) -
+                                             (s0.from_vm_drops_red + s0.from_vm_drops_yellow + s0.from_vm_drops_pps);
+    // The sender offered clearly more than the rate: the rest was dropped.
+    EXPECT_GT(double(drops), pc.expected) << pc.name << ": the policer dropped too little of what really exceeded it";
+    std::printf("%s: %.0f frames/s passed of %.0f configured (%+.2f %%), %.0f dropped/s, %lu policer wake-ups\n",
+                pc.name.c_str(), rate, pc.expected, 100 * (rate / pc.expected - 1), double(drops) / 3,
+                (unsigned long)(s1.wakeups_by_policer - s0.wakeups_by_policer));
+    return rate;
+  }
+};
+
+TEST_P(PmdPolicerInCapsule, PassesItsRateWithinTwoPercentWhateverTheBurst) {
+  const CapsuleCase& pc = GetParam();
+  const double rate = run(pc);
+  EXPECT_NEAR(rate, pc.expected, 0.02 * pc.expected) << pc.name;
+}
+
+TEST_F(PmdPolicerInCapsule, PolicingOnDequeueAsOvsDoesLosesTheRateInTheSameSetUp) {
+  VmQos q;
+  q.from_vm.bytes = BytePolicerConfig::egress_policer(1'000'000, 1518);
+  q.max_wait_us = 0;
+  const double expected = 1e6 / kPolicedBytes;
+  EXPECT_LT(run({"EgressPolicerOnDequeue", q, expected, false}), 0.9 * expected)
+      << "the sender did not send in bursts: the set-up no longer tests what it should";
+}
+
+VmQos capsule_qos(BytePolicerConfig b, PacketPolicerConfig p = {}, bool to = false) {
+  VmQos q;
+  (to ? q.to_vm : q.from_vm).bytes = b;
+  (to ? q.to_vm : q.from_vm).packets = p;
+  return q;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Bursts, PmdPolicerInCapsule,
+    ::testing::Values(
+        // egress-policer 1 MB/s = 1014 frames/s; bursts of one frame and of 20
+        CapsuleCase{"EgressPolicerOneFrame", capsule_qos(BytePolicerConfig::egress_policer(1'000'000, 1518)),
+                    1e6 / kPolicedBytes, false},
+        CapsuleCase{"EgressPolicer20kB", capsule_qos(BytePolicerConfig::egress_policer(1'000'000, 20'000)),
+                    1e6 / kPolicedBytes, false},
+        CapsuleCase{"TrtcmPolicerOneFrame",
+                    capsule_qos(BytePolicerConfig::trtcm_policer(500'000, 1518, 500'000, 1518)), 1e6 / kPolicedBytes,
+                    false},
+        CapsuleCase{"PacketRateOnePacket", capsule_qos({}, PacketPolicerConfig{1000, 1}), 1000, false},
+        // ingress policing 8000 kbps, burst 13 kb (1625 bytes: one frame), on what B receives
+        CapsuleCase{"IngressPolicingOneFrame", capsule_qos(BytePolicerConfig::ingress_policing(8000, 13), {}, true),
+                    1e6 / kPolicedBytes, true}),
+    [](const auto& p) { return p.param.name; });
+
 TEST_F(PmdPolicerConfig, SetQosReplacesThePolicerWhileTrafficFlows) {
   ASSERT_TRUE(dp->add_vm(vm_config("a", dir.file("a.sock"), kMacA)).ok());
   ASSERT_TRUE(dp->add_vm(vm_config("b", dir.file("b.sock"), kMacB)).ok());
@@ -120,14 +240,15 @@ TEST_F(PmdPolicerConfig, SetQosReplacesThePolicerWhileTrafficFlows) {
   ASSERT_TRUE(b.wait_ready());
   VmProcess a(dir, "a", dir.file("a.sock"), kMacA, {"--mode", "tx", "--dst", kMacB, "--rate", "2000"});
   ASSERT_TRUE(a.wait_ready());
-  std::this_thread::sleep_for(300ms);
+  // 600 frames flow without a policer and without a drop.
+  ASSERT_TRUE(testkit::wait_until([&] { return stats_of(*dp, "a").from_vm_packets >= 600; }, 5s));
   EXPECT_EQ(stats_of(*dp, "a").from_vm_drops_pps, 0u);
   ASSERT_TRUE(dp->set_qos("a", from_vm({}, PacketPolicerConfig{500, 8})).ok());
-  std::this_thread::sleep_for(500ms);
-  EXPECT_GT(stats_of(*dp, "a").from_vm_drops_pps, 300u);
+  EXPECT_TRUE(testkit::wait_until([&] { return stats_of(*dp, "a").from_vm_drops_pps > 300; }, 5s));
   ASSERT_TRUE(dp->set_qos("a", VmQos{}).ok());
-  const uint64_t d = stats_of(*dp, "a").from_vm_drops_pps;
-  std::this_thread::sleep_for(300ms);
+  // Without the policer the next 600 frames pass, none dropped.
+  const uint64_t d = stats_of(*dp, "a").from_vm_drops_pps, p = stats_of(*dp, "a").from_vm_packets;
+  ASSERT_TRUE(testkit::wait_until([&] { return stats_of(*dp, "a").from_vm_packets >= p + 600; }, 5s));
   EXPECT_EQ(stats_of(*dp, "a").from_vm_drops_pps, d);
 }
 

@@ -59,7 +59,7 @@ double idle_cpu_percent(Datapath& dp, const std::string& vm, double secs) {
   const pid_t tid = dp.pmd_tid(vm).value();
   const uint64_t c0 = tid_cpu_ns(getpid(), tid);
   const auto t0 = std::chrono::steady_clock::now();
-  std::this_thread::sleep_for(std::chrono::duration<double>(secs));
+  std::this_thread::sleep_for(std::chrono::duration<double>(secs));  // the measurement window
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return 100.0 * double(tid_cpu_ns(getpid(), tid) - c0) / 1e9 / wall;
 }
@@ -70,7 +70,8 @@ TEST_F(PmdThread, InterruptModeSleepsWhenIdleAndWakesForTraffic) {
   VmProcess b(dir, "b", dir.file("b.sock"), kMacB, {"--mode", "count"});
   auto a = std::make_unique<VmProcess>(dir, "a", dir.file("a.sock"), kMacA, std::vector<std::string>{"--mode", "count"});
   ASSERT_TRUE(b.wait_ready() && a->wait_ready());
-  std::this_thread::sleep_for(300ms);
+  // Measure once A's thread has gone idle: it has blocked.
+  ASSERT_TRUE(testkit::wait_until([&] { return stats_of(*dp, "a").blocks > 0; }, 5s));
   const double idle = idle_cpu_percent(*dp, "a", 2.0);
   const auto s0 = stats_of(*dp, "a");
   EXPECT_LE(idle, 2.0) << "an idle VM's PMD thread used " << idle << " % of a CPU; blocks " << s0.blocks

@@ -36,6 +36,12 @@ class PartitionSet {
   // Makes (or re-uses) the partition of `cpu` and takes one reference on it.
   // Refuses to partition the last core that is not a partition.
   Result<std::string> acquire(int cpu);
+  // Takes a reference on a partition a previous owner made (journal
+  // adoption): re-used as it is when its cpuset exists, made anew if not.
+  Result<std::string> adopt(int cpu);
+  // Makes the partition's cpuset again if it was removed from outside
+  // (references unchanged). The core must hold a reference.
+  Status ensure(int cpu);
   // Drops one reference; the last one moves any remaining threads back to
   // the root cpuset and removes the partition.
   Status release(int cpu);
@@ -49,10 +55,16 @@ class PartitionSet {
   // Removes capsule-* cpusets that a crashed owner left behind (only those
   // with no tasks) and restores the root's load balancing. Returns what it
   // removed.
+  // A cpuset that is not capsule's, directly under the root, whose cpus
+  // include `cpu` (libvirt's /machine, say): as "/name (cpus 0-1)", or "".
+  // While one exists, the core cannot become an exclusive partition.
+  static std::string foreign_cpuset_holding(int cpu, const CpusetFs& fs = CpusetFs::detect());
   static Result<std::vector<std::string>> cleanup_stale(const CpusetFs& fs = CpusetFs::detect());
 
  private:
   Status remove_locked(int cpu);
+  // The cpuset of `cpu`'s partition, exclusive, with the root unbalanced.
+  Status make_partition_locked(int cpu);
   Status update_system_cpuset_locked();
 
   CpusetFs fs_;

@@ -9,15 +9,30 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "capsule/result.h"
+#include "capsule/rsv/journal.h"
 #include "capsule/rsv/partition.h"
 #include "capsule/rsv/spec.h"
 #include "capsule/rsv/thread_state.h"
 
 namespace capsule::rsv {
+
+// Called with every thread a change may touch (and its original state)
+// after the threads were read and before the kernel is changed; an error
+// stops the change before anything happened (see journal.h).
+using JournalHook = std::function<Status(const std::vector<JournalThread>& threads)>;
+
+// What adopting a journal record found, thread by thread.
+struct AdoptReport {
+  std::vector<std::string> adopted;  // "vcpu0 tid 123"
+  std::vector<std::string> gone;     // exited (or its tid now names another thread)
+  std::vector<std::string> not_ours; // not SCHED_DEADLINE now: never applied, or changed by hand
+};
 
 class VmReservation {
  public:
@@ -27,7 +42,17 @@ class VmReservation {
   // state back and the error names the thread and the cause. `partitions` is
   // needed only for threads with a cpu >= 0.
   static Result<std::unique_ptr<VmReservation>> apply(const VmReservationSpec& spec,
-                                                      PartitionSet* partitions = nullptr);
+                                                      PartitionSet* partitions = nullptr,
+                                                      const JournalHook& journal = nullptr);
+
+  // Takes over a reservation that a previous owner (a crashed capsuled) put
+  // in force, from its journal record: threads that still live and are
+  // SCHED_DEADLINE become members, with the original state the journal kept
+  // (so release() restores what they had before capsule, not what they have
+  // now); the kernel is not changed. Partitioned members re-take their
+  // partition. ENOENT when no thread of the record is left to adopt.
+  static Result<std::unique_ptr<VmReservation>> adopt(const JournalVm& record, PartitionSet* partitions,
+                                                      AdoptReport* report);
 
   ~VmReservation();  // release()
   VmReservation(const VmReservation&) = delete;
@@ -37,7 +62,18 @@ class VmReservation {
   // get the new parameters, dropped threads are restored, new ones applied.
   // Shrinking happens before growing so the kernel's total never peaks above
   // both. On failure the old spec is back in force.
-  Status change(const VmReservationSpec& spec);
+  Status change(const VmReservationSpec& spec, const JournalHook& journal = nullptr);
+
+  // Compares the kernel with what this reservation put in force (policy and
+  // parameters, partition cpuset) and names every difference: a thread an
+  // operator changed by hand, a partition removed. Exited threads are not
+  // drift (the VM is leaving).
+  std::vector<std::string> drift() const;
+  // Puts the reservation back in force where drift() found differences.
+  Status repair();
+
+  // Every member with its original state: what the journal records.
+  std::vector<JournalThread> journal_threads() const;
 
   // Restores every thread. Idempotent. Threads that exited are skipped.
   Status release();

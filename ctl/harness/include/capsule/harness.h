@@ -50,6 +50,10 @@ class Ovsdb {
   // Stops the server (SIGTERM) and starts it again on the same database file.
   void stop();
   Status restart();
+  // SIGKILL, as a crash (its socket file stays, as a crash leaves it), then
+  // reaped; start_again() brings it back on the same database file.
+  void crash();
+  Status start_again() { return launch(); }
 
  private:
   Status launch();
@@ -83,6 +87,8 @@ class Capsuled {
   pid_t datapathd_pid() const;
   std::string datapathd_socket() const { return dir_ + "/datapathd.sock"; }
   std::string datapathd_log() const { return dir_ + "/datapathd.log"; }
+  // SIGKILL, as a crash: capsuled cleans nothing up. Reaps it; the wait status.
+  int crash();
 
  private:
   std::unique_ptr<testkit::ChildProcess> proc_;

@@ -100,9 +100,22 @@ struct DirectionQos {
 // applies QoS (egress-policer) to packets it sends *to* the VM and
 // ingress_policing_rate to packets it receives *from* the VM; capsuled picks
 // the direction explicitly here, so both readings can be served.
+//
+// A frame a policer cannot pass yet waits for its tokens, in the VM's own
+// virtio tx ring (from_vm: back-pressure, as behind a NIC that shapes) or in
+// the datapath's ring for the VM (to_vm), up to about `max_wait_us`; the
+// thread sleeps until the tokens come. So a policer passes its rate
+// although the VM's thread runs in stretches (a capsule) and although a VM
+// in a capsule sends in bursts of a period's worth, whatever the policer's
+// burst. Traffic that really exceeds the rate is dropped, as OVS's policers
+// drop it, by colour: what would wait longer than max_wait_us (or fill more
+// than half of the ring) goes. 0: nothing waits, every frame is policed
+// when it is taken, exactly as OVS's PMD does. The default covers a capsule
+// period of up to 100 ms.
 struct VmQos {
   DirectionQos from_vm;
   DirectionQos to_vm;
+  uint32_t max_wait_us = 100'000;
 };
 
 struct VmConfig {
@@ -145,6 +158,8 @@ struct VmStats {
   uint64_t wakeups_by_kick = 0;     // ... woken by the VM's kick
   uint64_t wakeups_by_ring = 0;     // ... woken by the rx ring eventfd
   uint64_t wakeups_by_room = 0;     // ... woken by the VM refilling its rx ring
+  uint64_t wakeups_by_policer = 0;  // ... woken when tokens came for frames waiting
+                                    // for the policer (VmQos::max_wait_us)
   uint64_t sleeps = 0;              // sleep policy
   uint64_t yields = 0;              // yield policy
   double cycles_per_packet = 0;     // busy_cycles / (from_vm + to_vm packets)
