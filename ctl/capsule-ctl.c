@@ -36,6 +36,7 @@
 #include "ovsdb-data.h"
 #include "ovsdb-idl.h"
 #include "process.h"
+#include "qos/qos-rules.h"
 #include "smap.h"
 #include "stream.h"
 #include "stream-ssl.h"
@@ -651,34 +652,6 @@ cmd_del_port(struct ctl_context *ctx)
     }
 }
 
-/* Keys each QoS type takes; values are non-negative integers. */
-static const char *
-qos_keys(const char *type)
-{
-    if (!strcmp(type, "egress-policer")) {
-        return "cir cbs";
-    } else if (!strcmp(type, "trtcm-policer")) {
-        return "cir cbs eir ebs";
-    } else if (!strcmp(type, "pkt-policer")) {
-        return "pir pbs";
-    }
-    return NULL;
-}
-
-static bool
-key_in_list(const char *key, const char *list)
-{
-    size_t n = strlen(key);
-    for (const char *p = list; *p;) {
-        const char *end = strchrnul(p, ' ');
-        if ((size_t) (end - p) == n && !strncmp(p, key, n)) {
-            return true;
-        }
-        p = *end ? end + 1 : end;
-    }
-    return false;
-}
-
 static void
 cmd_set_qos(struct ctl_context *ctx)
 {
@@ -692,26 +665,48 @@ cmd_set_qos(struct ctl_context *ctx)
         capsulerec_port_set_qos(port, NULL);
         return;
     }
-    const char *keys = qos_keys(type);
-    if (!keys) {
-        ctl_error(ctx, "unknown QoS type \"%s\" (egress-policer, trtcm-policer, "
-                  "pkt-policer or none)", type);
+    if (!capsule_qos_keys(type)) {
+        ctl_error(ctx, "unknown QoS type \"%s\" (%s or none)", type, capsule_qos_type_list());
         return;
     }
+    /* Every rule (keys, values, ranges, required keys) is the one capsuled
+     * applies to rows from any client (qos/qos-rules.h): nothing is written
+     * unless all of it holds. */
     struct smap config = SMAP_INITIALIZER(&config);
+    char err[256];
     for (int i = 3; i < ctx->argc; i++) {
         const char *eq = strchr(ctx->argv[i], '=');
-        char *key = eq ? xmemdup0(ctx->argv[i], eq - ctx->argv[i]) : NULL;
-        unsigned long long value;
-        if (!key || !key_in_list(key, keys) || !str_to_ullong(eq + 1, 10, &value)) {
-            ctl_error(ctx, "%s: \"%s\" is not KEY=VALUE with KEY one of %s and "
-                      "VALUE a non-negative integer", type, ctx->argv[i], keys);
+        if (!eq || eq == ctx->argv[i]) {
+            ctl_error(ctx, "%s: \"%s\" is not KEY=VALUE (keys: %s)", type, ctx->argv[i], capsule_qos_keys(type));
+            smap_destroy(&config);
+            return;
+        }
+        char *key = xmemdup0(ctx->argv[i], eq - ctx->argv[i]);
+        uint64_t value;
+        if (capsule_qos_parse(type, key, eq + 1, &value, err, sizeof err)) {
+            ctl_error(ctx, "%s", err);
             free(key);
             smap_destroy(&config);
             return;
         }
         smap_replace(&config, key, eq + 1);
         free(key);
+    }
+    const char **keys = xmalloc((smap_count(&config) + 1) * sizeof *keys);
+    const char **values = xmalloc((smap_count(&config) + 1) * sizeof *values);
+    size_t n = 0;
+    const struct smap_node *node;
+    SMAP_FOR_EACH (node, &config) {
+        keys[n] = node->key;
+        values[n++] = node->value;
+    }
+    int bad = capsule_qos_check(type, n, keys, values, err, sizeof err);
+    free(keys);
+    free(values);
+    if (bad) {
+        ctl_error(ctx, "%s", err);
+        smap_destroy(&config);
+        return;
     }
     struct capsulerec_qos *qos = capsulerec_qos_insert(ctx->txn);
     capsulerec_qos_set_type(qos, type);

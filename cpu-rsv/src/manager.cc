@@ -122,7 +122,9 @@ Status ReservationManager::release(const std::string& name) {
 }
 
 void ReservationManager::release_all() {
-  while (!vms_.empty()) (void)release(vms_.begin()->first);
+  // A copy: release() erases the map entry the key would refer to (ASan
+  // caught the use after free, scripts/test --sanitize).
+  while (!vms_.empty()) (void)release(std::string(vms_.begin()->first));
 }
 
 const VmReservation* ReservationManager::find(const std::string& name) const {

@@ -16,6 +16,8 @@
 #include "capsule/rsv/spec.h"
 #include "net_budget.h"
 #include "port_link.h"
+#include "qos/qos-rules.h"
+#include "vhost_path_check.h"
 
 namespace capsule::agent {
 namespace {
@@ -53,12 +55,6 @@ bool same_threads(const rsv::VmReservationSpec& a, const rsv::VmReservationSpec&
         a.threads[i].role != b.threads[i].role)
       return false;
   return true;
-}
-
-Result<uint64_t> parse_u64(const std::string& key, const std::string& text) {
-  if (text.empty() || text.find_first_not_of("0123456789") != std::string::npos || text.size() > 19)
-    return Error{"QoS " + key + "=\"" + text + "\" is not a non-negative integer", EINVAL};
-  return std::stoull(text);
 }
 
 std::string describe(const rsv::VmReservationSpec& spec) {
@@ -105,25 +101,13 @@ Result<PortConfig> port_from_row(const ovs::PortRow& row) {
   if (row.qos) {
     PolicerConfig pol;
     pol.type = row.qos->type;
-    std::vector<std::string> keys;
-    if (pol.type == "egress-policer")
-      keys = {"cir", "cbs"};
-    else if (pol.type == "trtcm-policer")
-      keys = {"cir", "cbs", "eir", "ebs"};
-    else if (pol.type == "pkt-policer")
-      keys = {"pir", "pbs"};
-    else
-      return Error{where + "QoS type \"" + pol.type + "\" is not supported", EINVAL};
-    for (const auto& [k, v] : row.qos->other_config) {
-      if (std::find(keys.begin(), keys.end(), k) == keys.end())
-        return Error{where + pol.type + " has no key \"" + k + "\"", EINVAL};
-      auto n = parse_u64(k, v);
-      if (!n) return Error{where + n.error().message, EINVAL};
-      pol.params[k] = *n;
-    }
-    const std::string rate_key = pol.type == "pkt-policer" ? "pir" : "cir";
-    if (!pol.params.count(rate_key))
-      return Error{where + pol.type + " needs " + rate_key + " (the committed rate)", EINVAL};
+    // The rules capsule-ctl applies too (qos/qos-rules.h), for rows from any client.
+    std::vector<const char*> keys, values;
+    for (const auto& [k, v] : row.qos->other_config) keys.push_back(k.c_str()), values.push_back(v.c_str());
+    char err[256];
+    if (capsule_qos_check(pol.type.c_str(), keys.size(), keys.data(), values.data(), err, sizeof err))
+      return Error{where + err, EINVAL};
+    for (const auto& [k, v] : row.qos->other_config) pol.params[k] = std::stoull(v);
     p.egress = pol;
   }
   p.ingress_kbps = uint64_t(row.ingress_policing_rate);
@@ -381,6 +365,8 @@ void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluat
     auto p = port_from_row(port);
     if (!p) {
       ps.status = {{"state", "rejected"}, {"reason", p.error().message}};
+    } else if (auto why = vhost_server_obstacle(p->vhost_path, p->vhost_client); !why.empty()) {
+      ps.status = {{"state", "rejected"}, {"reason", "port " + p->name + ": " + why}};
     } else if (!datapath_->attached()) {
       ps.status = {{"state", "not attached"}, {"reason", datapath_->detail()}};
     }

@@ -100,6 +100,16 @@ class Datapath {
   // A graceful stop of the agent: the datapath ends too (a datapath process
   // exits). A crash never calls this, so the datapath keeps forwarding.
   virtual void shutdown() {}
+  // Answers of capsule/pmd-stats-show [VM] and capsule/fdb-show: what the
+  // datapath's threads and forwarding table are doing. Datapaths without
+  // them say so.
+  virtual Result<std::string> pmd_stats_show(const std::string& /*vm*/) const {
+    return Error{"datapath " + name() + " has no PMD statistics" + (attached() ? "" : " (" + detail() + ")"), ENOTSUP};
+  }
+  virtual Result<std::string> fdb_show() const {
+    return Error{"datapath " + name() + " has no forwarding table" + (attached() ? "" : " (" + detail() + ")"),
+                 ENOTSUP};
+  }
 };
 
 // The stand-in while no datapath runs: attached() is false, detail() says why.

@@ -103,6 +103,9 @@ Runtime control: ovs-appctl -t <control socket> COMMAND, with COMMAND one of
   capsule/show             VMs, reservations as the kernel reports them, load
   capsule/stats            CPU use and budget use per thread
   capsule/reconcile        reconcile now and report
+  capsule/pmd-stats-show [VM]  each VM's datapath thread: traffic, drops by cause,
+                           busy/idle rounds, wake-ups (capsule datapath)
+  capsule/fdb-show         the forwarding table: port, MAC, age; its limits
   exit                     stop (threads restored, cpusets removed)
   vlog/list, vlog/set ...  OVS's logging commands
 With the default socket and --pidfile:
@@ -212,12 +215,16 @@ class Daemon {
   std::optional<std::string> ask_agent(std::function<std::string()> fn);
   // Replies to a unixctl request with what fn returns on the agent thread.
   void reply_from_agent(capsule_unixctl_conn* conn, std::function<std::string()> fn);
+  // The same for an answer that may be an error (replied as one).
+  void reply_result_from_agent(capsule_unixctl_conn* conn, std::function<Result<std::string>()> fn);
 
   // -- OVS thread --
   void ovs_main();
   static void cmd_show(capsule_unixctl_conn*, int, const char*[], void*);
   static void cmd_stats(capsule_unixctl_conn*, int, const char*[], void*);
   static void cmd_reconcile(capsule_unixctl_conn*, int, const char*[], void*);
+  static void cmd_pmd_stats_show(capsule_unixctl_conn*, int, const char*[], void*);
+  static void cmd_fdb_show(capsule_unixctl_conn*, int, const char*[], void*);
   static void cmd_exit(capsule_unixctl_conn*, int, const char*[], void*);
 
   Options opts_;
@@ -291,6 +298,33 @@ void Daemon::reply_from_agent(capsule_unixctl_conn* conn, std::function<std::str
     capsule_unixctl_reply(conn, text->c_str());
   else
     capsule_unixctl_reply_error(conn, "agent thread busy (no answer within 5 s)");
+}
+
+void Daemon::reply_result_from_agent(capsule_unixctl_conn* conn, std::function<Result<std::string>()> fn) {
+  auto failed = std::make_shared<bool>(false);
+  auto text = ask_agent([fn = std::move(fn), failed] {
+    auto r = fn();
+    if (r) return std::move(r.value());
+    *failed = true;
+    return r.error().message;
+  });
+  if (!text)
+    capsule_unixctl_reply_error(conn, "agent thread busy (no answer within 5 s)");
+  else if (*failed)
+    capsule_unixctl_reply_error(conn, text->c_str());
+  else
+    capsule_unixctl_reply(conn, text->c_str());
+}
+
+void Daemon::cmd_pmd_stats_show(capsule_unixctl_conn* conn, int argc, const char* argv[], void* aux) {
+  auto* d = static_cast<Daemon*>(aux);
+  const std::string vm = argc > 1 ? argv[1] : "";
+  d->reply_result_from_agent(conn, [d, vm] { return d->agent_->datapath().pmd_stats_show(vm); });
+}
+
+void Daemon::cmd_fdb_show(capsule_unixctl_conn* conn, int, const char*[], void* aux) {
+  auto* d = static_cast<Daemon*>(aux);
+  d->reply_result_from_agent(conn, [d] { return d->agent_->datapath().fdb_show(); });
 }
 
 void Daemon::cmd_show(capsule_unixctl_conn* conn, int, const char*[], void* aux) {
@@ -424,6 +458,8 @@ int Daemon::run() {
   capsule_unixctl_register("capsule/show", "", 0, 0, cmd_show, this);
   capsule_unixctl_register("capsule/stats", "", 0, 0, cmd_stats, this);
   capsule_unixctl_register("capsule/reconcile", "", 0, 0, cmd_reconcile, this);
+  capsule_unixctl_register("capsule/pmd-stats-show", "[VM]", 0, 1, cmd_pmd_stats_show, this);
+  capsule_unixctl_register("capsule/fdb-show", "", 0, 0, cmd_fdb_show, this);
   capsule_unixctl_register("exit", "", 0, 0, cmd_exit, this);
   log(CAPSULE_LOG_INFO, std::string("capsuled ") + kVersion + " starting: chassis " + opts_.chassis + ", database " +
                             opts_.db + ", control socket " + capsule_unixctl_path());

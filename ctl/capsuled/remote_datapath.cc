@@ -213,6 +213,18 @@ void RemoteDatapath::retain_only(const std::set<std::string>& vms) {
   adopted_.clear();
 }
 
+Result<std::string> RemoteDatapath::pmd_stats_show(const std::string& vm) const {
+  auto r = call({{"op", "pmd_stats_show"}, {"vm", vm}});
+  if (!r) return r.error();
+  return r->value("text", std::string());
+}
+
+Result<std::string> RemoteDatapath::fdb_show() const {
+  auto r = call({{"op", "fdb_show"}});
+  if (!r) return r.error();
+  return r->value("text", std::string());
+}
+
 void RemoteDatapath::shutdown() {
   if (exited_) return;
   stopping_ = true;  // its exit is expected now

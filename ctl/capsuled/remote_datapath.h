@@ -57,6 +57,8 @@ class RemoteDatapath final : public Datapath {
   bool adopted(const std::string& vm) const override { return adopted_.count(vm) > 0; }
   void retain_only(const std::set<std::string>& vms) override;
   void shutdown() override;
+  Result<std::string> pmd_stats_show(const std::string& vm) const override;
+  Result<std::string> fdb_show() const override;
 
   pid_t pid() const { return pid_; }
 

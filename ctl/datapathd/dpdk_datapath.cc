@@ -3,6 +3,7 @@
 #include <sstream>
 
 #include "capsule/wall_clock.h"
+#include "capsule/pmd/show.h"
 
 namespace capsule::agent {
 namespace {
@@ -158,6 +159,12 @@ std::optional<pid_t> CapsuleDpdkDatapath::pmd_tid(const std::string& vm) const {
   return *t;
 }
 
+Result<std::string> CapsuleDpdkDatapath::pmd_stats_show(const std::string& vm) const {
+  return pmd::format_pmd_stats(*dp_, vm);
+}
+
+Result<std::string> CapsuleDpdkDatapath::fdb_show() const { return pmd::format_fdb(*dp_); }
+
 Result<VmDatapathStats> CapsuleDpdkDatapath::stats(const std::string& vm) const {
   auto s = dp_->stats(vm);
   if (!s) return s.error();
@@ -168,6 +175,7 @@ Result<VmDatapathStats> CapsuleDpdkDatapath::stats(const std::string& vm) const 
   c.tx_bytes = s->to_vm_bytes;
   c.drops["policer_from_vm"] = s->from_vm_drops_yellow + s->from_vm_drops_red + s->from_vm_drops_pps;
   c.drops["policer_to_vm"] = s->to_vm_drops_yellow + s->to_vm_drops_red + s->to_vm_drops_pps;
+  c.drops["port_security"] = s->from_vm_drops_port_security;
   c.drops["ring_full"] = s->ring_full_drops;
   c.drops["vhost_enqueue"] = s->vhost_enqueue_drops;
   c.drops["not_connected"] = s->not_connected_drops;

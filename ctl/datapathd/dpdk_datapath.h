@@ -26,6 +26,8 @@ class CapsuleDpdkDatapath final : public Datapath {
   Status remove_vm(const std::string& vm) override;
   std::optional<pid_t> pmd_tid(const std::string& vm) const override;
   Result<VmDatapathStats> stats(const std::string& vm) const override;
+  Result<std::string> pmd_stats_show(const std::string& vm) const override;
+  Result<std::string> fdb_show() const override;
 
  private:
   std::unique_ptr<pmd::Datapath> dp_;

@@ -12,6 +12,8 @@
 //   {"op":"remove_vm","vm":NAME}     -> {"ok":true}
 //   {"op":"pmd_tid","vm":NAME}       -> {"ok":true,"tid":TID|null}
 //   {"op":"stats","vm":NAME}         -> {"ok":true,"stats":VmDatapathStats}
+//   {"op":"pmd_stats_show","vm":NAME|""} -> {"ok":true,"text":T}  (capsule/pmd-stats-show)
+//   {"op":"fdb_show"}                -> {"ok":true,"text":T}  (capsule/fdb-show)
 //   {"op":"shutdown"}                -> {"ok":true} once every VM is removed and the
 //                                       datapath stopped; then the daemon exits 0
 //   anything refused                 -> {"ok":false,"error":TEXT} and nothing changed

@@ -39,13 +39,19 @@ json Service::handle(const json& request) {
   if (op == "remove_vm") return remove_vm(request);
   if (op == "pmd_tid") return pmd_tid(request);
   if (op == "stats") return stats(request);
+  if (op == "pmd_stats_show" || op == "fdb_show") {  // capsule/pmd-stats-show, capsule/fdb-show
+    if (!dp_) return refusal("the datapath is not configured");
+    auto text = op == "fdb_show" ? dp_->fdb_show() : dp_->pmd_stats_show(request.value("vm", std::string()));
+    if (!text) return refusal(text.error().message);
+    return ok({{"text", *text}});
+  }
   if (op == "shutdown") {
     log_(LogLevel::kInfo, "shutdown requested: removing " + std::to_string(vms_.size()) + " VMs");
     stop();
     shutdown_ = true;
     return ok();
   }
-  return refusal("unknown op \"" + op + "\" (hello, list, configure, add_vm, remove_vm, pmd_tid, stats, shutdown)");
+  return refusal("unknown op \"" + op + "\" (hello, list, configure, add_vm, remove_vm, pmd_tid, stats, pmd_stats_show, fdb_show, shutdown)");
 }
 
 json Service::hello() const {

@@ -21,6 +21,7 @@ namespace capsule::pmd::detail {
 
 inline constexpr unsigned kMaxVms = 64;
 inline constexpr uint16_t kBurst = 32;
+inline constexpr unsigned kMaxSenders = kMaxVms + 1;  // every VM's thread and the dispatcher
 
 class Uplink;
 
@@ -32,6 +33,7 @@ inline void bump(std::atomic<uint64_t>& c, uint64_t v = 1) {
 struct alignas(64) PmdCounters {  // written by the VM's PMD thread only
   std::atomic<uint64_t> from_vm_packets{0}, from_vm_bytes{0}, to_vm_packets{0}, to_vm_bytes{0};
   std::atomic<uint64_t> from_vm_drops_yellow{0}, from_vm_drops_red{0}, from_vm_drops_pps{0};
+  std::atomic<uint64_t> from_vm_drops_port_security{0};
   std::atomic<uint64_t> to_vm_drops_yellow{0}, to_vm_drops_red{0}, to_vm_drops_pps{0};
   std::atomic<uint64_t> vhost_enqueue_drops{0}, not_connected_drops{0}, uplink_tx_drops{0};
   std::atomic<uint64_t> busy_iterations{0}, idle_iterations{0}, busy_cycles{0};
@@ -43,7 +45,13 @@ struct Vm {
   VmConfig cfg;
   unsigned slot = 0;
   uint16_t txq = 0;
-  rte_ring* ring = nullptr;  // packets for this VM (MP enqueue, SC dequeue)
+  // Packets for this VM: one single-producer ring per sender (rx_rings.h),
+  // at most ring_cap frames in all of them together.
+  std::array<std::atomic<rte_ring*>, kMaxSenders> in{};
+  std::atomic<uint64_t> in_ready[2]{};  // bit s: sender s's ring may have frames
+  alignas(64) std::atomic<int64_t> held{0};
+  int64_t ring_cap = 0;
+  unsigned next_sender = 0;  // the VM's thread only: where take_delivered starts
   int wake_fd = -1;          // eventfd: ring has packets / control wants attention
 
   // Device state, set by the vhost callbacks.
@@ -74,11 +82,12 @@ struct Vm {
   ~Vm() {
     delete policers.load();
     if (wake_fd >= 0) ::close(wake_fd);
-    if (ring) {
-      rte_mbuf* m;
-      while (rte_ring_sc_dequeue(ring, reinterpret_cast<void**>(&m)) == 0) rte_pktmbuf_free(m);
-      rte_ring_free(ring);
-    }
+    for (auto& r : in)
+      if (rte_ring* ring = r.exchange(nullptr)) {
+        rte_mbuf* m;
+        while (rte_ring_sc_dequeue(ring, reinterpret_cast<void**>(&m)) == 0) rte_pktmbuf_free(m);
+        rte_ring_free(ring);
+      }
   }
 
   void wake() {
@@ -99,19 +108,5 @@ struct Core {
 
   unsigned dispatcher_qsbr_id() const { return max_vms; }
 };
-
-// Hands packets to a VM's ring and kicks its thread when it is parked.
-// Frees (and counts) what does not fit.
-inline void deliver(Vm* dst, rte_mbuf** pkts, unsigned n) {
-  const unsigned done = rte_ring_mp_enqueue_burst(dst->ring, reinterpret_cast<void**>(pkts), n, nullptr);
-  if (done < n) {
-    rte_pktmbuf_free_bulk(pkts + done, n - done);
-    dst->ring_full_drops.fetch_add(n - done, std::memory_order_relaxed);
-  }
-  // Pairs with the consumer's parked.store + ring re-check: either it sees
-  // our packets or we see it parked.
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (done && dst->parked.load(std::memory_order_relaxed)) dst->wake();
-}
 
 }  // namespace capsule::pmd::detail

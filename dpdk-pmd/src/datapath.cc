@@ -17,6 +17,7 @@
 #include "core.h"
 #include "dispatcher.h"
 #include "pmd_thread.h"
+#include "rx_rings.h"
 #include "uplink.h"
 #include "vhost_port.h"
 
@@ -41,6 +42,8 @@ std::string to_string(PollPolicy p) {
   }
   return "?";
 }
+
+constexpr unsigned kMempoolCache = 256;  // per lcore; DPDK flushes above 1.5 times this
 
 struct Datapath::Impl {
   DatapathConfig cfg;
@@ -71,10 +74,59 @@ struct Datapath::Impl {
     pmd_thread_stop(vm);
     core.slots[vm->slot].store(nullptr, std::memory_order_release);
     core.fdb.remove_port(uint16_t(vm->slot));
-    // After this no other thread holds a pointer to vm (or its ring).
+    // After this no other thread holds a pointer to vm (or its rings).
     rte_rcu_qsbr_synchronize(core.qsbr, RTE_QSBR_THRID_INVALID);
+    disconnect_rings(vm);
     vhost_port_stop(vm);
-    vms.erase(it);  // ~Vm drains the ring
+    vms.erase(it);  // ~Vm drains its rings
+  }
+
+  // One single-producer ring from every sender to the new VM, and from the
+  // new VM to every other VM (rx_rings.h). All or nothing.
+  Status connect_rings(Vm* vm) {
+    std::vector<std::pair<Vm*, unsigned>> made;
+    auto add = [&](Vm* rx, unsigned sender) {
+      const std::string name = "cpmd_r" + std::to_string(instance) + "_" + std::to_string(generation++);
+      rte_ring* r = rte_ring_create(name.c_str(), cfg.ring_size, SOCKET_ID_ANY, RING_F_SP_ENQ | RING_F_SC_DEQ);
+      if (r) rx->in[sender].store(r, std::memory_order_release), made.emplace_back(rx, sender);
+      return r != nullptr;
+    };
+    bool ok = !core.uplink || add(vm, core.dispatcher_qsbr_id());
+    for (auto it = vms.begin(); ok && it != vms.end(); ++it)
+      ok = add(vm, it->second->slot) && add(it->second.get(), vm->slot);
+    if (ok) return Status::Ok();
+    const int err = rte_errno;
+    for (auto [rx, sender] : made) rte_ring_free(rx->in[sender].exchange(nullptr));  // never published
+    return Error{"VM '" + vm->cfg.name + "': cannot create its rx rings (" + rte_strerror(err) +
+                     "): lower ring_size or give DPDK more memory",
+                 err};
+  }
+
+  // Takes the rings from vm to the other VMs out of service (vm's thread has
+  // stopped), once their readers have moved on.
+  void disconnect_rings(Vm* vm) {
+    std::vector<std::pair<Vm*, rte_ring*>> gone;
+    for (const auto& [n, o] : vms)
+      if (o.get() != vm)
+        if (rte_ring* r = o->in[vm->slot].exchange(nullptr, std::memory_order_acq_rel)) gone.emplace_back(o.get(), r);
+    if (gone.empty()) return;
+    rte_rcu_qsbr_synchronize(core.qsbr, RTE_QSBR_THRID_INVALID);
+    for (auto [o, r] : gone) drain_ring(o, r);
+  }
+
+  // Mbufs one VM can tie up whatever it does: frames waiting for it (its rx
+  // rings together hold at most ring_size), frames waiting for room in its
+  // virtio ring and in its thread's hands, its thread's mempool cache, and
+  // its uplink tx queue. The pool backs every admitted VM's worst case, so a
+  // VM that stops draining takes only its own quota (DESIGN.md "Hostile VMs").
+  unsigned mbuf_quota() const {
+    return cfg.ring_size + 6 * kBurst + kMempoolCache * 3 / 2 + (core.uplink ? Uplink::kTxDesc : 0u);
+  }
+  // Mbufs the datapath itself needs: the uplink's rx descriptors and the
+  // dispatcher's burst and cache, the control thread's cache.
+  unsigned mbuf_reserve() const {
+    return kMempoolCache * 3 / 2 +
+           (core.uplink ? core.uplink->rx_queues() * Uplink::kRxDesc + kBurst + kMempoolCache * 3 / 2 : 0u);
   }
 
   Status check_vm(const VmConfig& v) const {
@@ -123,20 +175,32 @@ Result<std::unique_ptr<Datapath>> Datapath::create(const DatapathConfig& config)
     return Error{"max_vms must be 1.." + std::to_string(kMaxVms), EINVAL};
   if (config.ring_size < 64 || (config.ring_size & (config.ring_size - 1)))
     return Error{"ring_size " + std::to_string(config.ring_size) + " must be a power of two, at least 64", EINVAL};
-  if (config.mbufs < 1024) return Error{"mbufs must be at least 1024", EINVAL};
+  if (config.mbufs != 0 && config.mbufs < 1024) return Error{"mbufs must be 0 (derived) or at least 1024", EINVAL};
   if (config.dispatcher_poll.empty_polls == 0) return Error{"dispatcher empty_polls must be at least 1", EINVAL};
+  if (config.mac_table_size == 0 || config.mac_table_size > (1u << 20))
+    return Error{"mac_table_size " + std::to_string(config.mac_table_size) + " must be 1..1048576", EINVAL};
+  if (config.mac_vm_max == 0) return Error{"mac_vm_max must be at least 1", EINVAL};
   if (auto s = eal_init(config.eal); !s) return s.error();
 
   auto impl = std::make_unique<Impl>();
   impl->cfg = config;
   impl->instance = Impl::instances.fetch_add(1);
   impl->core.max_vms = config.max_vms;
+  impl->core.fdb.reset({config.mac_table_size, config.mac_aging_time, config.mac_vm_max});
   const std::string pool_name = "cpmd_pool_" + std::to_string(impl->instance);
-  impl->core.pool = rte_pktmbuf_pool_create(pool_name.c_str(), config.mbufs, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
+  // Derived: every slot's quota (with an uplink's tx queue if there is an
+  // uplink) and the uplink's rx descriptors.
+  const bool with_uplink = !config.uplink_devargs.empty();
+  const unsigned mbufs =
+      config.mbufs ? config.mbufs
+                   : config.max_vms * (config.ring_size + 6 * kBurst + kMempoolCache * 3 / 2 + (with_uplink ? Uplink::kTxDesc : 0u)) +
+                         kMempoolCache * 3 + (with_uplink ? config.max_vms * Uplink::kRxDesc + kBurst : 0u);  // rx queues <= max_vms
+  impl->cfg.mbufs = mbufs;
+  impl->core.pool = rte_pktmbuf_pool_create(pool_name.c_str(), mbufs, kMempoolCache, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
                                             SOCKET_ID_ANY);
   if (!impl->core.pool)
-    return Error{"cannot create a pool of " + std::to_string(config.mbufs) + " mbufs (" + rte_strerror(rte_errno) +
-                     "): lower DatapathConfig::mbufs or give DPDK more memory",
+    return Error{"cannot create a pool of " + std::to_string(mbufs) + " mbufs (" + rte_strerror(rte_errno) +
+                     "): lower DatapathConfig::mbufs (or max_vms, ring_size) or give DPDK more memory",
                  rte_errno};
   const size_t qsz = rte_rcu_qsbr_get_memsize(config.max_vms + 1);
   impl->core.qsbr = static_cast<rte_rcu_qsbr*>(rte_zmalloc("cpmd_qsbr", qsz, RTE_CACHE_LINE_SIZE));
@@ -174,23 +238,36 @@ Status Datapath::add_vm(const VmConfig& v) {
     return Error{"VM '" + v.name + "': all " + std::to_string(core.max_vms) + " VM slots are in use (DatapathConfig::max_vms)",
                  ENOSPC};
 
+  if (const uint64_t need = impl_->mbuf_reserve() + uint64_t(impl_->vms.size() + 1) * impl_->mbuf_quota();
+      need > impl_->cfg.mbufs)
+    return Error{"VM '" + v.name + "': the datapath's " + std::to_string(impl_->cfg.mbufs) + " mbufs cannot back " +
+                     std::to_string(impl_->vms.size() + 1) + " VMs of " + std::to_string(impl_->mbuf_quota()) +
+                     " each (rx ring " + std::to_string(impl_->cfg.ring_size) +
+                     " + uplink tx queue + frames in flight): a VM that stops draining would take mbufs its "
+                     "neighbours need; raise mbufs (" + std::to_string(need) + " needed) or lower ring_size",
+                 ENOSPC};
+
   auto vm = std::make_unique<Vm>();
   vm->cfg = v;
   vm->slot = unsigned(slot);
   vm->txq = core.uplink ? core.uplink->queue_for_slot(vm->slot) : 0;
   vm->policers.store(pol.value().release());
-  const std::string rname = "cpmd_r" + std::to_string(impl_->instance) + "_" + std::to_string(impl_->generation++);
-  vm->ring = rte_ring_create(rname.c_str(), impl_->cfg.ring_size, SOCKET_ID_ANY, RING_F_SC_DEQ);
-  if (!vm->ring) return Error{"VM '" + v.name + "': cannot create its rx ring (" + rte_strerror(rte_errno) + ")", rte_errno};
+  vm->ring_cap = impl_->cfg.ring_size;
+  if (auto s = impl_->connect_rings(vm.get()); !s) return s;
   vm->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (vm->wake_fd < 0) return errno_error("VM '" + v.name + "': eventfd", errno);
-  if (auto s = pmd_thread_start(&core, vm.get()); !s) return s;
+  if (auto s = pmd_thread_start(&core, vm.get()); !s) {
+    impl_->disconnect_rings(vm.get());
+    return s;
+  }
   if (!core.fdb.configure(v.mac.u64(), uint16_t(slot))) {
     pmd_thread_stop(vm.get());
+    impl_->disconnect_rings(vm.get());
     return Error{"VM '" + v.name + "': MAC " + v.mac.str() + " is configured elsewhere (table full?)", EADDRINUSE};
   }
   if (auto s = vhost_port_start(vm.get()); !s) {
     pmd_thread_stop(vm.get());
+    impl_->disconnect_rings(vm.get());
     core.fdb.remove_port(uint16_t(slot));
     return s;
   }
@@ -247,6 +324,7 @@ Result<VmStats> Datapath::stats(const std::string& name) const {
   s.from_vm_drops_yellow = r(c.from_vm_drops_yellow);
   s.from_vm_drops_red = r(c.from_vm_drops_red);
   s.from_vm_drops_pps = r(c.from_vm_drops_pps);
+  s.from_vm_drops_port_security = r(c.from_vm_drops_port_security);
   s.to_vm_drops_yellow = r(c.to_vm_drops_yellow);
   s.to_vm_drops_red = r(c.to_vm_drops_red);
   s.to_vm_drops_pps = r(c.to_vm_drops_pps);
@@ -297,11 +375,18 @@ std::vector<Datapath::FdbEntry> Datapath::fdb() const {
   std::map<unsigned, std::string> by_slot;
   for (const auto& [n, vm] : impl_->vms) by_slot[vm->slot] = n;
   std::vector<FdbEntry> out;
-  impl_->core.fdb.for_each([&](uint64_t mac, uint16_t port, bool cfg) {
-    FdbEntry e{MacAddr::from_u64(mac), port == kUplinkPort ? "uplink" : by_slot.count(port) ? by_slot[port] : "?", cfg};
+  impl_->core.fdb.for_each([&](uint64_t mac, uint16_t port, bool cfg, uint32_t age_s) {
+    FdbEntry e{MacAddr::from_u64(mac), port == kUplinkPort ? "uplink" : by_slot.count(port) ? by_slot[port] : "?", cfg,
+               age_s};
     out.push_back(e);
   });
   return out;
+}
+
+Datapath::FdbSummary Datapath::fdb_summary() const {
+  const auto& t = impl_->core.fdb;
+  return FdbSummary{t.learned_entries(), t.evictions(), t.refusals(), t.limits().table_size, t.limits().aging_s,
+                    t.limits().vm_port_max};
 }
 
 }  // namespace capsule::pmd

@@ -7,6 +7,7 @@
 #include <sys/syscall.h>
 #include <time.h>
 
+#include "rx_rings.h"
 #include "uplink.h"
 
 namespace capsule::pmd::detail {
@@ -47,7 +48,7 @@ void Dispatcher::flood(rte_mbuf* m) {
     return;
   }
   if (n > 1) rte_mbuf_refcnt_update(m, int16_t(n - 1));
-  for (unsigned i = 0; i < n; ++i) deliver(targets[i], &m, 1);
+  for (unsigned i = 0; i < n; ++i) deliver(targets[i], core_->dispatcher_qsbr_id(), &m, 1);
 }
 
 void Dispatcher::dispatch(rte_mbuf** pkts, uint16_t n) {
@@ -76,13 +77,13 @@ void Dispatcher::dispatch(rte_mbuf** pkts, uint16_t n) {
       continue;
     }
     if (d != cur && nb) {
-      deliver(cur, batch, nb);
+      deliver(cur, core_->dispatcher_qsbr_id(), batch, nb);
       nb = 0;
     }
     cur = d;
     batch[nb++] = m;
   }
-  if (nb) deliver(cur, batch, nb);
+  if (nb) deliver(cur, core_->dispatcher_qsbr_id(), batch, nb);
   bump(rx_packets, n);
   if (no_vm) bump(rx_no_vm, no_vm);
 }

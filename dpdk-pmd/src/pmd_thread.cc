@@ -23,6 +23,8 @@
 #include <future>
 
 #include "policed_input.h"
+#include "port_security.h"
+#include "rx_rings.h"
 #include "uplink.h"
 
 namespace capsule::pmd::detail {
@@ -46,14 +48,13 @@ struct GuestTxInput {
   unsigned capacity() { return size; }
 };
 
-// The datapath's ring for the VM as a policed input.
-struct VmRingInput {
-  rte_ring* ring;
-  unsigned take(rte_mbuf** m, unsigned n) {
-    return rte_ring_sc_dequeue_burst(ring, reinterpret_cast<void**>(m), n, nullptr);
-  }
-  unsigned backlog() { return rte_ring_count(ring); }
-  unsigned capacity() { return rte_ring_get_capacity(ring); }
+// What the other threads delivered to the VM (its senders' rings, see
+// rx_rings.h) as a policed input.
+struct DeliveredInput {
+  Vm* vm;
+  unsigned take(rte_mbuf** m, unsigned n) { return take_delivered(vm, m, n); }
+  unsigned backlog() { return unsigned(std::max<int64_t>(0, vm->held.load(std::memory_order_relaxed))); }
+  unsigned capacity() { return unsigned(vm->ring_cap); }
 };
 
 class Pmd {
@@ -157,7 +158,7 @@ void Pmd::to_vm_bucket(Vm* dst, rte_mbuf* m) {
       return;
     }
   if (nbuckets_ == std::size(buckets_)) {
-    deliver(dst, &m, 1);
+    deliver(dst, qid_, &m, 1);
     return;
   }
   buckets_[nbuckets_++] = Bucket{dst, 1, {m}};
@@ -184,7 +185,7 @@ void Pmd::flood(rte_mbuf* m) {
 }
 
 void Pmd::flush() {
-  for (unsigned i = 0; i < nbuckets_; ++i) deliver(buckets_[i].dst, buckets_[i].m, buckets_[i].n);
+  for (unsigned i = 0; i < nbuckets_; ++i) deliver(buckets_[i].dst, qid_, buckets_[i].m, buckets_[i].n);
   nbuckets_ = 0;
   if (nup_) {
     const uint16_t sent = core_->uplink->tx(vm_->txq, up_, uint16_t(nup_));
@@ -206,7 +207,7 @@ unsigned Pmd::from_vm(int vid, uint64_t now) {
   const unsigned n = from_in_.pull(in, meter, pol ? pol->max_wait_us : 0, now, pkts, kBurst, drops, &dropped);
   if (dropped) count_drops(drops, true);
   if (n == 0) return dropped;
-  uint64_t pk = 0, bytes = 0;
+  uint64_t pk = 0, bytes = 0, dsec = 0;
   for (unsigned i = 0; i < n; ++i) {
     rte_mbuf* m = pkts[i];
     const uint32_t len = rte_pktmbuf_pkt_len(m);
@@ -215,6 +216,11 @@ unsigned Pmd::from_vm(int vid, uint64_t now) {
       continue;
     }
     const auto* eth = rte_pktmbuf_mtod(m, const rte_ether_hdr*);
+    if (!source_allowed(*vm_, eth)) {
+      ++dsec;
+      rte_pktmbuf_free(m);
+      continue;
+    }
     const uint64_t src = MacAddr{{eth->src_addr.addr_bytes[0], eth->src_addr.addr_bytes[1], eth->src_addr.addr_bytes[2],
                                   eth->src_addr.addr_bytes[3], eth->src_addr.addr_bytes[4], eth->src_addr.addr_bytes[5]}}
                              .u64();
@@ -248,6 +254,7 @@ unsigned Pmd::from_vm(int vid, uint64_t now) {
   auto& c = vm_->c;
   bump(c.from_vm_packets, pk);
   bump(c.from_vm_bytes, bytes);
+  if (dsec) bump(c.from_vm_drops_port_security, dsec);
   return n + dropped;
 }
 
@@ -284,7 +291,7 @@ unsigned Pmd::to_vm(int vid, uint64_t now) {
     rte_mbuf* pkts[kBurst];
     unsigned n = to_in_.clear();
     if (n) bump(c.not_connected_drops, n);
-    const unsigned taken = rte_ring_sc_dequeue_burst(vm_->ring, reinterpret_cast<void**>(pkts), kBurst, nullptr);
+    const unsigned taken = take_delivered(vm_, pkts, kBurst);
     if (taken) {
       rte_pktmbuf_free_bulk(pkts, taken);
       bump(c.not_connected_drops, taken);
@@ -293,7 +300,7 @@ unsigned Pmd::to_vm(int vid, uint64_t now) {
   }
   Policers* pol = vm_->policers.load(std::memory_order_acquire);
   DirectionMeter* meter = pol && pol->to_vm.enabled() ? &pol->to_vm : nullptr;
-  VmRingInput in{vm_->ring};
+  DeliveredInput in{vm_};
   PolicerDrops drops;
   unsigned dropped = 0;
   npending_ = to_in_.pull(in, meter, pol ? pol->max_wait_us : 0, now, pending_, kBurst, drops, &dropped);
@@ -331,7 +338,7 @@ void Pmd::park(int vid) {
   vm_->parked.store(!to_waits, std::memory_order_seq_cst);
   const uint64_t now = rte_rdtsc();
   const uint64_t wake = std::min(from_waits ? from_in_.wake_tsc() : kNever, to_waits ? to_in_.wake_tsc() : kNever);
-  const bool work = vm_->stop.load() || wake <= now || (npending_ == 0 && !to_waits && !rte_ring_empty(vm_->ring)) ||
+  const bool work = vm_->stop.load() || wake <= now || (npending_ == 0 && !to_waits && has_delivered(*vm_)) ||
                     pending_moved(vid) ||
                     (vid >= 0 && !from_waits && rte_vhost_rx_queue_count(vid, kGuestTxQueue) > 0) ||
                     vm_->vid.load() != vid || vm_->device_gen.load() != watched_gen_;

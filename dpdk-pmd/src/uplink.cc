@@ -7,8 +7,8 @@
 namespace capsule::pmd::detail {
 namespace {
 
-constexpr uint16_t kRxDesc = 1024;
-constexpr uint16_t kTxDesc = 1024;
+constexpr uint16_t kRxDesc = Uplink::kRxDesc;
+constexpr uint16_t kTxDesc = Uplink::kTxDesc;
 
 Status configure(uint16_t port, unsigned nrxq, unsigned ntxq, rte_mempool* pool, bool rx_intr,
                  const std::string& name) {

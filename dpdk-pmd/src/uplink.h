@@ -18,6 +18,8 @@ namespace capsule::pmd::detail {
 
 class Uplink {
  public:
+  static constexpr uint16_t kRxDesc = 1024;  // asked for; a driver may adjust (down)
+  static constexpr uint16_t kTxDesc = 1024;
   static Result<std::unique_ptr<Uplink>> open(const std::string& devargs, unsigned max_vms, rte_mempool* pool,
                                               bool want_rx_interrupts);
   ~Uplink();

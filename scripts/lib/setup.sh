@@ -15,6 +15,7 @@ CAPSULE_PACKAGES=(
   autoconf automake libtool libssl-dev libcap-ng-dev python3
   iproute2 iputils-ping iperf3 gnuplot-nox procps psmisc
   qemu-system-x86 busybox-static
+  clang libclang-rt-dev
 )
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }

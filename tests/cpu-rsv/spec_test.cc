@@ -72,6 +72,8 @@ TEST(ReservationSpec, ParsesDurations) {
   EXPECT_EQ(*parse_duration("500us"), 500us);
   EXPECT_EQ(*parse_duration("1000"), 1ms);  // bare numbers are microseconds, as in chrt
   EXPECT_FALSE(parse_duration("fast"));
+  EXPECT_FALSE(parse_duration("1e300s"));  // did not fit: came out negative
+  EXPECT_FALSE(parse_duration("9300000000000000000ns"));
   EXPECT_FALSE(parse_duration("20 parsecs"));
   EXPECT_FALSE(parse_duration("-3ms"));
 }

@@ -2,6 +2,7 @@
 // processes whose threads are named like QEMU's vCPU threads, and the kernel's
 // SCHED_DEADLINE as the judge (sched_getattr on every thread).
 #include <arpa/inet.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -192,6 +193,16 @@ TEST_F(CapsuledTest, MalformedRowsAreRejectedWithAReason) {
        {"--", "add-port", "bad", "p1", "/tmp/p1.sock", "--", "--id=@q", "create", "QoS", "type=egress-policer",
         "other_config:cir=fast", "--", "set", "Port", "p1", "qos=@q"},
        "not a non-negative integer"},
+      // Written by a client that checks nothing (here db-ctl's generic create):
+      // capsuled applies capsule-ctl's rules and quotes the row's own text.
+      {{"pid=" + p, "vcpu_runtime_us=1000", "period_us=20000"},
+       {"--", "add-port", "bad", "p1", "/tmp/p1.sock", "--", "--id=@q", "create", "QoS", "type=egress-policer",
+        "other_config:cir=-5", "--", "set", "Port", "p1", "qos=@q"},
+       "egress-policer: cir=-5 is not a non-negative integer"},
+      {{"pid=" + p, "vcpu_runtime_us=1000", "period_us=20000"},
+       {"--", "add-port", "bad", "p1", "/tmp/p1.sock", "--", "--id=@q", "create", "QoS", "type=pkt-policer",
+        "other_config:pir=2000000000", "--", "set", "Port", "p1", "qos=@q"},
+       "pir=2000000000 is out of range"},
   };
   for (const auto& c : cases) {
     std::vector<std::string> args{"--wait", "add-vm", "bad"};
@@ -212,6 +223,49 @@ TEST_F(CapsuledTest, MalformedRowsAreRejectedWithAReason) {
     ok({"--wait", "del-vm", "bad"});
   }
   EXPECT_EQ(status("good", "state"), "running");
+}
+
+// A server-mode port (capsule creates the socket) that cannot come up says
+// why in the Port's status, whichever client wrote it: a missing socket
+// directory, or a path naming a file capsule will not replace.
+TEST_F(CapsuledTest, ServerModePortThatCannotComeUpSaysWhyInItsStatus) {
+  FakeVm vm(1);
+  char tmpl[] = "/tmp/capsule-hostile-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl, file = dir + "/disk.img";
+  struct Cleanup {
+    std::string dir, file;
+    ~Cleanup() {
+      ::unlink(file.c_str());
+      ::rmdir(dir.c_str());
+    }
+  } cleanup{dir, file};
+  {
+    FILE* f = std::fopen(file.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fputs("the VM's disk", f);
+    std::fclose(f);
+  }
+  ctl({"--wait", "add-vm", "vm1", "pid=" + std::to_string(vm.pid()), "vcpu_runtime_us=1000", "period_us=20000", "--",
+       "add-port", "vm1", "p1", dir + "/missing/vm1.sock", "vhost_mode=server", "--", "add-port", "vm1", "p2", file,
+       "vhost_mode=server", "--", "add-port", "vm1", "p3", dir + "/vm1.sock", "vhost_mode=server"});
+  auto port_status = [&](const std::string& port, const std::string& key) {
+    return testing::trim(ctl({"--if-exists", "get", "Port", port, "status:" + key}).out);
+  };
+  ASSERT_TRUE(testkit::wait_until([&] { return !port_status("p1", "reason").empty(); }, 10s));
+  EXPECT_EQ(port_status("p1", "state"), "rejected");
+  EXPECT_NE(port_status("p1", "reason").find("socket directory " + dir + "/missing does not exist"), std::string::npos)
+      << port_status("p1", "reason");
+  EXPECT_EQ(port_status("p2", "state"), "rejected");
+  EXPECT_NE(port_status("p2", "reason").find("vhost_path " + file + " names an existing file, a regular file"),
+            std::string::npos)
+      << port_status("p2", "reason");
+  EXPECT_NE(port_status("p3", "state"), "rejected") << port_status("p3", "reason");  // a free path in an existing directory
+  // Nothing was touched.
+  struct stat st{};
+  ASSERT_EQ(::stat(file.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISREG(st.st_mode));
+  EXPECT_EQ(st.st_size, 13);
 }
 
 TEST_F(CapsuledTest, TwoRowsCannotShareAProcess) {

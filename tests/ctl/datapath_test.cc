@@ -142,6 +142,50 @@ TEST_F(DatapathTest, BestEffortVmGetsItsPortsAndLaterItsCapsule) {
   EXPECT_TRUE(testkit::wait_until([&] { return b.counter("rx_to_me") > before + 1000; }, 10s)) << b.output();
 }
 
+// A VM sending from MACs other than its Port's mac is held at its port
+// (port security), and the operator sees it: Port statistics
+// drops_port_security, capsule/pmd-stats-show (drops by cause) and
+// capsule/fdb-show (no spoofed MAC learned).
+TEST_F(DatapathTest, SpoofingVmIsDroppedAtItsPortAndTheCommandsSayWhat) {
+  const std::string mac_a = "02:00:00:00:00:0a", mac_b = "02:00:00:00:00:0b";
+  EmulatedVm b(dir_, "b", mac_b, {"--mode", "count"});
+  EmulatedVm a(dir_, "a", mac_a,
+               {"--mode", "tx", "--dst", mac_b, "--src", "random", "--rate", "5000", "--count", "3000"});
+  auto r = ctl({"--wait", "add-vm", "a", "pid=" + std::to_string(a.pid()), "--", "add-port", "a", "a0", a.socket(),
+                "mac=\"" + mac_a + "\"", "--", "add-vm", "b", "pid=" + std::to_string(b.pid()), "--", "add-port", "b",
+                "b0", b.socket(), "mac=\"" + mac_b + "\""});
+  ASSERT_EQ(r.rc, 0) << r.out << r.err;
+  ASSERT_TRUE(testkit::wait_until([&] {
+    auto s = ctl({"get", "Port", "a0", "statistics:drops_port_security"});
+    return s.rc == 0 && std::atoll(s.out.c_str()) == 3000;
+  }, 20s)) << ctl({"list", "Port", "a0"}).out << a.output();
+  EXPECT_EQ(b.counter("rx_test"), 0) << "no spoofed frame may reach B";
+
+  auto stats = harness::appctl(*agent_, {"capsule/pmd-stats-show", "a"});
+  ASSERT_EQ(stats.rc, 0) << stats.err;
+  EXPECT_NE(stats.out.find("pmd thread of VM a (tid " + std::to_string(pmd_thread("a")) + ")"),
+            std::string::npos)
+      << stats.out;
+  EXPECT_NE(stats.out.find("port_security: 3000"), std::string::npos) << stats.out;
+  EXPECT_NE(stats.out.find("from VM: 0 packets"), std::string::npos) << stats.out;
+  auto all = harness::appctl(*agent_, {"capsule/pmd-stats-show"});
+  EXPECT_NE(all.out.find("pmd thread of VM b"), std::string::npos) << all.out;
+  auto none = harness::appctl(*agent_, {"capsule/pmd-stats-show", "nosuch"});
+  EXPECT_NE(none.rc, 0);
+  EXPECT_NE(none.err.find("no VM 'nosuch'"), std::string::npos) << none.err;
+
+  auto fdb = harness::appctl(*agent_, {"capsule/fdb-show"});
+  ASSERT_EQ(fdb.rc, 0) << fdb.err;
+  EXPECT_TRUE(std::regex_search(fdb.out, std::regex("\\n a +02:00:00:00:00:0a +static\\n"))) << fdb.out;
+  EXPECT_TRUE(std::regex_search(fdb.out, std::regex("\\n b +02:00:00:00:00:0b +static\\n"))) << fdb.out;
+  EXPECT_TRUE(std::regex_search(fdb.out, std::regex("learned MAC entries: [0-9]+/8192 \\(mac-table-size\\)")))
+      << fdb.out;
+  const std::regex port_a("\\n a ");
+  const auto lines_of_a =
+      std::distance(std::sregex_iterator(fdb.out.begin(), fdb.out.end(), port_a), std::sregex_iterator());
+  EXPECT_EQ(lines_of_a, 1) << "only A's own MAC may be on its port\n" << fdb.out;
+}
+
 // "auto": the datapath thread's budget follows the VM's policer and the
 // host's calibration (capsule-ctl calibrate, a real measurement on this
 // host). The VM sends to the uplink, a net_null port (a NIC's transmit
@@ -213,13 +257,13 @@ TEST_F(DatapathTest, AutoNetBudgetCarriesThePolicedRateAndRefusesWhatCannotBeAdm
     auto s = ctl({"get", "Port", "a0", "statistics:drops_policer_from_vm"});
     return s.rc == 0 && std::atoll(s.out.c_str() + (s.out[0] == '"')) > 0;
   }, 5s)) << ctl({"list", "Port", "a0"}).out;
-  const uint64_t cpu0 = vm::thread_cpu_ns(agent_->pid(), pmd);
+  const uint64_t cpu0 = vm::thread_cpu_ns(agent_->datapathd_pid(), pmd);
   const auto t0 = std::chrono::steady_clock::now();
   EXPECT_NEAR(port_rate("a0", "rx_packets", 1s, 5), double(rate), 0.05 * double(rate))
       << "budget " << why << "\n" << harness::appctl(*agent_, {"capsule/stats"}).out
       << ctl({"get", "Port", "a0", "statistics"}).out;
   // CPU the thread used per period while it carried R.
-  const double used_us = double(vm::thread_cpu_ns(agent_->pid(), pmd) - cpu0) / 1e3 /
+  const double used_us = double(vm::thread_cpu_ns(agent_->datapathd_pid(), pmd) - cpu0) / 1e3 /
                          (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / 0.02);
   // ... and the budget is what carries it: a quarter of what the thread
   // used carries clearly less. (A quarter of the auto budget is not a

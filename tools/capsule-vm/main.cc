@@ -16,6 +16,10 @@
 //            serve) answers with --response-bytes; record completion times
 //   serve    answer probe requests
 //   compute  burn CPU on the vCPU thread, no networking
+//   stall    attach, then never take a frame off its rx ring (a hung or
+//            hostile guest: the host's rings towards it fill up)
+// --src MAC sends tx frames from another source MAC (spoofing); --src random
+// from a fresh random unicast MAC every frame (a MAC-table flood).
 // With --ip it also answers ARP and ping for that address (any mode).
 //
 // Output: "capsule-vm: pid=P vcpu_tids=T", "capsule-vm: ready" once the
@@ -86,6 +90,7 @@ struct Options {
   bool hugepages = true;
   bool die_with_parent = false;
   std::string prefix;
+  std::string src;  // tx: source MAC of test frames ("" = --mac, "random" = a new one per frame)
 };
 
 void usage() {
@@ -94,7 +99,7 @@ void usage() {
       "                  [--mode tx|count|reflect|probe|serve|compute] [--dst MAC] [--dst-ip A.B.C.D]\n"
       "                  [--rate PPS (0 = flat out)] [--size BYTES] [--count N] [--duration S]\n"
       "                  [--interval-ms MS] [--response-bytes N] [--deadline-ms MS]\n"
-      "                  [--latency-file FILE] [--drain-s S]\n"
+      "                  [--latency-file FILE] [--drain-s S] [--src MAC|random]\n"
       "                  [--busy-poll] [--queue-size N] [--report-ms MS] [--json] [--no-huge]\n"
       "                  [--die-with-parent]");
 }
@@ -129,6 +134,7 @@ bool parse(int argc, char** argv, Options& o) {
     else if (a == "--deadline-ms") o.deadline_ms = std::atof(val().c_str());
     else if (a == "--latency-file") o.latency_file = val();
     else if (a == "--drain-s") o.drain_s = std::atof(val().c_str());
+    else if (a == "--src") o.src = val();
     else if (a == "--no-huge") o.hugepages = false;
     else if (a == "--die-with-parent") o.die_with_parent = true;
     else if (a == "--help" || a == "-h") { usage(); std::exit(0); }
@@ -138,7 +144,7 @@ bool parse(int argc, char** argv, Options& o) {
       return false;
     }
   }
-  static const char* modes[] = {"tx", "count", "reflect", "probe", "serve", "compute"};
+  static const char* modes[] = {"tx", "count", "reflect", "probe", "serve", "compute", "stall"};
   if (std::find_if(std::begin(modes), std::end(modes), [&](const char* m) { return o.mode == m; }) == std::end(modes)) {
     std::fprintf(stderr, "capsule-vm: unknown mode %s\n", o.mode.c_str());
     return false;
@@ -179,6 +185,7 @@ class Vm {
   void probe_tick(uint64_t now);
   void serve(const TestHeader& h, const rte_ether_addr& to, uint32_t to_ip);
   void print_counters(const char* event);
+  void spoof_random_source(rte_mbuf* m);
 
   Options o_;
   Counters c_;
@@ -194,6 +201,8 @@ class Vm {
   pthread_t worker_thread_{};
   uint64_t start_ns_ = 0;
   uint64_t tx_seq_ = 0;
+  bool src_random_ = false;
+  uint64_t src_state_ = 0x9E3779B97F4A7C15ull;  // xorshift state for --src random
   // probe
   struct Pending {
     uint64_t send_ns = 0;
@@ -337,6 +346,16 @@ void Vm::handle_rx(rte_mbuf** pkts, uint16_t n) {
   if (nback) send(back, nback, o_.mode == "reflect");
 }
 
+// A locally administered unicast source MAC that changes every frame.
+void Vm::spoof_random_source(rte_mbuf* m) {
+  src_state_ ^= src_state_ << 13;
+  src_state_ ^= src_state_ >> 7;
+  src_state_ ^= src_state_ << 17;
+  auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
+  for (int i = 0; i < 6; ++i) eth->src_addr.addr_bytes[i] = uint8_t(src_state_ >> (8 * i));
+  eth->src_addr.addr_bytes[0] = uint8_t((eth->src_addr.addr_bytes[0] & 0xfe) | 0x02);
+}
+
 // How many tx frames are due now (rate mode) or a burst (flat out).
 unsigned Vm::tx_due(uint64_t now) {
   if (o_.mode != "tx") return 0;
@@ -394,6 +413,13 @@ void Vm::worker() {
     done_.store(true);
     return;
   }
+  if (o_.mode == "stall") {  // attached, but the rx ring is never drained
+    while (!g_stop.load(std::memory_order_relaxed)) {
+      timespec ts{0, 10'000'000};
+      nanosleep(&ts, nullptr);
+    }
+    return;
+  }
   rte_thread_register();
   int ep = -1;
   if (intr_fd_ >= 0) {
@@ -418,6 +444,7 @@ void Vm::worker() {
         for (unsigned i = 0; i < due; ++i) {
           TestHeader h{kMagic, uint8_t(Kind::kData), 0, tx_seq_ + i, now, 0, 0};
           build_udp(out[i], addr_, o_.size, h);
+          if (src_random_) spoof_random_source(out[i]);
         }
         tx_seq_ += due;
         // A full tx ring stops the queue and the sender waits, as in a
@@ -543,6 +570,13 @@ int Vm::run() {
     return 2;
   }
   addr_.src = mac_;
+  if (o_.src == "random") {
+    src_random_ = true;
+    src_state_ ^= uint64_t(getpid()) << 20;
+  } else if (!o_.src.empty() && !m(o_.src, addr_.src)) {
+    std::fprintf(stderr, "capsule-vm: bad --src MAC '%s' (a MAC or 'random')\n", o_.src.c_str());
+    return 2;
+  }
   if (!o_.ip.empty()) inet_pton(AF_INET, o_.ip.c_str(), &my_ip_);
   addr_.src_ip = my_ip_ ? my_ip_ : htonl(0xc6120001);  // 198.18.0.1
   inet_pton(AF_INET, o_.dst_ip.c_str(), &addr_.dst_ip);

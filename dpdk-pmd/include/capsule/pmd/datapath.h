@@ -70,11 +70,19 @@ struct DatapathConfig {
                                  // interrupts from the port, else it falls back to sleep)
   int dispatcher_cpu = -1;       // -1: not pinned
   unsigned max_vms = 16;         // VM slots (also the number of uplink tx queues wanted)
-  unsigned mbufs = 32767;        // mbuf pool size
-  unsigned ring_size = 4096;     // per-VM rx ring (power of two). It must hold what
+  unsigned mbufs = 0;            // mbuf pool size; 0 = derived so that every VM slot's
+                                 // worst case is backed (max_vms x (ring_size + uplink tx
+                                 // queue + ~600)). add_vm refuses a VM the pool cannot
+                                 // back: a VM that stops draining holds its quota, no more.
+  unsigned ring_size = 4096;     // per-VM rx capacity (power of two). It must hold what
                                  // arrives while the VM's thread is not running: in a
                                  // reservation that is up to P - Q (e.g. 9000 frames at
                                  // 100 kpps with Q = 10 ms of P = 100 ms).
+  // The forwarding table, bounded as OVS's mac-learning (a VM is untrusted):
+  unsigned mac_table_size = 8192;  // learned MACs in all; beyond it the port with the
+                                   // most entries loses one (OVS mac-table-size)
+  unsigned mac_aging_time = 300;   // seconds a learned MAC lives unseen (OVS mac-aging-time)
+  unsigned mac_vm_max = 256;       // learned MACs per VM port (VMs without port security)
 };
 
 struct VhostPortConfig {
@@ -122,6 +130,8 @@ struct VmConfig {
   std::string name;     // [A-Za-z0-9_.-], 1..32 characters; thread "cpmd-<name>"
   VhostPortConfig port;
   MacAddr mac;          // the VM's MAC (configured, never learned away); must be unicast
+  bool port_security = true;  // forward only frames whose source is `mac` (OVN port_security);
+                              // false: learn the VM's sources, up to DatapathConfig::mac_vm_max
   VmQos qos;
   PollOptions poll;
   int pin_cpu = -1;     // -1: not pinned (default); >= 0 pins the PMD thread
@@ -142,6 +152,7 @@ struct VmStats {
   uint64_t from_vm_drops_yellow = 0;
   uint64_t from_vm_drops_red = 0;
   uint64_t from_vm_drops_pps = 0;
+  uint64_t from_vm_drops_port_security = 0;  // source MAC not the VM's (port security)
   uint64_t to_vm_drops_yellow = 0;
   uint64_t to_vm_drops_red = 0;
   uint64_t to_vm_drops_pps = 0;
@@ -206,7 +217,15 @@ class Datapath {
     MacAddr mac;
     std::string port;
     bool configured = false;  // from VmConfig::mac (not learned)
+    unsigned age_s = 0;       // learned: seconds since last seen
   };
+  struct FdbSummary {
+    unsigned learned = 0;      // learned entries now
+    uint64_t evictions = 0;    // learned entries pushed out by newer ones (caps, full table)
+    uint64_t refusals = 0;     // MACs not learned for want of room
+    unsigned table_size = 0, aging_s = 0, vm_max = 0;
+  };
+  FdbSummary fdb_summary() const;
   std::vector<FdbEntry> fdb() const;
 
   struct Impl;
