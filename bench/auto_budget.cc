@@ -35,13 +35,14 @@ using namespace std::chrono_literals;
 constexpr const char* kVm = "a";
 constexpr const char* kPort = "a0";
 
-// The VM's datapath thread's CPU use over `window`, in % of one CPU.
-double pmd_cpu_pct(pid_t capsuled, std::chrono::milliseconds window) {
-  const pid_t tid = rsv::find_capsule_pmd(capsuled, kVm);
+// The VM's datapath thread's CPU use over `window`, in % of one CPU
+// (the thread runs in capsule-datapathd).
+double pmd_cpu_pct(pid_t datapathd, std::chrono::milliseconds window) {
+  const pid_t tid = rsv::find_capsule_pmd(datapathd, kVm);
   if (!tid) return -1;
-  const uint64_t c0 = pmd::thread_cpu_ns(capsuled, tid);
+  const uint64_t c0 = pmd::thread_cpu_ns(datapathd, tid);
   std::this_thread::sleep_for(window);
-  const uint64_t c1 = pmd::thread_cpu_ns(capsuled, tid);
+  const uint64_t c1 = pmd::thread_cpu_ns(datapathd, tid);
   return 100.0 * double(c1 - c0) / 1e9 / std::chrono::duration<double>(window).count();
 }
 
@@ -113,7 +114,7 @@ int auto_budget(const std::vector<std::string>& args) {
       return 1;
     std::this_thread::sleep_for(1s);
     const double cfs = harness::port_statistic_rate(**db, kPort, "rx_packets", 1s, windows);
-    const double cfs_cpu = pmd_cpu_pct(agent.value()->pid(), 1s);
+    const double cfs_cpu = pmd_cpu_pct(agent.value()->datapathd_pid(), 1s);
     // The capsule.
     if (ctl({"--wait", "--", "--net=auto", "set-rsv", kVm, vcpu, "20ms"}).rc) return 1;
     if (!testkit::wait_until([&] { return get("get VM a status:state").find("running") == 0; }, 10s)) {
@@ -125,7 +126,7 @@ int auto_budget(const std::vector<std::string>& args) {
     const long long budget = why.rfind("auto: ", 0) == 0 ? std::stoll(why.substr(6)) : -1;
     std::this_thread::sleep_for(1s);
     const double got = harness::port_statistic_rate(**db, kPort, "rx_packets", 1s, windows);
-    const double cpu = pmd_cpu_pct(agent.value()->pid(), 1s);
+    const double cpu = pmd_cpu_pct(agent.value()->datapathd_pid(), 1s);
     const double err = 100.0 * (got - double(r)) / double(r);
     worst = std::max(worst, std::fabs(err));
     t.row({fmt("%.0f", double(r) / 1e3), std::to_string(budget), fmt("%.1f", double(budget) / 200.0),

@@ -121,7 +121,7 @@ int run(const std::vector<std::string>& args) {
   for (int i = 1; i <= crashes; ++i) {
     const long long rx_before = rx_of(b);
     const auto killed = Clock::now();
-    (*agent)->crash();
+    (*agent)->kill();
     // While no agent runs: watch what B counts.
     long long last = rx_of(b);
     auto last_change = Clock::now();
@@ -139,9 +139,7 @@ int run(const std::vector<std::string>& args) {
       std::this_thread::sleep_for(10ms);
     }
     const double rx_down_pct = 100.0 * double(rx_of(b) - rx_before) / (rate * seconds(Clock::now() - killed));
-    agent->reset();
-    agent = harness::Capsuled::start(**db, dir.path(), "bench", {"--stats-interval=200"});
-    if (!agent) return std::cerr << agent.error().message << "\n", 1;
+    if (auto st = (*agent)->restart(**db); !st) return std::cerr << st.error().message << "\n", 1;
     const auto up = Clock::now();
     // Traffic back: B counts a tenth of a second's worth of frames more.
     const long long at_up = rx_of(b);

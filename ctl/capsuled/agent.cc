@@ -15,6 +15,7 @@
 #include "capsule/rsv/sched_attr.h"
 #include "capsule/rsv/spec.h"
 #include "net_budget.h"
+#include "port_link.h"
 #include "qos/qos-rules.h"
 #include "vhost_path_check.h"
 
@@ -242,7 +243,10 @@ bool Agent::configure_datapath(const ovs::HostRow* host) {
     key << '|';
     for (const auto& [k, v] : m) key << k << '=' << v << ';';
   }
-  if (key.str() == datapath_key_) return false;
+  // Same settings: keep it, unless it is gone (its daemon exited).
+  if (key.str() == datapath_key_ && !datapath_->lost()) return false;
+  const std::string lost = datapath_->lost() ? datapath_->detail() : "";
+  if (!lost.empty()) log(CAPSULE_LOG_WARN, lost + ": starting a new datapath");
   // VMs hold threads of the old datapath: release them all, then admit them
   // again on the new one.
   release_all();
@@ -252,6 +256,7 @@ bool Agent::configure_datapath(const ovs::HostRow* host) {
   if (made) {
     datapath_ = std::move(*made);
     log(CAPSULE_LOG_INFO, "datapath " + datapath_->name() + " ready (" + settings.type + ")");
+    if (!lost.empty()) datapath_last_exit_ = lost + "; replaced at " + format_utc(unix_ms_now());
   } else {
     datapath_ = std::make_unique<DetachedDatapath>("not attached: " + made.error().message);
     log(CAPSULE_LOG_ERR, "datapath " + settings.type + ": " + made.error().message);
@@ -442,12 +447,15 @@ void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluat
   if (datapath_->attached()) {
     const std::string net_key = net_config_key(desired->net);
     if (!st.net_added || net_key != st.net_key) {
+      // Found in force (an earlier agent put it there): a refusal below
+      // must leave it, not take it down.
+      const bool was_in_force = datapath_->adopted(row.name);
       if (Status s = datapath_->add_vm(desired->net); !s) {
         if (st.reserved) st.in_force = describe(rsv_->find(row.name)->spec());
         reject(row.name, st, "datapath: " + s.error().message);
         return;
       }
-      net_added_now = !st.net_added;
+      net_added_now = !st.net_added && !was_in_force;
       net_changed = st.net_added;
       st.net_added = true;
       st.net_key = net_key;
@@ -555,6 +563,10 @@ void Agent::reconcile() {
   // admission; names give a stable order, and a refused VM is retried on the
   // next pass anyway.
   for (const auto& [name, row] : rows) reconcile_vm(*row, next_cfg, readmit);
+  std::set<std::string> on_datapath;  // anything else on it was left by an earlier agent
+  for (const auto& [name, st] : vms_)
+    if (st.net_added) on_datapath.insert(name);
+  datapath_->retain_only(on_datapath);
   check_drift();
   if (host) reconciled_cfg_ = host->next_cfg;
 }
@@ -589,6 +601,7 @@ Agent::~Agent() {
 
 void Agent::shutdown() {
   release_all();
+  datapath_->shutdown();  // a graceful stop leaves no datapath running
   stopped_ = true;
   for (auto& [name, st] : vms_) {
     st.state = "stopped";
@@ -609,6 +622,7 @@ ovs::StatusUpdate Agent::status() const {
     if (!st.drift.empty()) rs.status["drift"] = st.drift;
     rs.status["cfg"] = std::to_string(st.cfg);
     rs.status["datapath"] = datapath_->attached() ? (st.net_added ? "attached" : "none") : "not attached";
+    if (!datapath_->attached() && !st.ports.empty()) rs.status["datapath_reason"] = datapath_->detail();
     if (st.state == "running") ++running;
     if (st.state == "rejected") ++rejected;
     if (st.reserved) {
@@ -640,13 +654,17 @@ ovs::StatusUpdate Agent::status() const {
         rs.statistics["cycles_per_packet"] = st.dp_stats->cycles_per_packet;
     }
     u.vms[st.uuid] = std::move(rs);
-    for (const auto& [uuid, ps] : st.ports) u.ports[uuid] = ps;
+    for (const auto& [uuid, ps] : st.ports) {
+      u.ports[uuid] = ps;
+      if (!datapath_->attached() && !ps.status.count("state"))  // it went away since the last pass
+        u.ports[uuid].status = {{"state", "not attached"}, {"reason", datapath_->detail()}};
+    }
   }
   // Per-port counters (attached datapath): match by name through the snapshot.
   if (have_snapshot_)
     for (const auto& row : snapshot_.vms) {
       auto it = vms_.find(row.name);
-      if (it == vms_.end() || !it->second.dp_stats) continue;
+      if (it == vms_.end() || !it->second.dp_stats || !datapath_->attached()) continue;
       for (const auto& port : row.ports) {
         auto c = it->second.dp_stats->ports.find(port.name);
         if (c == it->second.dp_stats->ports.end()) continue;
@@ -656,7 +674,11 @@ ovs::StatusUpdate Agent::status() const {
         stats["tx_packets"] = double(c->second.tx_packets);
         stats["tx_bytes"] = double(c->second.tx_bytes);
         for (const auto& [cause, n] : c->second.drops) stats["drops_" + cause] = double(n);
-        u.ports[port.uuid].status["state"] = "attached";
+        auto& ps = u.ports[port.uuid].status;
+        const auto link = port_link_status(c->second);
+        ps["state"] = link.state;
+        if (!link.reason.empty()) ps["reason"] = link.reason;
+        if (!link.since.empty()) ps["connected_at"] = link.since;
       }
     }
 
@@ -666,6 +688,7 @@ ovs::StatusUpdate Agent::status() const {
   h.status["version"] = config_.version;
   h.status["pid"] = std::to_string(::getpid());
   h.status["datapath"] = datapath_->attached() ? datapath_->name() : datapath_->detail();
+  if (!datapath_last_exit_.empty()) h.status["datapath_last_exit"] = datapath_last_exit_;
   h.status["vms_running"] = std::to_string(running);
   h.status["vms_rejected"] = std::to_string(rejected);
   if (!config_.metrics_url.empty()) h.status["metrics"] = config_.metrics_url;
@@ -710,6 +733,13 @@ std::string Agent::show() const {
     if (!st.reason.empty()) o << " (" << st.reason << ")";
     o << "\n";
     if (!st.in_force.empty()) o << "    still in force: " << st.in_force << "\n";
+    if (!datapath_->attached() && !st.ports.empty()) o << "    datapath down: " << datapath_->detail() << "\n";
+    if (st.dp_stats && datapath_->attached())
+      for (const auto& [port, c] : st.dp_stats->ports) {
+        const auto link = port_link_status(c);
+        o << "    port " << port << ": " << link.state
+          << (link.reason.empty() ? " (connected at " + link.since + ")" : " (" + link.reason + ")") << "\n";
+      }
     if (!st.drift.empty()) o << "    changed outside capsule: " << st.drift << "\n";
     if (!st.reserved) continue;
     if (const auto* r = rsv_->find(name)) o << "    reservation: " << describe(r->spec()) << "\n";

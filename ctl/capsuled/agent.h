@@ -127,6 +127,7 @@ class Agent {
   DatapathFactory datapath_factory_;
   std::unique_ptr<Datapath> datapath_;
   std::string datapath_key_;  // the Host settings datapath_ was made with
+  std::string datapath_last_exit_;  // the last datapath that went away, and when it was replaced
   std::unique_ptr<rsv::ReservationManager> rsv_;
   std::string admission_key_;  // the Host settings rsv_ was made with
   std::optional<rsv::JournalState> pending_adoption_;  // read at start, adopted on the first pass

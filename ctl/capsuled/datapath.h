@@ -3,10 +3,11 @@
 // tell which thread does that VM's packet work (so it joins the VM's
 // reservation), remove the VM, and report per-port counters.
 //
-// The agent calls a Datapath from its control thread only. Until a datapath
-// library is wired in, capsuled runs with DetachedDatapath: reservations of
-// vCPU threads are fully real, ports and QoS are validated and shown, and
-// every status says that no datapath is attached.
+// The agent calls a Datapath from its control thread only. Without a
+// datapath (none configured, or it failed to start), capsuled runs with
+// DetachedDatapath: reservations of vCPU threads are fully real, ports and
+// QoS are validated and shown, and every status says that no datapath is
+// attached.
 #pragma once
 
 #include <sys/types.h>
@@ -16,6 +17,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -49,6 +51,14 @@ struct VmNetConfig {
 struct PortCounters {
   uint64_t rx_packets = 0, rx_bytes = 0, tx_packets = 0, tx_bytes = 0;
   std::map<std::string, uint64_t> drops;  // by cause: "policer", "ring_full", ...
+  // The guest side of the port: `connected` only while the VM's virtio
+  // device is up (vhost new_device seen, not destroyed since). Times are
+  // Unix ms, 0 = never (capsule/wall_clock.h).
+  bool connected = false;
+  uint64_t connects = 0;  // devices attached since the port was made
+  std::string socket;     // its vhost-user socket
+  int64_t since_ms = 0;   // when the port was made (what a VM that never came is waited on since)
+  int64_t last_connect_ms = 0, last_disconnect_ms = 0;
 };
 
 struct VmDatapathStats {
@@ -75,6 +85,21 @@ class Datapath {
   // The thread that does the VM's packet work, once it runs.
   virtual std::optional<pid_t> pmd_tid(const std::string& vm) const = 0;
   virtual Result<VmDatapathStats> stats(const std::string& vm) const = 0;
+
+  // True when this datapath was attached and is gone (its process exited):
+  // the agent then makes a new one with the same settings.
+  virtual bool lost() const { return false; }
+  // The VM was in force when this datapath was attached (an earlier agent
+  // put it there) and no add_vm has claimed it since: a refused admission
+  // leaves it in force rather than taking its port down.
+  virtual bool adopted(const std::string& /*vm*/) const { return false; }
+  // The VMs the agent holds on this datapath after a full reconcile pass:
+  // any other VM (one a previous agent left, deleted while no agent ran)
+  // is removed.
+  virtual void retain_only(const std::set<std::string>& /*vms*/) {}
+  // A graceful stop of the agent: the datapath ends too (a datapath process
+  // exits). A crash never calls this, so the datapath keeps forwarding.
+  virtual void shutdown() {}
   // Answers of capsule/pmd-stats-show [VM] and capsule/fdb-show: what the
   // datapath's threads and forwarding table are doing. Datapaths without
   // them say so.
@@ -117,9 +142,9 @@ struct DatapathSettings {
 // released and admitted again on the new datapath). An error leaves capsuled
 // on a DetachedDatapath whose detail() carries the message.
 //
-// Wiring dpdk-pmd: write a class CapsuleDpdkDatapath : Datapath over
-// capsule::pmd::Datapath and return it here for type "capsule" (see
-// docs/ctl.md, "Wiring the DPDK datapath").
+// capsuled's factory (remote_datapath.h) attaches to capsule-datapathd, the
+// process that runs the DPDK datapath and outlives the agent
+// (docs/reliability.md).
 using DatapathFactory = std::function<Result<std::unique_ptr<Datapath>>(const DatapathSettings&)>;
 
 }  // namespace capsule::agent

@@ -27,12 +27,12 @@
 #include <thread>
 
 #include "agent.h"
-#include "dpdk_datapath.h"
 #include "capsule/ovs/db.h"
 #include "capsule/ovs/shim.h"
 #include "capsule/rsv/partition.h"
 #include "capsule/rsv/reservation.h"
 #include "metrics_server.h"
+#include "remote_datapath.h"
 
 namespace {
 
@@ -196,6 +196,7 @@ struct Exchange {
   bool snapshot_posted = false;             // a snapshot is queued for the agent
   std::optional<ovs::Snapshot> snapshot;
   std::atomic<bool> stopping{false};        // agent thread: finish writing, then stop
+  std::atomic<bool> final_posted{false};    // the last status (every VM stopped) is queued
 };
 
 class Daemon {
@@ -280,6 +281,8 @@ void Daemon::shutdown(const std::string& why) {
   rsv::VmReservation::release_all();
   (void)rsv::PartitionSet::cleanup_stale();
   publish();  // the OVS thread writes it, then leaves its loop
+  x_.final_posted = true;
+  capsule_ovs_wake();
 }
 
 std::optional<std::string> Daemon::ask_agent(std::function<std::string()> fn) {
@@ -376,8 +379,10 @@ void Daemon::ovs_main() {
           std::string(was_connected ? "connected to " : "lost connection to ") + opts_.db);
       changed = true;
     }
-    if (x_.stopping) {
-      // Leave once the final status is written (or after 2 s without a database).
+    if (x_.final_posted) {
+      // Leave once the final status is written (or after 2 s without a
+      // database). Until it is posted (stopping the datapath daemon takes a
+      // moment) the loop goes on.
       if (deadline == std::chrono::steady_clock::time_point::max())
         deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
       std::lock_guard<std::mutex> lock(x_.mu);
@@ -426,11 +431,30 @@ int Daemon::run() {
   }
   std::string metrics_url =
       metrics_ ? "http://127.0.0.1:" + std::to_string(metrics_->port()) + "/metrics" : std::string();
-  // The Host row's datapath settings start the capsule DPDK datapath
-  // (dpdk_datapath.h); until then, or when that fails, the agent runs on a
-  // DetachedDatapath that says why.
-  agent_ = std::make_unique<agent::Agent>(agent::AgentConfig{opts_.chassis, kVersion, metrics_url, opts_.journal},
-                                          agent::make_datapath);
+  // The Host row's datapath settings start (or adopt) capsule-datapathd,
+  // the process that runs the DPDK datapath and outlives this one
+  // (remote_datapath.h); until then, or when that fails, the agent runs on a
+  // DetachedDatapath that says why. Its log goes beside ours.
+  std::string log_dir;
+  if (opts_.log_file_path && opts_.log_file_path->find('/') != std::string::npos)
+    log_dir = opts_.log_file_path->substr(0, opts_.log_file_path->rfind('/'));
+  auto datapathd = agent::default_datapathd_options(log_dir);
+  // A dead daemon: status says so at once, then the next pass (run now)
+  // starts a new one.
+  datapathd.on_lost = [this] {
+    asio::post(io_, [this] {
+      if (x_.stopping) return;
+      publish();
+      asio::post(io_, [this] {
+        if (x_.stopping) return;
+        agent_->reconcile();
+        publish();
+      });
+    });
+  };
+  agent_ = std::make_unique<agent::Agent>(
+      agent::AgentConfig{opts_.chassis, kVersion, metrics_url, opts_.journal},
+      [datapathd](const agent::DatapathSettings& s) { return agent::make_remote_datapath(datapathd, s); });
   capsule_unixctl_register("capsule/show", "", 0, 0, cmd_show, this);
   capsule_unixctl_register("capsule/stats", "", 0, 0, cmd_stats, this);
   capsule_unixctl_register("capsule/reconcile", "", 0, 0, cmd_reconcile, this);
@@ -446,6 +470,7 @@ int Daemon::run() {
   io_.run();
   if (!x_.stopping) shutdown("event loop ended");
   x_.stopping = true;
+  x_.final_posted = true;
   capsule_ovs_wake();
   ovs_thread_.join();
   agent_.reset();

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -186,41 +187,74 @@ double port_statistic_rate(const Ovsdb& db, const std::string& port, const std::
   return median(std::move(rates));
 }
 
+bool process_alive(pid_t pid) {
+  if (pid <= 0 || (::kill(pid, 0) != 0 && errno == ESRCH)) return false;
+  const std::string stat = slurp("/proc/" + std::to_string(pid) + "/stat");
+  const auto paren = stat.rfind(')');
+  return paren != std::string::npos && paren + 2 < stat.size() && stat[paren + 2] != 'Z';
+}
+
+bool end_process(pid_t pid, std::chrono::milliseconds grace) {
+  if (!process_alive(pid)) return true;
+  ::kill(pid, SIGTERM);
+  if (testkit::wait_until([&] { return !process_alive(pid); }, grace)) return true;
+  ::kill(pid, SIGKILL);
+  return testkit::wait_until([&] { return !process_alive(pid); }, std::chrono::seconds(5));
+}
+
 Result<std::unique_ptr<Capsuled>> Capsuled::start(const Ovsdb& db, const std::string& dir, const std::string& chassis,
                                                   const std::vector<std::string>& extra_args) {
   auto c = std::unique_ptr<Capsuled>(new Capsuled);
+  c->dir_ = dir;
+  c->chassis_ = chassis;
   c->ctl_socket_ = dir + "/capsuled-" + chassis + ".ctl";
   c->log_ = dir + "/capsuled-" + chassis + ".log";
-  std::vector<std::string> argv{capsuled_path(),         "-vconsole:off",         "--db=" + db.remote(),
-                                "--chassis=" + chassis,  "--unixctl=" + c->ctl_socket_, "--log-file=" + c->log_,
-                                "--metrics-port=0",      "--no-chdir"};
-  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
-  // capsuled's run directory (it creates it): the test's, not /run/capsule.
-  ::setenv("CAPSULE_RUNDIR", dir.c_str(), 1);
-  c->proc_ = testkit::ChildProcess::spawn(argv);
-  if (!c->proc_) return Error{"cannot start capsuled", EIO};
-  // Up when it has registered its chassis: the Host row carries its own pid
-  // (a killed predecessor's row still says "running" with the old one).
-  const std::string own = "\"" + std::to_string(c->proc_->pid()) + "\"";
-  bool up = testkit::wait_until(
-      [&] {
-        if (!c->proc_->running()) return true;
-        auto r = ctl(db, {"--if-exists", "get", "Host", chassis, "status:state", "status:pid"});
-        return r.rc == 0 && r.out.find("running") != std::string::npos && r.out.find(own) != std::string::npos;
-      },
-      std::chrono::seconds(15));
-  if (!up || !c->proc_->running())
-    return Error{"capsuled did not come up; its log:\n" + slurp(c->log_), EIO};
+  c->argv_ = {capsuled_path(),         "-vconsole:off",         "--db=" + db.remote(),
+              "--chassis=" + chassis,  "--unixctl=" + c->ctl_socket_, "--log-file=" + c->log_,
+              "--metrics-port=0",      "--no-chdir"};
+  c->argv_.insert(c->argv_.end(), extra_args.begin(), extra_args.end());
+  if (Status st = c->restart(db); !st) return st.error();
   return c;
 }
 
-int Capsuled::crash() {
-  ::kill(proc_->pid(), SIGKILL);
-  return proc_->wait_exit(std::chrono::seconds(10));
+Status Capsuled::restart(const Ovsdb& db) {
+  if (proc_ && proc_->running()) return Error{"capsuled is running", EBUSY};
+  // capsuled's run directory (it creates it): the test's, not /run/capsule.
+  ::setenv("CAPSULE_RUNDIR", dir_.c_str(), 1);
+  proc_ = testkit::ChildProcess::spawn(argv_);
+  if (!proc_) return Error{"cannot start capsuled", EIO};
+  // Up when it has registered its chassis (Host row with status) under its
+  // own pid: a killed predecessor's row still says running.
+  const std::string pid = std::to_string(proc_->pid());
+  bool up = testkit::wait_until(
+      [&] {
+        if (!proc_->running()) return true;
+        auto r = ctl(db, {"--if-exists", "get", "Host", chassis_, "status:state", "status:pid"});
+        std::string lines = "\n" + r.out;
+        lines.erase(std::remove(lines.begin(), lines.end(), '"'), lines.end());
+        return r.rc == 0 && lines.find("\nrunning\n") != std::string::npos &&
+               lines.find("\n" + pid + "\n") != std::string::npos;
+      },
+      std::chrono::seconds(15));
+  if (!up || !proc_->running()) return Error{"capsuled did not come up; its log:\n" + slurp(log_), EIO};
+  return Status::Ok();
 }
 
 Capsuled::~Capsuled() {
   if (proc_) proc_->terminate(std::chrono::seconds(10));
+  // A graceful stop has stopped it already; after a crash it still runs.
+  end_process(datapathd_pid());
+}
+
+int Capsuled::kill() {
+  if (!proc_->running()) return -1;
+  ::kill(proc_->pid(), SIGKILL);
+  return proc_->wait_exit(std::chrono::seconds(10));
+}
+
+pid_t Capsuled::datapathd_pid() const {
+  const pid_t pid = pid_t(std::atol(slurp(dir_ + "/datapathd.pid").c_str()));
+  return process_alive(pid) ? pid : 0;
 }
 
 CmdResult appctl(const Capsuled& agent, const std::vector<std::string>& args) {

@@ -61,6 +61,9 @@ struct Vm {
   std::atomic<uint64_t> device_gen{0};  // bumped whenever vid / kick fds change
   std::atomic<bool> connected{false};
   std::atomic<uint64_t> connects{0};
+  // Wall-clock times (Unix ms) of the last attach / detach, 0 = never: what
+  // an operator compares with a VM's own log.
+  std::atomic<int64_t> last_connect_ms{0}, last_disconnect_ms{0};
 
   // PMD thread state.
   std::atomic<uint64_t> iteration{0};   // advanced before each round reads `vid`

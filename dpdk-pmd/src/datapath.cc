@@ -315,6 +315,8 @@ Result<VmStats> Datapath::stats(const std::string& name) const {
   VmStats s;
   s.connected = vm.connected.load();
   s.connects = vm.connects.load();
+  s.last_connect_ms = vm.last_connect_ms.load();
+  s.last_disconnect_ms = vm.last_disconnect_ms.load();
   s.from_vm_packets = r(c.from_vm_packets);
   s.from_vm_bytes = r(c.from_vm_bytes);
   s.to_vm_packets = r(c.to_vm_packets);

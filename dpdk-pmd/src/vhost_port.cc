@@ -7,6 +7,8 @@
 
 #include <chrono>
 #include <map>
+
+#include "capsule/wall_clock.h"
 #include <mutex>
 #include <thread>
 
@@ -47,6 +49,7 @@ int on_new_device(int vid) {
   vm->vid.store(vid);
   vm->connected.store(true);
   vm->connects.fetch_add(1);
+  vm->last_connect_ms.store(unix_ms_now());
   vm->wake();
   return 0;
 }
@@ -57,6 +60,7 @@ void on_destroy_device(int vid) {
   if (!vm || vm->vid.load() != vid) return;
   vm->vid.store(-1);
   vm->connected.store(false);
+  vm->last_disconnect_ms.store(unix_ms_now());
   // Wait until the PMD thread cannot be inside a call with this vid: it has
   // begun a new round (and so read vid = -1), or it is blocked, or stopped.
   const uint64_t seen = vm->iteration.load();

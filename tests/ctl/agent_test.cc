@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <chrono>
+#include <set>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -50,8 +51,11 @@ class RecordingDatapath final : public Datapath {
  public:
   explicit RecordingDatapath(pid_t pmd) : pmd_(pmd) {}
   std::string name() const override { return "recording"; }
-  bool attached() const override { return true; }
-  std::string detail() const override { return "recording"; }
+  bool attached() const override { return !gone; }
+  std::string detail() const override { return gone ? "recording datapath exited at noon" : "recording"; }
+  bool lost() const override { return gone; }
+  void retain_only(const std::set<std::string>& keep) override { retained = keep; }
+  void shutdown() override { shut_down = true; }
   Status add_vm(const VmNetConfig& c) override {
     ++adds;
     if (fail_next_add) return Error{"no more queues", EBUSY};
@@ -68,7 +72,16 @@ class RecordingDatapath final : public Datapath {
   }
   Result<VmDatapathStats> stats(const std::string& vm) const override {
     VmDatapathStats s;
-    for (const auto& p : vms.at(vm).ports) s.ports[p.name] = PortCounters{10, 1000, 20, 2000, {{"policer", 3}}};
+    for (const auto& p : vms.at(vm).ports) {
+      PortCounters& c = s.ports[p.name];
+      c.rx_packets = 10;
+      c.rx_bytes = 1000;
+      c.tx_packets = 20;
+      c.tx_bytes = 2000;
+      c.drops = {{"policer", 3}};
+      c.connected = guest_connected;
+      s.ports[p.name].socket = p.vhost_path;
+    }
     s.cycles_per_packet = 250;
     return s;
   }
@@ -76,6 +89,8 @@ class RecordingDatapath final : public Datapath {
   std::map<std::string, VmNetConfig> vms;
   int adds = 0, removes = 0;
   bool fail_next_add = false;
+  bool gone = false, shut_down = false, guest_connected = true;
+  std::set<std::string> retained;
 
  private:
   pid_t pmd_;
@@ -297,6 +312,46 @@ TEST_F(AgentTest, DatapathIsMadeFromTheHostRowAndRemadeWhenItChanges) {
   EXPECT_EQ(st.vms.at(row.uuid).status.at("datapath"), "not attached");
   EXPECT_FALSE(rsv::get_sched_params(pmd_.tid())->is_deadline()) << "the old PMD thread kept its reservation";
   for (pid_t tid : vcpus(vm_->pid())) EXPECT_TRUE(rsv::get_sched_params(tid)->is_deadline());
+}
+
+// A datapath whose process went away is replaced on the next pass, status
+// keeps what happened; only a graceful stop ends the datapath.
+TEST_F(AgentTest, LostDatapathIsReplacedAndOnlyAGracefulStopEndsIt) {
+  RecordingDatapath* rec = nullptr;
+  int made = 0;
+  Agent agent(config(), recording(pmd_.tid(), &rec, &made));
+  auto row = vm_row("vm1", vm_->pid(), 2000, 20000);
+  row.ports.push_back(port_row());
+  row.ports[0].mac = "02:00:00:00:00:01";
+  agent.update(snapshot({row}));
+  agent.reconcile();
+  ASSERT_EQ(made, 1);
+  EXPECT_EQ(rec->retained, std::set<std::string>{"vm1"}) << "the agent names the VMs it holds after a pass";
+  agent.sample();
+  EXPECT_EQ(agent.status().ports.at(row.ports[0].uuid).status.at("state"), "attached");
+  rec->guest_connected = false;
+  agent.sample();
+  auto ps = agent.status().ports.at(row.ports[0].uuid).status;
+  EXPECT_EQ(ps.at("state"), "waiting");
+  EXPECT_EQ(ps.at("reason").rfind("the VM has not connected to /tmp/p1.sock (since ", 0), 0u) << ps.at("reason");
+
+  rec->gone = true;
+  auto st = agent.status();
+  EXPECT_EQ(st.host.status.at("datapath"), "recording datapath exited at noon");
+  EXPECT_EQ(st.vms.at(row.uuid).status.at("datapath_reason"), "recording datapath exited at noon");
+  EXPECT_EQ(st.ports.at(row.ports[0].uuid).status.at("state"), "not attached");
+  EXPECT_EQ(st.ports.at(row.ports[0].uuid).status.at("reason"), "recording datapath exited at noon");
+  agent.reconcile();
+  ASSERT_EQ(made, 2) << "a lost datapath is made anew";
+  EXPECT_EQ(rec->vms.count("vm1"), 1u);
+  st = agent.status();
+  EXPECT_EQ(st.host.status.at("datapath"), "recording");
+  EXPECT_EQ(st.host.status.at("datapath_last_exit").rfind("recording datapath exited at noon; replaced at 20", 0), 0u)
+      << st.host.status.at("datapath_last_exit");
+  EXPECT_EQ(st.vms.at(row.uuid).status.at("state"), "running");
+  EXPECT_FALSE(rec->shut_down);
+  agent.shutdown();
+  EXPECT_TRUE(rec->shut_down);
 }
 
 TEST(PortFromRow, ValidatesLikeTheDocsSay) {

@@ -38,6 +38,7 @@ class ControlPlaneTest : public ::testing::Test {
   void TearDown() override {
     if (HasFailure() && agent_) {
       std::cerr << "---- capsuled log ----\n" << harness::run({"/bin/cat", agent_->log_file()}).out;
+      std::cerr << "---- datapathd log ----\n" << harness::run({"/bin/cat", agent_->datapathd_log()}).out;
       std::cerr << "---- capsule-ctl show ----\n" << ctl({"show"}).out;
     }
   }

@@ -15,6 +15,7 @@
 
 #include "capsule/harness.h"
 #include "control_plane_fixture.h"
+#include "emulated_vm.h"
 #include "capsule/rsv/discovery.h"
 #include "capsule/rsv/sched_attr.h"
 #include "capsule/testkit.h"
@@ -24,36 +25,7 @@ namespace capsule {
 namespace {
 
 using namespace std::chrono_literals;
-
-// An emulated VM (capsule-vm serving its vhost-user socket) in `dir`.
-class EmulatedVm : public vm::VmPeer {
- public:
-  EmulatedVm(const harness::TempDir& dir, const std::string& name, const std::string& mac,
-             std::vector<std::string> mode_args)
-      : VmPeer(dir.file(name + ".out"), dir.file(name + ".sock"), mac, with_reports(std::move(mode_args))),
-        socket_(dir.file(name + ".sock")) {}
-  const std::string& socket() const { return socket_; }
-  // A counter from the newest report line, -1 if none yet.
-  long long counter(const std::string& key) const {
-    auto c = counters();
-    auto it = c.find(key);
-    return it == c.end() ? -1 : (long long)it->second;
-  }
-  std::vector<pid_t> vcpus() const {
-    const pid_t t = vcpu_tid();
-    return t > 0 ? std::vector<pid_t>{t} : std::vector<pid_t>{};
-  }
-
- private:
-  static std::vector<std::string> with_reports(std::vector<std::string> args) {
-    args.insert(args.end(), {"--report-ms", "200"});
-    return args;
-  }
-  std::string socket_;
-};
-
-// capsuled's datapath thread for a VM ("cpmd-<vm>"), 0 if none.
-pid_t pmd_thread(pid_t capsuled, const std::string& vm) { return rsv::find_capsule_pmd(capsuled, vm); }
+using testing::EmulatedVm;
 
 // Frames per second `vm` counts for itself over about `window`, timed by
 // its own reports (counters and elapsed_ms come from the same line).
@@ -74,6 +46,8 @@ class DatapathTest : public testing::ControlPlaneTest {
     ASSERT_TRUE(testkit::wait_until([&] { return ctl({"show"}).out.find("capsule-dpdk") != std::string::npos; }, 20s))
         << ctl({"show"}).out;
   }
+  // The datapath thread of a VM ("cpmd-<vm>" in capsule-datapathd), 0 if none.
+  pid_t pmd_thread(const std::string& vm) const { return rsv::find_capsule_pmd(agent_->datapathd_pid(), vm); }
   double port_rate(const std::string& port, const std::string& key, std::chrono::milliseconds window,
                    int windows = 1) {
     return harness::port_statistic_rate(*db_, port, key, window, windows);
@@ -106,7 +80,7 @@ TEST_F(DatapathTest, PmdJoinsTheCapsuleAndTrafficIsPolicedAtTheQosRate) {
   // The datapath thread of each VM is SCHED_DEADLINE with the network budget.
   for (const char* vm : {"a", "b"}) {
     pid_t pmd = 0;
-    ASSERT_TRUE(testkit::wait_until([&] { return (pmd = pmd_thread(agent_->pid(), vm)) != 0; }, 5s)) << vm;
+    ASSERT_TRUE(testkit::wait_until([&] { return (pmd = pmd_thread(vm)) != 0; }, 5s)) << vm;
     auto p = rsv::get_sched_params(pmd);
     ASSERT_TRUE(p.ok());
     EXPECT_EQ(p->policy, rsv::kSchedDeadline) << vm;
@@ -139,7 +113,7 @@ TEST_F(DatapathTest, PmdJoinsTheCapsuleAndTrafficIsPolicedAtTheQosRate) {
   const auto vcpus = a.vcpus();
   r = ctl({"--wait", "del-vm", "a"});
   ASSERT_EQ(r.rc, 0) << r.err;
-  EXPECT_TRUE(testkit::wait_until([&] { return pmd_thread(agent_->pid(), "a") == 0; }, 5s));
+  EXPECT_TRUE(testkit::wait_until([&] { return pmd_thread("a") == 0; }, 5s));
   for (pid_t t : vcpus) EXPECT_EQ(rsv::get_sched_params(t)->policy, SCHED_OTHER);
 }
 
@@ -154,7 +128,7 @@ TEST_F(DatapathTest, BestEffortVmGetsItsPortsAndLaterItsCapsule) {
   ASSERT_EQ(r.rc, 0) << r.out << r.err;
   ASSERT_TRUE(testkit::wait_until([&] { return b.counter("rx_to_me") > 500; }, 20s)) << a.output() << b.output();
   EXPECT_NE(ctl({"get", "VM", "a", "status:reason"}).out.find("best effort"), std::string::npos);
-  const pid_t pmd = pmd_thread(agent_->pid(), "a");
+  const pid_t pmd = pmd_thread("a");
   ASSERT_NE(pmd, 0);
   EXPECT_EQ(rsv::get_sched_params(pmd)->policy, SCHED_OTHER);
 
@@ -189,7 +163,7 @@ TEST_F(DatapathTest, SpoofingVmIsDroppedAtItsPortAndTheCommandsSayWhat) {
 
   auto stats = harness::appctl(*agent_, {"capsule/pmd-stats-show", "a"});
   ASSERT_EQ(stats.rc, 0) << stats.err;
-  EXPECT_NE(stats.out.find("pmd thread of VM a (tid " + std::to_string(pmd_thread(agent_->pid(), "a")) + ")"),
+  EXPECT_NE(stats.out.find("pmd thread of VM a (tid " + std::to_string(pmd_thread("a")) + ")"),
             std::string::npos)
       << stats.out;
   EXPECT_NE(stats.out.find("port_security: 3000"), std::string::npos) << stats.out;
@@ -272,7 +246,7 @@ TEST_F(DatapathTest, AutoNetBudgetCarriesThePolicedRateAndRefusesWhatCannotBeAdm
   EXPECT_GE(double(budget_us - 200) / 1.3, std::prev(above)->second - 1) << curve;
   EXPECT_LE(double(budget_us - 200) / 1.3, above->second + 1) << curve;
   pid_t pmd = 0;
-  ASSERT_TRUE(testkit::wait_until([&] { return (pmd = pmd_thread(agent_->pid(), "a")) != 0; }, 5s));
+  ASSERT_TRUE(testkit::wait_until([&] { return (pmd = pmd_thread("a")) != 0; }, 5s));
   ASSERT_TRUE(testkit::wait_until([&] { return rsv::get_sched_params(pmd)->is_deadline(); }, 5s));
   EXPECT_EQ(rsv::get_sched_params(pmd)->runtime, std::chrono::microseconds(budget_us));
 
@@ -283,13 +257,13 @@ TEST_F(DatapathTest, AutoNetBudgetCarriesThePolicedRateAndRefusesWhatCannotBeAdm
     auto s = ctl({"get", "Port", "a0", "statistics:drops_policer_from_vm"});
     return s.rc == 0 && std::atoll(s.out.c_str() + (s.out[0] == '"')) > 0;
   }, 5s)) << ctl({"list", "Port", "a0"}).out;
-  const uint64_t cpu0 = vm::thread_cpu_ns(agent_->pid(), pmd);
+  const uint64_t cpu0 = vm::thread_cpu_ns(agent_->datapathd_pid(), pmd);
   const auto t0 = std::chrono::steady_clock::now();
   EXPECT_NEAR(port_rate("a0", "rx_packets", 1s, 5), double(rate), 0.05 * double(rate))
       << "budget " << why << "\n" << harness::appctl(*agent_, {"capsule/stats"}).out
       << ctl({"get", "Port", "a0", "statistics"}).out;
   // CPU the thread used per period while it carried R (for the message).
-  const double used_us = double(vm::thread_cpu_ns(agent_->pid(), pmd) - cpu0) / 1e3 /
+  const double used_us = double(vm::thread_cpu_ns(agent_->datapathd_pid(), pmd) - cpu0) / 1e3 /
                          (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / 0.02);
   // ... and the budget is what carries it: a quarter of what R costs by this
   // host's calibration (its pps per CPU, no margin) carries clearly less.

@@ -90,6 +90,38 @@ TEST(CapsuleService, StartStatusStop) {
   if (comm_of(ovsdb) == "ovsdb-server") ::kill(ovsdb, SIGTERM);
 }
 
+// capsuled's datapath daemon outlives a crash of capsuled (it keeps the VMs'
+// traffic flowing); `stop` ends it all the same, so nothing is left running.
+TEST(CapsuleService, StopEndsTheDatapathDaemonACrashedAgentLeft) {
+  harness::TempDir dir("capsule-service-dpd");
+  const std::string script = std::string(CAPSULE_SOURCE_DIR) + "/scripts/capsule-service";
+  const std::string bindir = harness::capsuled_path().substr(0, harness::capsuled_path().rfind('/'));
+  auto svc = [&](const std::string& cmd) {
+    return harness::run({"/bin/bash", script, cmd, "--rundir", dir.path(), "--chassis", "svc-dpd", "--metrics-port",
+                         "off", "--bindir", bindir});
+  };
+  auto r = svc("start");
+  ASSERT_EQ(r.rc, 0) << r.out << r.err;
+  const int agent = pid_in(dir.file("capsuled.pid"));
+  int daemon = 0;
+  ASSERT_TRUE(testkit::wait_until([&] { return (daemon = pid_in(dir.file("datapathd.pid"))) > 0; }, 20s))
+      << harness::run({"/bin/cat", dir.file("capsuled.log")}).out;
+  EXPECT_EQ(comm_of(daemon), "capsule-datapat");  // the kernel's 15 characters
+  ::kill(agent, SIGKILL);
+  ASSERT_TRUE(testkit::wait_until([&] { return !harness::process_alive(agent); }, 5s));
+  EXPECT_TRUE(harness::process_alive(daemon)) << "the datapath died with capsuled";
+
+  r = svc("stop");
+  EXPECT_EQ(r.rc, 0) << r.out << r.err;
+  EXPECT_FALSE(harness::process_alive(daemon)) << r.out;
+  EXPECT_NE(::access(dir.file("datapathd.sock").c_str(), F_OK), 0);
+  // Nothing may outlive the test (checked by name: a recycled pid is never hit).
+  for (int pid : {agent, pid_in(dir.file("capsuled.pid")), daemon, pid_in(dir.file("ovsdb-server.pid"))})
+    if (harness::process_alive(pid) && (comm_of(pid) == "capsuled" || comm_of(pid) == "capsule-datapat" ||
+                                         comm_of(pid) == "ovsdb-server"))
+      harness::end_process(pid);
+}
+
 // The monitor: capsuled killed by SIGKILL is started again at once, and the
 // new one registers itself (its own pid in the Host row); a second start
 // while the killed one is still being reaped does not mistake it for alive;

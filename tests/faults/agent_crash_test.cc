@@ -46,15 +46,14 @@ class AgentCrashTest : public testing::ControlPlaneTest {
 
   // SIGKILL, as a crash.
   void crash_agent() {
-    const int ws = agent_->crash();
+    const int ws = agent_->kill();
     ASSERT_TRUE(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL) << ws;
   }
-  // A new capsuled on the same database and run directory (so the same journal).
+  // A new capsuled on the same database and run directory (so the same
+  // journal and the same datapath daemon).
   void restart_agent() {
-    agent_.reset();
-    auto a = harness::Capsuled::start(*db_, dir_.path(), "host-a", {"--stats-interval=200"});
-    ASSERT_TRUE(a.ok()) << a.error().message;
-    agent_ = std::move(*a);
+    auto st = agent_->restart(*db_);
+    ASSERT_TRUE(st.ok()) << st.error().message;
   }
   bool wait_state(const std::string& vm, const std::string& state, std::chrono::milliseconds t = 5s) {
     return testkit::wait_until([&] { return status(vm, "state") == state; }, t);

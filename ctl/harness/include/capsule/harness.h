@@ -62,7 +62,10 @@ class Ovsdb {
 };
 
 // capsuled on an Ovsdb, in the foreground, with its control socket and log
-// in `dir`. The metrics endpoint listens on a free loopback port.
+// in `dir`. The metrics endpoint listens on a free loopback port. capsuled
+// starts capsule-datapathd (pidfile, socket and log in `dir` too), which is
+// not its child and outlives it when it is killed: the destructor ends that
+// daemon as well (by its pidfile), whatever happened to capsuled.
 class Capsuled {
  public:
   static Result<std::unique_ptr<Capsuled>> start(const Ovsdb& db, const std::string& dir, const std::string& chassis,
@@ -74,13 +77,29 @@ class Capsuled {
   const std::string& log_file() const { return log_; }
   // SIGTERM and wait; the exit status.
   int stop() { return proc_->terminate(std::chrono::seconds(10)); }
-  // SIGKILL, as a crash: capsuled cleans nothing up. Reaps it; the wait status.
-  int crash();
+  // SIGKILL (a crash: capsuled cleans nothing up) and reap; the wait status
+  // (-1 if it was not running). capsule-datapathd keeps running.
+  int kill();
+  // Starts it again (after stop() or kill()) with the same arguments.
+  Status restart(const Ovsdb& db);
+
+  // The datapath daemon capsuled runs its VMs' datapath in: its pid from
+  // <dir>/datapathd.pid while that process lives, else 0.
+  pid_t datapathd_pid() const;
+  std::string datapathd_socket() const { return dir_ + "/datapathd.sock"; }
+  std::string datapathd_log() const { return dir_ + "/datapathd.log"; }
 
  private:
   std::unique_ptr<testkit::ChildProcess> proc_;
-  std::string ctl_socket_, log_;
+  std::string dir_, chassis_, ctl_socket_, log_;
+  std::vector<std::string> argv_;
 };
+
+// Whether `pid` is alive (a zombie is not).
+bool process_alive(pid_t pid);
+// SIGTERM, then SIGKILL after `grace`, to a process that is not our child;
+// true once it is gone.
+bool end_process(pid_t pid, std::chrono::milliseconds grace = std::chrono::seconds(10));
 
 // capsule-ctl --db=<db> --timeout=<timeout> ARGS...
 CmdResult ctl(const Ovsdb& db, const std::vector<std::string>& args,

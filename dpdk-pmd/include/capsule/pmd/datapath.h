@@ -142,6 +142,8 @@ struct VmConfig {
 struct VmStats {
   bool connected = false;        // a virtio device is attached now
   uint64_t connects = 0;         // how many times a device attached
+  int64_t last_connect_ms = 0;   // Unix ms of the last attach (vhost new_device), 0 = never
+  int64_t last_disconnect_ms = 0;  // ... of the last detach (destroy_device), 0 = never
   uint64_t from_vm_packets = 0;  // dequeued from the VM and passed policing
   uint64_t from_vm_bytes = 0;
   uint64_t to_vm_packets = 0;    // enqueued into the VM's virtio ring

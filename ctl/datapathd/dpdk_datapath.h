@@ -1,6 +1,8 @@
-// The capsule DPDK datapath (dpdk-pmd) behind capsuled's Datapath
+// The capsule DPDK datapath (dpdk-pmd) behind the agent's Datapath
 // interface: one vhost-user port and one PMD thread per VM, policers in
 // that thread, the PMD's tid handed to the agent for the VM's reservation.
+// It runs inside capsule-datapathd (service.h), the process that outlives
+// capsuled; capsuled reaches it through RemoteDatapath.
 #pragma once
 
 #include <map>
@@ -31,6 +33,7 @@ class CapsuleDpdkDatapath final : public Datapath {
   std::unique_ptr<pmd::Datapath> dp_;
   std::map<std::string, pmd::VmConfig> in_force_;  // what each VM runs with now
   std::map<std::string, std::string> port_name_;   // VM -> its port's name
+  std::map<std::string, int64_t> port_since_ms_;   // VM -> when its port was made
 };
 
 // Host:dpdk_options and Host:uplink -> pmd::DatapathConfig, refusing keys
@@ -40,8 +43,8 @@ Result<pmd::DatapathConfig> datapath_config(const DatapathSettings& settings);
 // VmNetConfig (one port, with a MAC) -> pmd::VmConfig.
 Result<pmd::VmConfig> vm_config(const VmNetConfig& config);
 
-// The factory capsuled passes to its Agent: "capsule" starts the DPDK
-// datapath, anything else is refused with the reason.
-Result<std::unique_ptr<Datapath>> make_datapath(const DatapathSettings& settings);
+// "capsule" starts the DPDK datapath (the EAL on first use), anything else
+// is refused with the reason.
+Result<std::unique_ptr<CapsuleDpdkDatapath>> make_capsule_dpdk_datapath(const DatapathSettings& settings);
 
 }  // namespace capsule::agent

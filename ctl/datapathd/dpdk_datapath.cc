@@ -2,6 +2,7 @@
 
 #include <sstream>
 
+#include "capsule/wall_clock.h"
 #include "capsule/pmd/show.h"
 
 namespace capsule::agent {
@@ -121,6 +122,7 @@ Status CapsuleDpdkDatapath::add_vm(const VmNetConfig& config) {
   auto cur = in_force_.find(config.vm);
   if (cur == in_force_.end()) {
     if (Status st = dp_->add_vm(*next); !st) return st;
+    port_since_ms_[config.vm] = unix_ms_now();
   } else {
     const pmd::VmConfig& old = cur->second;
     const bool same_port = old.port.socket_path == next->port.socket_path && old.port.mode == next->port.mode &&
@@ -134,6 +136,7 @@ Status CapsuleDpdkDatapath::add_vm(const VmNetConfig& config) {
         (void)dp_->add_vm(old);  // the previous port comes back: nothing in force changed
         return st;
       }
+      port_since_ms_[config.vm] = unix_ms_now();
     }
   }
   in_force_[config.vm] = *next;
@@ -146,6 +149,7 @@ Status CapsuleDpdkDatapath::remove_vm(const std::string& vm) {
   Status st = dp_->remove_vm(vm);
   in_force_.erase(vm);
   port_name_.erase(vm);
+  port_since_ms_.erase(vm);
   return st;
 }
 
@@ -176,6 +180,12 @@ Result<VmDatapathStats> CapsuleDpdkDatapath::stats(const std::string& vm) const 
   c.drops["vhost_enqueue"] = s->vhost_enqueue_drops;
   c.drops["not_connected"] = s->not_connected_drops;
   c.drops["uplink_tx"] = s->uplink_tx_drops;
+  c.connected = s->connected;
+  c.connects = s->connects;
+  c.last_connect_ms = s->last_connect_ms;
+  c.last_disconnect_ms = s->last_disconnect_ms;
+  if (auto cfg = in_force_.find(vm); cfg != in_force_.end()) c.socket = cfg->second.port.socket_path;
+  if (auto since = port_since_ms_.find(vm); since != port_since_ms_.end()) c.since_ms = since->second;
   VmDatapathStats out;
   auto it = port_name_.find(vm);
   out.ports[it == port_name_.end() ? vm : it->second] = c;
@@ -183,14 +193,14 @@ Result<VmDatapathStats> CapsuleDpdkDatapath::stats(const std::string& vm) const 
   return out;
 }
 
-Result<std::unique_ptr<Datapath>> make_datapath(const DatapathSettings& settings) {
+Result<std::unique_ptr<CapsuleDpdkDatapath>> make_capsule_dpdk_datapath(const DatapathSettings& settings) {
   if (settings.type != "capsule")
     return Error{"datapath type '" + settings.type + "' is not available in this capsuled (use \"capsule\")", EINVAL};
   auto cfg = datapath_config(settings);
   if (!cfg) return cfg.error();
   auto dp = pmd::Datapath::create(*cfg);
   if (!dp) return dp.error();
-  return std::unique_ptr<Datapath>(new CapsuleDpdkDatapath(std::move(*dp)));
+  return std::make_unique<CapsuleDpdkDatapath>(std::move(*dp));
 }
 
 }  // namespace capsule::agent

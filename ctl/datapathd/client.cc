@@ -1,0 +1,102 @@
+#include "client.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+
+namespace capsule::datapathd {
+
+Result<Client> Client::connect(const std::string& socket, std::chrono::milliseconds timeout) {
+  sockaddr_un sa{};
+  if (socket.size() >= sizeof sa.sun_path)
+    return Error{"datapath daemon socket path " + socket + " is too long for a unix socket", ENAMETOOLONG};
+  sa.sun_family = AF_UNIX;
+  std::memcpy(sa.sun_path, socket.c_str(), socket.size() + 1);
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return errno_error("cannot create a unix socket", errno);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+    const int err = errno;
+    ::close(fd);
+    return errno_error("cannot connect to the datapath daemon at " + socket, err);
+  }
+  return Client(fd, socket, timeout);
+}
+
+Client::Client(Client&& o) noexcept
+    : fd_(o.fd_), socket_(std::move(o.socket_)), timeout_(o.timeout_), pending_(std::move(o.pending_)) {
+  o.fd_ = -1;
+}
+
+Client& Client::operator=(Client&& o) noexcept {
+  if (this != &o) {
+    close();
+    fd_ = o.fd_;
+    socket_ = std::move(o.socket_);
+    timeout_ = o.timeout_;
+    pending_ = std::move(o.pending_);
+    o.fd_ = -1;
+  }
+  return *this;
+}
+
+Client::~Client() { close(); }
+
+void Client::close() {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+  pending_.clear();
+}
+
+Result<json> Client::call(const json& request) {
+  if (fd_ < 0) return Error{"not connected to the datapath daemon at " + socket_, ENOTCONN};
+  const std::string line = request.dump() + "\n";
+  for (std::size_t sent = 0; sent < line.size();) {
+    const ssize_t n = ::send(fd_, line.data() + sent, line.size() - sent, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int err = errno;
+      close();
+      return errno_error("datapath daemon at " + socket_ + ": cannot send", err);
+    }
+    sent += std::size_t(n);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + timeout_;
+  std::size_t eol;
+  while ((eol = pending_.find('\n')) == std::string::npos) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    pollfd p{fd_, POLLIN, 0};
+    const int r = left.count() > 0 ? ::poll(&p, 1, int(left.count())) : 0;
+    if (r < 0 && errno == EINTR) continue;
+    if (r == 0) {
+      close();  // a late answer would be read as the next one's
+      return Error{"datapath daemon at " + socket_ + " did not answer " + request.value("op", "") + " within " +
+                       std::to_string(timeout_.count()) + " ms",
+                   ETIMEDOUT};
+    }
+    char buf[4096];
+    const ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int err = n == 0 ? ECONNRESET : errno;
+      close();
+      return Error{"datapath daemon at " + socket_ + " closed the connection" +
+                       (n < 0 ? std::string(": ") + std::strerror(err) : std::string()),
+                   err};
+    }
+    pending_.append(buf, std::size_t(n));
+  }
+  const std::string reply = pending_.substr(0, eol);
+  pending_.erase(0, eol + 1);
+  json j = json::parse(reply, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) {
+    close();
+    return Error{"datapath daemon at " + socket_ + " answered something that is not a JSON object", EPROTO};
+  }
+  if (!j.value("ok", false)) return Error{j.value("error", std::string("refused without a reason")), EINVAL};
+  return j;
+}
+
+}  // namespace capsule::datapathd

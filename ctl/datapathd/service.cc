@@ -1,0 +1,195 @@
+#include "service.h"
+
+#include <unistd.h>
+
+#include "capsule/pmd/eal.h"
+#include "capsule/wall_clock.h"
+
+namespace capsule::datapathd {
+namespace {
+
+std::string text(const std::map<std::string, std::string>& m) {
+  std::string s = "{";
+  for (const auto& [k, v] : m) s += (s.size() > 1 ? ", " : "") + k + "=" + v;
+  return s + "}";
+}
+
+bool same(const agent::DatapathSettings& a, const agent::DatapathSettings& b) {
+  return a.type == b.type && a.dpdk_options == b.dpdk_options && a.uplink == b.uplink;
+}
+
+Result<std::string> vm_name(const json& request) {
+  if (!request.contains("vm") || !request.at("vm").is_string() || request.at("vm").get<std::string>().empty())
+    return Error{"request " + request.value("op", std::string("?")) + " needs \"vm\": the VM's name", EINVAL};
+  return request.at("vm").get<std::string>();
+}
+
+}  // namespace
+
+int64_t Service::unix_ms() { return unix_ms_now(); }
+
+json Service::handle(const json& request) {
+  if (!request.is_object() || !request.contains("op") || !request.at("op").is_string())
+    return refusal("a request is a JSON object with \"op\" (hello, list, configure, add_vm, remove_vm, pmd_tid, "
+                   "stats, shutdown)");
+  const std::string op = request.at("op").get<std::string>();
+  if (op == "hello" || op == "list") return hello();
+  if (op == "configure") return configure(request);
+  if (op == "add_vm") return add_vm(request);
+  if (op == "remove_vm") return remove_vm(request);
+  if (op == "pmd_tid") return pmd_tid(request);
+  if (op == "stats") return stats(request);
+  if (op == "pmd_stats_show" || op == "fdb_show") {  // capsule/pmd-stats-show, capsule/fdb-show
+    if (!dp_) return refusal("the datapath is not configured");
+    auto text = op == "fdb_show" ? dp_->fdb_show() : dp_->pmd_stats_show(request.value("vm", std::string()));
+    if (!text) return refusal(text.error().message);
+    return ok({{"text", *text}});
+  }
+  if (op == "shutdown") {
+    log_(LogLevel::kInfo, "shutdown requested: removing " + std::to_string(vms_.size()) + " VMs");
+    stop();
+    shutdown_ = true;
+    return ok();
+  }
+  return refusal("unknown op \"" + op + "\" (hello, list, configure, add_vm, remove_vm, pmd_tid, stats, pmd_stats_show, fdb_show, shutdown)");
+}
+
+json Service::hello() const {
+  json vms = json::array();
+  for (const auto& [name, c] : vms_) vms.push_back(to_json(c));
+  return ok({{"pid", ::getpid()},
+             {"version", kVersion},
+             {"started_ms", started_ms_},
+             {"configured", dp_ != nullptr},
+             {"settings", settings_ ? to_json(*settings_) : json(nullptr)},
+             {"detail", dp_ ? dp_->detail() : std::string("not configured")},
+             {"vms", std::move(vms)}});
+}
+
+json Service::configure(const json& request) {
+  if (!request.contains("settings")) return refusal("configure needs \"settings\"");
+  auto s = settings_from_json(request.at("settings"));
+  if (!s) return refusal(s.error().message);
+  if (dp_ && settings_ && same(*settings_, *s)) return ok({{"changed", false}, {"detail", dp_->detail()}});
+  // rte_eal_init runs once per process: other EAL options need a new daemon.
+  if (eal_options_ && pmd::eal_running() && *eal_options_ != s->dpdk_options)
+    return refusal("the EAL of this " + std::string(kProgram) + " runs with dpdk_options " + text(*eal_options_) +
+                   "; dpdk_options " + text(s->dpdk_options) + " need a new daemon (shutdown, then start it again)");
+  // Keys and values first: a malformed request changes nothing.
+  if (s->type != "capsule")
+    return refusal("datapath type '" + s->type + "' is not available in " + kProgram + " (use \"capsule\")");
+  if (auto cfg = agent::datapath_config(*s); !cfg) return refusal(cfg.error().message);
+  const auto old_settings = settings_;
+  const auto old_vms = vms_;
+  if (dp_) {
+    log_(LogLevel::kInfo, "new settings: removing " + std::to_string(vms_.size()) + " VMs and the datapath");
+    stop();
+  }
+  const bool eal_before = pmd::eal_running();
+  auto made = agent::make_capsule_dpdk_datapath(*s);
+  if (!eal_before && pmd::eal_running()) eal_options_ = s->dpdk_options;
+  if (!made) {
+    log_(LogLevel::kErr, "configure: " + made.error().message);
+    std::string restored;
+    if (old_settings) {  // what was in force comes back
+      if (auto again = agent::make_capsule_dpdk_datapath(*old_settings)) {
+        dp_ = std::move(*again);
+        settings_ = old_settings;
+        for (const auto& [name, c] : old_vms)
+          if (dp_->add_vm(c)) vms_[name] = c;
+        restored = "; the previous datapath and its " + std::to_string(vms_.size()) + " VMs were restored";
+      }
+    }
+    return refusal(made.error().message + restored);
+  }
+  dp_ = std::move(*made);
+  settings_ = *s;
+  log_(LogLevel::kInfo, "datapath ready: " + dp_->detail() + " (dpdk_options " + text(s->dpdk_options) +
+                            ", uplink " + text(s->uplink) + ")");
+  return ok({{"changed", true}, {"detail", dp_->detail()}});
+}
+
+json Service::add_vm(const json& request) {
+  if (!dp_) return refusal("the datapath is not configured (configure first)");
+  if (!request.contains("vm")) return refusal("add_vm needs \"vm\": the VM's network configuration");
+  auto c = vm_from_json(request.at("vm"));
+  if (!c) return refusal(c.error().message);
+  if (c->vm.empty()) return refusal("add_vm: the VM has no name");
+  auto cur = vms_.find(c->vm);
+  // The same configuration (an agent adopting what is in force): nothing to
+  // do, so the port stays connected and the PMD thread keeps its tid.
+  if (cur != vms_.end() && to_json(cur->second) == to_json(*c)) return ok({{"changed", false}});
+  if (Status st = dp_->add_vm(*c); !st) {
+    log_(LogLevel::kWarn, "VM " + c->vm + ": " + st.error().message);
+    return refusal(st.error().message);
+  }
+  log_(LogLevel::kInfo, "VM " + c->vm + (cur == vms_.end() ? ": added, " : ": changed, ") +
+                            std::to_string(c->ports.size()) + " ports" +
+                            (c->ports.empty() ? "" : " (" + c->ports.front().vhost_path + ")"));
+  if (c->ports.empty()) {
+    vms_.erase(c->vm);
+    links_.erase(c->vm);
+  } else {
+    vms_[c->vm] = *c;
+  }
+  return ok({{"changed", true}});
+}
+
+json Service::remove_vm(const json& request) {
+  auto name = vm_name(request);
+  if (!name) return refusal(name.error().message);
+  if (!vms_.count(*name)) return ok();
+  Status st = dp_->remove_vm(*name);
+  vms_.erase(*name);
+  links_.erase(*name);
+  log_(LogLevel::kInfo, "VM " + *name + ": removed" + (st ? "" : " (" + st.error().message + ")"));
+  return ok();
+}
+
+json Service::pmd_tid(const json& request) const {
+  auto name = vm_name(request);
+  if (!name) return refusal(name.error().message);
+  json tid = nullptr;  // also while its thread is starting (tid 0)
+  if (dp_ && vms_.count(*name))
+    if (auto t = dp_->pmd_tid(*name); t && *t > 0) tid = *t;
+  return ok({{"tid", tid}});
+}
+
+json Service::stats(const json& request) const {
+  auto name = vm_name(request);
+  if (!name) return refusal(name.error().message);
+  if (!dp_ || !vms_.count(*name)) return refusal("no VM '" + *name + "' in this datapath");
+  auto s = dp_->stats(*name);
+  if (!s) return refusal(s.error().message);
+  return ok({{"stats", to_json(*s)}});
+}
+
+void Service::watch_links() {
+  if (!dp_) return;
+  for (const auto& [name, c] : vms_) {
+    auto s = dp_->stats(name);
+    if (!s || s->ports.empty()) continue;
+    const auto& p = s->ports.begin()->second;
+    auto& last = links_[name];
+    if (last.first == p.connected && last.second == p.connects) continue;
+    if (p.connects > last.second + (p.connected ? 1 : 0))
+      log_(LogLevel::kInfo, "VM " + name + ": guest connected and left again on " + p.socket);
+    if (p.connected)
+      log_(LogLevel::kInfo, "VM " + name + ": guest connected on " + p.socket + " at " + format_utc(p.last_connect_ms));
+    else if (p.connects)
+      log_(LogLevel::kInfo, "VM " + name + ": guest disconnected from " + p.socket + " at " +
+                                format_utc(p.last_disconnect_ms));
+    last = {p.connected, p.connects};
+  }
+}
+
+void Service::stop() {
+  if (!dp_) return;
+  for (const auto& [name, c] : vms_) (void)dp_->remove_vm(name);
+  vms_.clear();
+  links_.clear();
+  dp_.reset();
+  settings_.reset();
+}
+
+}  // namespace capsule::datapathd

@@ -1,0 +1,282 @@
+// The datapath process outlives the agent (issue 9, docs/reliability.md):
+// real ovsdb-server, capsuled, capsule-datapathd and emulated VMs
+// (capsule-vm) that count what they receive themselves.
+//
+// - SIGKILL of capsuled: the VMs' traffic keeps flowing while no agent
+//   runs; the next capsuled adopts the datapath (same daemon, same PMD
+//   threads, ports attached), and traffic is never interrupted for > 2 s;
+// - a graceful stop leaves no datapath process and no socket;
+// - SIGKILL of capsule-datapathd: status says the datapath is down and
+//   since when, capsuled starts a new one, the VMs come back;
+// - a port is `attached` only while its VM is connected.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <signal.h>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "capsule/harness.h"
+#include "capsule/rsv/discovery.h"
+#include "capsule/rsv/sched_attr.h"
+#include "capsule/testkit.h"
+#include "client.h"
+#include "control_plane_fixture.h"
+#include "emulated_vm.h"
+
+namespace capsule {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::EmulatedVm;
+
+// The longest time, by the VM's own clock, between two of its reports in
+// which rx_to_me grew, over the reports at or after `from_ms` (and up to the
+// last report: a stall that has not ended counts too).
+double longest_rx_gap_ms(const std::string& output, double from_ms) {
+  std::istringstream in(output);
+  double last_growth = -1, prev_rx = -1, last_elapsed = -1, gap = 0;
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("report ", 0) != 0) continue;
+    const auto c = vm::parse_counters(line);
+    const double t = double(c.at("elapsed_ms")), rx = double(c.at("rx_to_me"));
+    if (t < from_ms) {
+      prev_rx = rx;
+      continue;
+    }
+    if (last_growth < 0) last_growth = t;
+    if (prev_rx >= 0 && rx > prev_rx) {
+      gap = std::max(gap, t - last_growth);
+      last_growth = t;
+    }
+    prev_rx = rx;
+    last_elapsed = t;
+  }
+  return std::max(gap, last_elapsed - last_growth);
+}
+
+bool exists(const std::string& path) {
+  struct stat st{};
+  return ::lstat(path.c_str(), &st) == 0;
+}
+
+class DatapathdTest : public testing::ControlPlaneTest {
+ protected:
+  DatapathdTest() : ControlPlaneTest("capsule-dpd-test") {}
+  void SetUp() override {
+    ControlPlaneTest::SetUp();
+    if (HasFatalFailure()) return;
+    ASSERT_TRUE(testkit::wait_until([&] { return host_status("datapath") == "capsule-dpdk"; }, 20s))
+        << ctl({"show"}).out;
+  }
+  std::string get(const std::string& table, const std::string& row, const std::string& column) {
+    auto r = ctl({"--if-exists", "get", table, row, column});
+    std::string v = r.out;
+    while (!v.empty() && (v.back() == '\n')) v.pop_back();
+    if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
+    return v;
+  }
+  std::string host_status(const std::string& key) { return get("Host", "host-a", "status:" + key); }
+  pid_t pmd_thread(const std::string& vm) const { return rsv::find_capsule_pmd(agent_->datapathd_pid(), vm); }
+
+  // Two best-effort VMs, a sending 5 kpps of 256-byte frames to b.
+  void start_traffic() {
+    b_ = std::make_unique<EmulatedVm>(dir_, "b", kMacB, std::vector<std::string>{"--mode", "count"});
+    a_ = std::make_unique<EmulatedVm>(dir_, "a", kMacA,
+                                      std::vector<std::string>{"--mode", "tx", "--dst", kMacB, "--rate", "5000", "--size", "256"});
+    auto r = ctl({"--wait", "add-vm", "a", "pid=" + std::to_string(a_->pid()), "--", "add-port", "a", "a0", a_->socket(),
+                  "mac=\"" + std::string(kMacA) + "\"", "--", "add-vm", "b", "pid=" + std::to_string(b_->pid()), "--",
+                  "add-port", "b", "b0", b_->socket(), "mac=\"" + std::string(kMacB) + "\""});
+    ASSERT_EQ(r.rc, 0) << r.out << r.err;
+    ASSERT_TRUE(testkit::wait_until([&] { return b_->counter("rx_to_me") > 1000; }, 20s)) << a_->output() << b_->output();
+    ASSERT_TRUE(testkit::wait_until([&] { return get("Port", "b0", "status:state") == "attached"; }, 5s))
+        << ctl({"list", "Port", "b0"}).out;
+  }
+  // b counts more frames within `timeout`.
+  bool b_receives(long long frames, std::chrono::milliseconds timeout) {
+    const long long before = b_->counter("rx_to_me");
+    return testkit::wait_until([&] { return b_->counter("rx_to_me") > before + frames; }, timeout);
+  }
+
+  static constexpr const char* kMacA = "02:00:00:00:00:0a";
+  static constexpr const char* kMacB = "02:00:00:00:00:0b";
+  std::unique_ptr<EmulatedVm> a_, b_;
+};
+
+TEST_F(DatapathdTest, AgentSigkillKeepsTrafficFlowingAndTheNextAgentAdoptsTheDatapath) {
+  start_traffic();
+  if (HasFatalFailure()) return;
+  const pid_t daemon = agent_->datapathd_pid();
+  ASSERT_NE(daemon, 0);
+  const pid_t pmd_a = pmd_thread("a"), pmd_b = pmd_thread("b");
+  ASSERT_NE(pmd_a, 0);
+  ASSERT_NE(pmd_b, 0);
+
+  const double killed_at = double(b_->counter("elapsed_ms"));
+  agent_->kill();
+  // No agent: b keeps counting what a sends (2 s worth at 5 kpps).
+  EXPECT_TRUE(b_receives(10'000, 10s)) << b_->output();
+  EXPECT_EQ(agent_->datapathd_pid(), daemon) << "the datapath died with the agent";
+
+  ASSERT_TRUE(agent_->restart(*db_).ok());
+  // It adopts: the same daemon, the same PMD threads, status as before.
+  ASSERT_TRUE(testkit::wait_until([&] { return host_status("datapath") == "capsule-dpdk"; }, 20s)) << ctl({"show"}).out;
+  EXPECT_EQ(agent_->datapathd_pid(), daemon);
+  EXPECT_EQ(pmd_thread("a"), pmd_a);
+  EXPECT_EQ(pmd_thread("b"), pmd_b);
+  for (const char* vm : {"a", "b"})
+    EXPECT_TRUE(testkit::wait_until([&] { return get("VM", vm, "status:state") == "running"; }, 10s))
+        << ctl({"list", "VM", vm}).out;
+  // Port status is written afresh by the new agent (its pid in the Host
+  // row, its first statistics sample) and says attached.
+  EXPECT_TRUE(testkit::wait_until([&] {
+    return get("Port", "a0", "status:state") == "attached" && get("Port", "b0", "status:state") == "attached";
+  }, 5s)) << ctl({"list", "Port"}).out;
+  EXPECT_NE(harness::run({"/bin/cat", agent_->log_file()}).out.find("adopted the datapath in capsule-datapathd (pid " +
+                                                                    std::to_string(daemon) + ") (same settings): 2 VMs"),
+            std::string::npos);
+  // Traffic never stopped for more than 2 s (the VM's 200-ms reports).
+  ASSERT_TRUE(b_receives(2'000, 5s)) << b_->output();
+  const double gap = longest_rx_gap_ms(b_->output(), killed_at - 1000);
+  EXPECT_LE(gap, 2000) << "b received nothing for " << gap << " ms around the agent's crash";
+  std::cout << "[ info     ] longest pause in b's traffic around the crash: " << gap << " ms\n";
+}
+
+// With reservations: the adopted datapath keeps the PMD thread (same tid),
+// and the agent's journal adopts that thread's reservation.
+TEST_F(DatapathdTest, AgentSigkillKeepsTheReservedPmdThreadAndItsBudget) {
+  b_ = std::make_unique<EmulatedVm>(dir_, "b", kMacB, std::vector<std::string>{"--mode", "count"});
+  a_ = std::make_unique<EmulatedVm>(dir_, "a", kMacA,
+                                    std::vector<std::string>{"--mode", "tx", "--dst", kMacB, "--rate", "5000", "--size", "256"});
+  auto r = ctl({"--wait", "add-vm", "a", "pid=" + std::to_string(a_->pid()), "--", "--net=4ms", "set-rsv", "a", "4ms",
+                "20ms", "--", "add-port", "a", "a0", a_->socket(), "mac=\"" + std::string(kMacA) + "\"", "--", "add-vm",
+                "b", "pid=" + std::to_string(b_->pid()), "--", "--net=4ms", "set-rsv", "b", "4ms", "20ms", "--",
+                "add-port", "b", "b0", b_->socket(), "mac=\"" + std::string(kMacB) + "\""});
+  ASSERT_EQ(r.rc, 0) << r.out << r.err;
+  ASSERT_TRUE(testkit::wait_until([&] {
+    return get("VM", "b", "status:state") == "running" && get("VM", "a", "status:state") == "running";
+  }, 20s));
+  ASSERT_TRUE(b_receives(1000, 20s)) << b_->output();
+  const pid_t pmd_b = pmd_thread("b");
+  ASSERT_TRUE(testkit::wait_until([&] { return rsv::get_sched_params(pmd_b)->is_deadline(); }, 5s));
+
+  const double killed_at = double(b_->counter("elapsed_ms"));
+  agent_->kill();
+  EXPECT_TRUE(b_receives(10'000, 10s)) << b_->output();
+  ASSERT_TRUE(agent_->restart(*db_).ok());
+  ASSERT_TRUE(testkit::wait_until([&] { return get("VM", "b", "status:state") == "running"; }, 10s))
+      << ctl({"list", "VM", "b"}).out;
+  EXPECT_EQ(pmd_thread("b"), pmd_b);
+  auto p = rsv::get_sched_params(pmd_b);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->policy, rsv::kSchedDeadline);
+  EXPECT_EQ(p->runtime, 4ms);
+  EXPECT_EQ(p->period, 20ms);
+  EXPECT_TRUE(testkit::wait_until([&] { return get("Port", "b0", "status:state") == "attached"; }, 5s));
+  ASSERT_TRUE(b_receives(2'000, 5s)) << b_->output();
+  EXPECT_LE(longest_rx_gap_ms(b_->output(), killed_at - 1000), 2000);
+}
+
+TEST_F(DatapathdTest, GracefulStopLeavesNoDatapathProcessAndNoSocket) {
+  start_traffic();
+  if (HasFatalFailure()) return;
+  const pid_t daemon = agent_->datapathd_pid();
+  ASSERT_NE(daemon, 0);
+  ASSERT_TRUE(exists(agent_->datapathd_socket()));
+  // SIGTERM (what `ovs-appctl exit` and capsule-service stop also reach):
+  // capsuled returns once the daemon is gone.
+  EXPECT_EQ(agent_->stop(), 0);
+  EXPECT_FALSE(harness::process_alive(daemon));
+  EXPECT_FALSE(exists(agent_->datapathd_socket()));
+  EXPECT_FALSE(exists(dir_.file("datapathd.pid")));
+  // The agent took the VMs' ports off first (their threads restored), then
+  // asked the daemon to stop.
+  const std::string log = harness::run({"/bin/cat", agent_->datapathd_log()}).out;
+  EXPECT_NE(log.find("VM a: removed"), std::string::npos) << log;
+  EXPECT_NE(log.find("VM b: removed"), std::string::npos) << log;
+  EXPECT_NE(log.find("|datapathd|INFO|stopping (shutdown request)"), std::string::npos) << log;
+  // The next agent starts a new one.
+  ASSERT_TRUE(agent_->restart(*db_).ok());
+  ASSERT_TRUE(testkit::wait_until([&] { return agent_->datapathd_pid() != 0; }, 20s));
+  EXPECT_NE(agent_->datapathd_pid(), daemon);
+}
+
+TEST_F(DatapathdTest, KilledDatapathDaemonIsReportedAndReplaced) {
+  start_traffic();
+  if (HasFatalFailure()) return;
+  const pid_t daemon = agent_->datapathd_pid();
+  ASSERT_NE(daemon, 0);
+  ::kill(daemon, SIGKILL);
+  const auto killed = std::chrono::steady_clock::now();
+  // capsuled notices at once, starts a new daemon, and the Host row keeps
+  // what happened and when.
+  ASSERT_TRUE(testkit::wait_until([&] {
+    const pid_t now = agent_->datapathd_pid();
+    return now != 0 && now != daemon && host_status("datapath") == "capsule-dpdk";
+  }, 20s)) << ctl({"list", "Host"}).out;
+  const std::string last_exit = host_status("datapath_last_exit");
+  EXPECT_NE(last_exit.find("capsule-datapathd (pid " + std::to_string(daemon) + ") exited at 20"), std::string::npos)
+      << last_exit;
+  EXPECT_NE(last_exit.find("; replaced at 20"), std::string::npos) << last_exit;
+  // The VMs come back on the new daemon: their ports are reconnected by
+  // capsule (vhost client) to the sockets the VMs serve.
+  const bool back = b_receives(1000, 20s);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - killed).count();
+  std::cout << "[ info     ] traffic " << (back ? "back" : "NOT back") << " " << secs
+            << " s after SIGKILL of capsule-datapathd\n";
+  EXPECT_TRUE(back) << "b: " << b_->output() << "\na: " << a_->output() << "\n" << ctl({"list", "Port"}).out;
+  EXPECT_TRUE(testkit::wait_until([&] { return get("Port", "b0", "status:state") == "attached"; }, 5s))
+      << ctl({"list", "Port", "b0"}).out;
+}
+
+TEST_F(DatapathdTest, PortIsAttachedOnlyWhileItsVmIsConnected) {
+  // A port whose VM never came: waiting, since when it was made.
+  auto r = ctl({"--wait", "add-vm", "c", "pid=" + std::to_string(::getpid()), "--", "add-port", "c", "c0",
+                dir_.file("c.sock"), "mac=\"02:00:00:00:00:0c\""});
+  ASSERT_EQ(r.rc, 0) << r.out << r.err;
+  EXPECT_TRUE(testkit::wait_until([&] { return get("Port", "c0", "status:state") == "waiting"; }, 5s))
+      << ctl({"list", "Port", "c0"}).out;
+  EXPECT_EQ(get("Port", "c0", "status:reason").rfind("the VM has not connected to " + dir_.file("c.sock") + " (since 20", 0),
+            0u)
+      << get("Port", "c0", "status:reason");
+
+  start_traffic();  // b0 attached
+  if (HasFatalFailure()) return;
+  EXPECT_FALSE(get("Port", "b0", "status:connected_at").empty());
+  b_->finish();  // the VM goes away
+  EXPECT_TRUE(testkit::wait_until([&] { return get("Port", "b0", "status:state") == "waiting"; }, 5s))
+      << ctl({"list", "Port", "b0"}).out;
+  EXPECT_EQ(get("Port", "b0", "status:reason").rfind("VM disconnected at 20", 0), 0u) << get("Port", "b0", "status:reason");
+  EXPECT_NE(harness::appctl(*agent_, {"capsule/show"}).out.find("port b0: waiting (VM disconnected at 20"),
+            std::string::npos)
+      << harness::appctl(*agent_, {"capsule/show"}).out;
+}
+
+// The daemon refuses what it cannot do with the client's own text, and a
+// refusal changes nothing.
+TEST_F(DatapathdTest, DaemonRefusesBadRequestsAndKeepsWhatIsInForce) {
+  start_traffic();
+  if (HasFatalFailure()) return;
+  auto c = datapathd::Client::connect(agent_->datapathd_socket());
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  auto bad = c->call({{"op", "add_vm"}, {"vm", {{"vm", "a"}, {"ports", "not a list"}}}});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message.find("malformed VM configuration"), std::string::npos) << bad.error().message;
+  bad = c->call({{"op", "frobnicate"}});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message.find("unknown op \"frobnicate\""), std::string::npos);
+  bad = c->call({{"op", "configure"}, {"settings", {{"type", "capsule"}, {"uplink", {{"bogus", "1"}}}}}});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message.find("unknown key 'bogus'"), std::string::npos) << bad.error().message;
+  // a's port and thread are what they were; b still receives.
+  auto hello = c->call({{"op", "list"}});
+  ASSERT_TRUE(hello.ok());
+  EXPECT_EQ(hello->at("vms").size(), 2u) << hello->dump();
+  EXPECT_TRUE(b_receives(1000, 5s));
+}
+
+}  // namespace
+}  // namespace capsule
