@@ -59,6 +59,18 @@ bool FwdTable::drop_learned(std::size_t i, uint64_t e, uint64_t replacement) {
   return true;
 }
 
+std::size_t FwdTable::fullest_learned_in_window(uint64_t mac) const {
+  std::size_t victim = SIZE_MAX;
+  unsigned most = 0;
+  for (std::size_t k = 0, i = home(mac); k < kWindow; ++k, i = (i + 1) & mask_) {
+    const uint64_t e = slots_[i].load(std::memory_order_acquire);
+    if (!live(e) || (e & kCfg)) continue;
+    const unsigned c = count_[index(port_of(e))].load(std::memory_order_relaxed);
+    if (victim == SIZE_MAX || c > most) victim = i, most = c;
+  }
+  return victim;
+}
+
 uint16_t FwdTable::fullest_port() const {
   unsigned best = 0, most = 0;
   for (unsigned p = 0; p <= kMaxVmPorts; ++p) {
@@ -117,14 +129,7 @@ FwdTable::Learned FwdTable::learn(uint64_t mac, uint16_t port, uint32_t now_s) {
   if (total_.load(std::memory_order_relaxed) >= limits_.table_size) evict_one_of(fullest_port());
   if (reuse == SIZE_MAX) {
     // The window is full: the learned entry of the fullest port in it goes.
-    std::size_t victim = SIZE_MAX;
-    unsigned most = 0;
-    for (std::size_t k = 0, i = home(mac); k < kWindow; ++k, i = (i + 1) & mask_) {
-      const uint64_t e = slots_[i].load(std::memory_order_acquire);
-      if (!live(e) || (e & kCfg)) continue;
-      const unsigned c = count_[index(port_of(e))].load(std::memory_order_relaxed);
-      if (victim == SIZE_MAX || c > most) victim = i, most = c;
-    }
+    const std::size_t victim = fullest_learned_in_window(mac);
     if (victim == SIZE_MAX || !drop_learned(victim, slots_[victim].load(std::memory_order_acquire), kTomb)) {
       refusals_.fetch_add(1, std::memory_order_relaxed);
       return Learned::kRefused;
@@ -162,14 +167,7 @@ bool FwdTable::configure(uint64_t mac, uint16_t port) {
   }
   if (reuse == SIZE_MAX) {
     // A full window: a learned entry makes room (the fullest port's).
-    std::size_t victim = SIZE_MAX;
-    unsigned most = 0;
-    for (std::size_t k = 0, i = home(mac); k < kWindow; ++k, i = (i + 1) & mask_) {
-      const uint64_t e = slots_[i].load(std::memory_order_acquire);
-      if (!live(e) || (e & kCfg)) continue;
-      const unsigned c = count_[index(port_of(e))].load(std::memory_order_relaxed);
-      if (victim == SIZE_MAX || c > most) victim = i, most = c;
-    }
+    const std::size_t victim = fullest_learned_in_window(mac);
     if (victim == SIZE_MAX) return false;
     if (!drop_learned(victim, slots_[victim].load(std::memory_order_acquire), want)) return configure(mac, port);
     evictions_.fetch_add(1, std::memory_order_relaxed);

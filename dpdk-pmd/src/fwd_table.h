@@ -91,6 +91,9 @@ class FwdTable {
   bool drop_learned(std::size_t i, uint64_t e, uint64_t replacement);
   bool evict_one_of(uint16_t port);
   uint16_t fullest_port() const;
+  // The slot, in `mac`'s probe window, of a learned entry of the port with
+  // the most entries (what goes when the window is full); SIZE_MAX if none.
+  std::size_t fullest_learned_in_window(uint64_t mac) const;
 
   Limits limits_;
   std::size_t mask_ = 0;

@@ -423,13 +423,9 @@ TEST_F(CapsuledTest, SigtermRestoresThreadsAndSaysStopped) {
 }
 
 TEST_F(CapsuledTest, PartitionedModePinsIntoACpusetAndSigtermRemovesIt) {
+  int cpu = -1;
+  if (auto why = partition_unavailable(&cpu); !why.empty()) GTEST_SKIP() << why;
   const auto fs = rsv::CpusetFs::detect();
-  if (fs.kind() != rsv::CpusetFs::Kind::kV1) GTEST_SKIP() << "needs the cgroup v1 cpuset controller";
-  const auto cpus = rsv::online_cpus();
-  if (cpus.size() < 2) GTEST_SKIP() << "needs 2 CPUs (one stays with the system)";
-  const int cpu = cpus.back();
-  if (auto f = rsv::PartitionSet::foreign_cpuset_holding(cpu); !f.empty())
-    GTEST_SKIP() << "cpuset " << f << " holds core " << cpu << ": no exclusive partition can be made on this host";
   const std::string part = fs.path(rsv::PartitionSet::partition_name(cpu));
   const std::string root_lb = *rsv::read_text_file(fs.path("/") + "/cpuset.sched_load_balance");
 

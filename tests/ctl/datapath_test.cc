@@ -292,8 +292,10 @@ TEST_F(DatapathTest, AutoNetBudgetCarriesThePolicedRateAndRefusesWhatCannotBeAdm
   EXPECT_TRUE(rejected_with("c", "more than the one CPU a thread can use")) << ctl({"get", "VM", "c", "status"}).out;
   // A rate a CPU can carry but this host cannot admit beside the vCPU
   // budget: refused by admission, the reason says where the budget came from.
+  // (Half of a CPU's rate: with the margin it stays within the period even
+  // where the measured curve bends, unlike 0.7, which once needed 100.2 %.)
   r = ctl({"--wait", "--", "--net=auto", "set-rsv", "c", "19ms", "20ms", "--", "set-qos", "c0", "pkt-policer",
-           "pir=" + std::to_string(uint64_t(0.7 * pps_per_cpu)), "pbs=1000"});
+           "pir=" + std::to_string(uint64_t(0.5 * pps_per_cpu)), "pbs=1000"});
   EXPECT_TRUE(rejected_with("c", "cannot be admitted")) << ctl({"get", "VM", "c", "status"}).out;
   EXPECT_EQ(ctl({"get", "VM", "c", "status:reason"}).out.rfind("\"net budget auto: ", 0), 0u)
       << ctl({"get", "VM", "c", "status:reason"}).out;

@@ -9,7 +9,9 @@
 #include <string>
 #include <vector>
 
+#include "capsule/rsv/cpuset.h"
 #include "capsule/rsv/discovery.h"
+#include "capsule/rsv/partition.h"
 #include "capsule/rsv/sched_attr.h"
 #include "capsule/testkit.h"
 
@@ -50,6 +52,18 @@ class FakeVm {
 inline bool has_deadline(pid_t tid, std::chrono::microseconds runtime, std::chrono::microseconds period) {
   auto p = rsv::get_sched_params(tid);
   return p && p->is_deadline() && p->runtime == runtime && p->period == period;
+}
+
+// Why this host cannot make its last CPU an exclusive capsule partition
+// (a test then skips with the reason), or "" when it can; `cpu` is that CPU.
+inline std::string partition_unavailable(int* cpu) {
+  if (rsv::CpusetFs::detect().kind() != rsv::CpusetFs::Kind::kV1) return "needs the cgroup v1 cpuset controller";
+  const auto cpus = rsv::online_cpus();
+  if (cpus.size() < 2) return "needs 2 CPUs (one stays with the system)";
+  *cpu = cpus.back();
+  if (auto f = rsv::PartitionSet::foreign_cpuset_holding(*cpu); !f.empty())
+    return "cpuset " + f + " holds core " + std::to_string(*cpu) + ": no exclusive partition can be made on this host";
+  return "";
 }
 
 }  // namespace capsule
