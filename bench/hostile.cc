@@ -39,15 +39,6 @@ struct Outcome {
   uint64_t nbr_port_security = 0, nbr_ring_full = 0, vm1_ring_full = 0, learned = 0;
 };
 
-// VM 1's own count of frames to it, per second of its own clock.
-double vm1_rate(const EmuVm& vm, double secs) {
-  const auto c0 = vm.counters();
-  std::this_thread::sleep_for(std::chrono::duration<double>(secs));
-  const auto c1 = vm.counters();
-  if (!c0.count("elapsed_ms") || !c1.count("elapsed_ms")) return 0;
-  const double ms = double(c1.at("elapsed_ms")) - double(c0.at("elapsed_ms"));
-  return ms > 0 ? double(c1.at("rx_to_me") - c0.at("rx_to_me")) * 1000 / ms : 0;
-}
 
 Result<Outcome> run_scenario(const std::string& scenario, uint64_t rate, double warm, double secs) {
   harness::TempDir tmp("capsule-bench-hostile");
@@ -88,7 +79,7 @@ Result<Outcome> run_scenario(const std::string& scenario, uint64_t rate, double 
   if (!peer) return peer.error();
   std::this_thread::sleep_for(std::chrono::duration<double>(warm));
   Outcome o;
-  o.vm1_pps = vm1_rate(*vm1.value(), secs);
+  o.vm1_pps = vm1.value()->own_rate("rx_to_me", std::chrono::milliseconds(int64_t(secs * 1000)));
   o.nbr_port_security = d.stats("nbr")->from_vm_drops_port_security;
   o.nbr_ring_full = d.stats("nbr")->ring_full_drops;
   o.vm1_ring_full = d.stats("vm1")->ring_full_drops;

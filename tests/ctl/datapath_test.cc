@@ -27,16 +27,6 @@ namespace {
 using namespace std::chrono_literals;
 using testing::EmulatedVm;
 
-// Frames per second `vm` counts for itself over about `window`, timed by
-// its own reports (counters and elapsed_ms come from the same line).
-double rx_rate(const EmulatedVm& vm, std::chrono::milliseconds window) {
-  const auto c0 = vm.counters();
-  std::this_thread::sleep_for(window);  // the measurement window
-  const auto c1 = vm.counters();
-  const double ms = double(c1.at("elapsed_ms")) - double(c0.at("elapsed_ms"));  // after the measurement window
-  return ms > 0 ? double(c1.at("rx_to_me") - c0.at("rx_to_me")) * 1000 / ms : 0;
-}
-
 class DatapathTest : public testing::ControlPlaneTest {
  protected:
   DatapathTest() : ControlPlaneTest("capsule-dp-test") {}
@@ -97,7 +87,7 @@ TEST_F(DatapathTest, PmdJoinsTheCapsuleAndTrafficIsPolicedAtTheQosRate) {
     return s.rc == 0 ? std::atoll(s.out.c_str() + (s.out[0] == '"')) : 0;
   };
   ASSERT_TRUE(testkit::wait_until([&] { return policer_drops() > 0; }, 5s)) << ctl({"list", "Port", "a0"}).out;
-  const double pps = rx_rate(b, 3s);
+  const double pps = b.own_rate("rx_to_me", 3s);
   const double expect = double(cir) / 986.0;
   // A's vCPU spends its 4 ms in one stretch per period, so its frames come
   // in bursts far above the policer's 20 kB burst; the policer still passes

@@ -33,30 +33,6 @@ namespace {
 using namespace std::chrono_literals;
 using testing::EmulatedVm;
 
-// The longest time, by the VM's own clock, between two of its reports in
-// which rx_to_me grew, over the reports at or after `from_ms` (and up to the
-// last report: a stall that has not ended counts too).
-double longest_rx_gap_ms(const std::string& output, double from_ms) {
-  std::istringstream in(output);
-  double last_growth = -1, prev_rx = -1, last_elapsed = -1, gap = 0;
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind("report ", 0) != 0) continue;
-    const auto c = vm::parse_counters(line);
-    const double t = double(c.at("elapsed_ms")), rx = double(c.at("rx_to_me"));
-    if (t < from_ms) {
-      prev_rx = rx;
-      continue;
-    }
-    if (last_growth < 0) last_growth = t;
-    if (prev_rx >= 0 && rx > prev_rx) {
-      gap = std::max(gap, t - last_growth);
-      last_growth = t;
-    }
-    prev_rx = rx;
-    last_elapsed = t;
-  }
-  return std::max(gap, last_elapsed - last_growth);
-}
 
 bool exists(const std::string& path) {
   struct stat st{};
@@ -140,7 +116,7 @@ TEST_F(DatapathdTest, AgentSigkillKeepsTrafficFlowingAndTheNextAgentAdoptsTheDat
             std::string::npos);
   // Traffic never stopped for more than 2 s (the VM's 200-ms reports).
   ASSERT_TRUE(b_receives(2'000, 5s)) << b_->output();
-  const double gap = longest_rx_gap_ms(b_->output(), killed_at - 1000);
+  const double gap = b_->longest_gap_ms("rx_to_me", killed_at - 1000);
   EXPECT_LE(gap, 2000) << "b received nothing for " << gap << " ms around the agent's crash";
   std::cout << "[ info     ] longest pause in b's traffic around the crash: " << gap << " ms\n";
 }
@@ -177,7 +153,7 @@ TEST_F(DatapathdTest, AgentSigkillKeepsTheReservedPmdThreadAndItsBudget) {
   EXPECT_EQ(p->period, 20ms);
   EXPECT_TRUE(testkit::wait_until([&] { return get("Port", "b0", "status:state") == "attached"; }, 5s));
   ASSERT_TRUE(b_receives(2'000, 5s)) << b_->output();
-  EXPECT_LE(longest_rx_gap_ms(b_->output(), killed_at - 1000), 2000);
+  EXPECT_LE(b_->longest_gap_ms("rx_to_me", killed_at - 1000), 2000);
 }
 
 TEST_F(DatapathdTest, GracefulStopLeavesNoDatapathProcessAndNoSocket) {

@@ -3,7 +3,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <thread>
 #include <fstream>
 #include <sstream>
 
@@ -52,6 +54,38 @@ Counters parse_counters(const std::string& output) {
 }
 
 Counters VmPeer::counters() const { return parse_counters(output()); }
+
+double VmPeer::own_rate(const std::string& key, std::chrono::milliseconds window) const {
+  const auto c0 = counters();
+  std::this_thread::sleep_for(window);  // the measurement window
+  const auto c1 = counters();
+  if (!c0.count("elapsed_ms") || !c1.count("elapsed_ms") || !c0.count(key) || !c1.count(key)) return 0;
+  const double ms = double(c1.at("elapsed_ms")) - double(c0.at("elapsed_ms"));
+  return ms > 0 ? double(c1.at(key) - c0.at(key)) * 1000 / ms : 0;
+}
+
+double VmPeer::longest_gap_ms(const std::string& key, double from_ms) const {
+  std::istringstream in(output());
+  double last_growth = -1, prev = -1, last_elapsed = -1, gap = 0;
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("report ", 0) != 0) continue;
+    const auto c = parse_counters(line);
+    if (!c.count("elapsed_ms") || !c.count(key)) continue;
+    const double t = double(c.at("elapsed_ms")), v = double(c.at(key));
+    if (t < from_ms) {
+      prev = v;
+      continue;
+    }
+    if (last_growth < 0) last_growth = t;
+    if (prev >= 0 && v > prev) {
+      gap = std::max(gap, t - last_growth);
+      last_growth = t;
+    }
+    prev = v;
+    last_elapsed = t;
+  }
+  return std::max(gap, last_elapsed - last_growth);
+}
 
 Counters VmPeer::finish() {
   if (proc_) proc_->terminate(std::chrono::milliseconds(5000));

@@ -30,6 +30,14 @@ class VmPeer {
 
   bool wait_ready(std::chrono::milliseconds timeout = std::chrono::seconds(15));
   Counters counters() const;  // the last counters line printed so far
+  // How fast counter `key` grows, per second of the VM's own clock, over
+  // about `window` from now (two report lines: a counter and elapsed_ms
+  // come from the same line, so the host's scheduling does not blur it).
+  double own_rate(const std::string& key, std::chrono::milliseconds window) const;
+  // The longest time by the VM's own clock between two reports in which
+  // `key` grew, over the reports at or after `from_ms` of its clock, up to
+  // its last report (a stall that has not ended counts too).
+  double longest_gap_ms(const std::string& key, double from_ms) const;
   Counters finish();          // SIGTERM, reap, final counters
   Counters wait_exit(std::chrono::milliseconds timeout);  // ends by itself (--count, --duration)
   pid_t pid() const { return proc_ ? proc_->pid() : 0; }
