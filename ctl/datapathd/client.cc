@@ -91,11 +91,14 @@ Result<json> Client::call(const json& request) {
   const std::string reply = pending_.substr(0, eol);
   pending_.erase(0, eol + 1);
   json j = json::parse(reply, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) {
+  if (j.is_discarded() || !j.is_object() || !j.contains("ok") || !j.at("ok").is_boolean()) {
     close();
-    return Error{"datapath daemon at " + socket_ + " answered something that is not a JSON object", EPROTO};
+    return Error{"datapath daemon at " + socket_ + " answered something that is not a reply (protocol.h)", EPROTO};
   }
-  if (!j.value("ok", false)) return Error{j.value("error", std::string("refused without a reason")), EINVAL};
+  if (!j.at("ok").get<bool>()) {
+    const auto e = j.find("error");
+    return Error{e != j.end() && e->is_string() ? e->get<std::string>() : "refused without a reason", EINVAL};
+  }
   return j;
 }
 

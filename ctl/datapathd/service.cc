@@ -29,6 +29,17 @@ Result<std::string> vm_name(const json& request) {
 int64_t Service::unix_ms() { return unix_ms_now(); }
 
 json Service::handle(const json& request) {
+  // A field of the wrong JSON type anywhere below throws; every op reads
+  // and checks its whole request before it changes anything, so a refusal
+  // here has changed nothing.
+  try {
+    return dispatch(request);
+  } catch (const json::exception& e) {
+    return refusal(std::string("malformed request: ") + e.what() + "; nothing was changed");
+  }
+}
+
+json Service::dispatch(const json& request) {
   if (!request.is_object() || !request.contains("op") || !request.at("op").is_string())
     return refusal("a request is a JSON object with \"op\" (hello, list, configure, add_vm, remove_vm, pmd_tid, "
                    "stats, shutdown)");
@@ -41,7 +52,13 @@ json Service::handle(const json& request) {
   if (op == "stats") return stats(request);
   if (op == "pmd_stats_show" || op == "fdb_show") {  // capsule/pmd-stats-show, capsule/fdb-show
     if (!dp_) return refusal("the datapath is not configured");
-    auto text = op == "fdb_show" ? dp_->fdb_show() : dp_->pmd_stats_show(request.value("vm", std::string()));
+    std::string vm;  // pmd_stats_show: one VM, or every VM without "vm"
+    if (op == "pmd_stats_show" && request.contains("vm")) {
+      auto name = vm_name(request);
+      if (!name) return refusal(name.error().message);
+      vm = *name;
+    }
+    auto text = op == "fdb_show" ? dp_->fdb_show() : dp_->pmd_stats_show(vm);
     if (!text) return refusal(text.error().message);
     return ok({{"text", *text}});
   }

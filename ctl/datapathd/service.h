@@ -39,6 +39,7 @@ class Service {
   void watch_links();
 
  private:
+  json dispatch(const json& request);  // handle() without the catch
   static int64_t unix_ms();
   json hello() const;
   json configure(const json& request);

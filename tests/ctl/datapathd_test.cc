@@ -32,6 +32,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using testing::EmulatedVm;
+using nlohmann::json;
 
 
 bool exists(const std::string& path) {
@@ -247,6 +248,15 @@ TEST_F(DatapathdTest, DaemonRefusesBadRequestsAndKeepsWhatIsInForce) {
   bad = c->call({{"op", "configure"}, {"settings", {{"type", "capsule"}, {"uplink", {{"bogus", "1"}}}}}});
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.error().message.find("unknown key 'bogus'"), std::string::npos) << bad.error().message;
+  // Fields of the wrong JSON type are refused too; the daemon lives on.
+  for (const json& req : {json{{"op", "pmd_stats_show"}, {"vm", 1}}, json{{"op", "remove_vm"}, {"vm", {"a"}}},
+                          json{{"op", "add_vm"}, {"vm", {{"vm", "a"}, {"ports", {{{"name", 5}}}}}}}}) {
+    bad = c->call(req);
+    ASSERT_FALSE(bad.ok()) << req.dump();
+    EXPECT_TRUE(bad.error().message.find("malformed") != std::string::npos ||
+                bad.error().message.find("needs \"vm\"") != std::string::npos)
+        << req.dump() << ": " << bad.error().message;
+  }
   // a's port and thread are what they were; b still receives.
   auto hello = c->call({{"op", "list"}});
   ASSERT_TRUE(hello.ok());
