@@ -6,7 +6,8 @@
 
 #include <chrono>
 #include <fstream>
-#include <functional>
+#include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -32,26 +33,51 @@ std::string comm_of(int pid) {
   return comm;
 }
 
+// scripts/capsule-service on a run directory of its own. Whatever a test
+// does or fails, the end runs `stop` and then ends anything still running
+// from the directory's pidfiles (checked by name, so a recycled pid is
+// never hit).
+class Service {
+ public:
+  explicit Service(std::string chassis, std::vector<std::string> options = {"--metrics-port", "0"})
+      : dir_("capsule-service-test"), chassis_(std::move(chassis)), options_(std::move(options)) {}
+  ~Service() {
+    (*this)("stop");
+    for (const char* f : {"capsuled-monitor.pid", "capsuled.pid", "datapathd.pid", "ovsdb-server.pid"}) {
+      const int pid = pid_in(file(f));
+      const std::string comm = pid > 0 ? comm_of(pid) : "";
+      if (comm == "capsuled" || comm == "capsule-datapat" || comm == "ovsdb-server" || comm == "capsule-service")
+        harness::end_process(pid);
+    }
+  }
+  // capsule-service CMD with the options; `env` (NAME=VALUE) as systemd sets it.
+  harness::CmdResult operator()(const std::string& cmd, const std::vector<std::string>& env = {}) {
+    std::vector<std::string> argv{"/usr/bin/env"};
+    argv.insert(argv.end(), env.begin(), env.end());
+    const std::string bindir = harness::capsuled_path().substr(0, harness::capsuled_path().rfind('/'));
+    argv.insert(argv.end(), {"/bin/bash", std::string(CAPSULE_SOURCE_DIR) + "/scripts/capsule-service", cmd,
+                             "--rundir", dir_.path(), "--chassis", chassis_, "--bindir", bindir});
+    argv.insert(argv.end(), options_.begin(), options_.end());
+    return harness::run(argv);
+  }
+  std::string file(const std::string& name) const { return dir_.file(name); }
+  int pid(const std::string& pidfile) const { return pid_in(file(pidfile)); }
+
+ private:
+  harness::TempDir dir_;
+  std::string chassis_;
+  std::vector<std::string> options_;
+};
+
 TEST(CapsuleService, StartStatusStop) {
-  harness::TempDir dir("capsule-service-test");
-  const std::string script = std::string(CAPSULE_SOURCE_DIR) + "/scripts/capsule-service";
-  const std::string bindir = harness::capsuled_path().substr(0, harness::capsuled_path().rfind('/'));
-  auto svc = [&](const std::string& cmd) {
-    return harness::run({"/bin/bash", script, cmd, "--rundir", dir.path(), "--chassis", "svc-test", "--metrics-port",
-                         "0", "--bindir", bindir});
-  };
-  // Whatever fails below, stop what start began (ovsdb-server included).
-  struct StopAtEnd {
-    std::function<void()> fn;
-    ~StopAtEnd() { fn(); }
-  } stop_at_end{[&] { svc("stop"); }};
+  Service svc("svc-test");
   auto r = svc("status");
   EXPECT_EQ(r.rc, 3) << r.out;
 
   r = svc("start");
   ASSERT_EQ(r.rc, 0) << r.out << r.err;
   EXPECT_NE(r.out.find("Creating empty database"), std::string::npos) << r.out;
-  const int ovsdb = pid_in(dir.file("ovsdb-server.pid")), agent = pid_in(dir.file("capsuled.pid"));
+  const int ovsdb = svc.pid("ovsdb-server.pid"), agent = svc.pid("capsuled.pid");
   ASSERT_GT(ovsdb, 0);
   ASSERT_GT(agent, 0);
   EXPECT_EQ(::kill(ovsdb, 0), 0);
@@ -62,10 +88,10 @@ TEST(CapsuleService, StartStatusStop) {
   EXPECT_NE(r.out.find("capsuled is running with pid " + std::to_string(agent)), std::string::npos) << r.out;
 
   // The stack answers: capsule-ctl on its socket, ovs-appctl on capsuled.
-  auto show = harness::run({harness::capsule_ctl_path(), "--db=unix:" + dir.file("db.sock"), "show"});
+  auto show = harness::run({harness::capsule_ctl_path(), "--db=unix:" + svc.file("db.sock"), "show"});
   EXPECT_EQ(show.rc, 0) << show.err;
   EXPECT_NE(show.out.find("Host \"svc-test\""), std::string::npos) << show.out;
-  auto appctl = harness::run({harness::find_program("ovs-appctl"), "-t", dir.file("capsuled.ctl"), "capsule/show"});
+  auto appctl = harness::run({harness::find_program("ovs-appctl"), "-t", svc.file("capsuled.ctl"), "capsule/show"});
   EXPECT_EQ(appctl.rc, 0) << appctl.err;
   EXPECT_NE(appctl.out.find("on chassis svc-test"), std::string::npos) << appctl.out;
 
@@ -81,45 +107,37 @@ TEST(CapsuleService, StartStatusStop) {
   r = svc("status");
   EXPECT_EQ(r.rc, 3) << r.out;
   // The database survives a stop (state dir), the sockets do not.
-  EXPECT_EQ(::access(dir.file("capsule.db").c_str(), F_OK), 0);
-  EXPECT_NE(::access(dir.file("db.sock").c_str(), F_OK), 0);
-  EXPECT_NE(::access(dir.file("capsuled.ctl").c_str(), F_OK), 0);
-  // After a failed stop nothing may outlive the test: end what start began
-  // (checked by name, so a recycled pid is never hit).
-  if (comm_of(agent) == "capsuled") ::kill(agent, SIGTERM);
-  if (comm_of(ovsdb) == "ovsdb-server") ::kill(ovsdb, SIGTERM);
+  EXPECT_EQ(::access(svc.file("capsule.db").c_str(), F_OK), 0);
+  EXPECT_NE(::access(svc.file("db.sock").c_str(), F_OK), 0);
+  EXPECT_NE(::access(svc.file("capsuled.ctl").c_str(), F_OK), 0);
 }
 
 // capsuled's datapath daemon outlives a crash of capsuled (it keeps the VMs'
-// traffic flowing); `stop` ends it all the same, so nothing is left running.
+// traffic flowing). systemd runs ExecStop after a crash too, before it
+// restarts capsuled ($SERVICE_RESULT=signal): that stop leaves the daemon
+// for the next capsuled; an operator's `stop` ends it, so nothing is left.
 TEST(CapsuleService, StopEndsTheDatapathDaemonACrashedAgentLeft) {
-  harness::TempDir dir("capsule-service-dpd");
-  const std::string script = std::string(CAPSULE_SOURCE_DIR) + "/scripts/capsule-service";
-  const std::string bindir = harness::capsuled_path().substr(0, harness::capsuled_path().rfind('/'));
-  auto svc = [&](const std::string& cmd) {
-    return harness::run({"/bin/bash", script, cmd, "--rundir", dir.path(), "--chassis", "svc-dpd", "--metrics-port",
-                         "off", "--bindir", bindir});
-  };
+  Service svc("svc-dpd", {"--metrics-port", "off", "--no-monitor"});
   auto r = svc("start");
   ASSERT_EQ(r.rc, 0) << r.out << r.err;
-  const int agent = pid_in(dir.file("capsuled.pid"));
+  const int agent = svc.pid("capsuled.pid");
   int daemon = 0;
-  ASSERT_TRUE(testkit::wait_until([&] { return (daemon = pid_in(dir.file("datapathd.pid"))) > 0; }, 20s))
-      << harness::run({"/bin/cat", dir.file("capsuled.log")}).out;
+  ASSERT_TRUE(testkit::wait_until([&] { return (daemon = svc.pid("datapathd.pid")) > 0; }, 20s))
+      << harness::run({"/bin/cat", svc.file("capsuled.log")}).out;
   EXPECT_EQ(comm_of(daemon), "capsule-datapat");  // the kernel's 15 characters
   ::kill(agent, SIGKILL);
   ASSERT_TRUE(testkit::wait_until([&] { return !harness::process_alive(agent); }, 5s));
   EXPECT_TRUE(harness::process_alive(daemon)) << "the datapath died with capsuled";
 
+  r = svc("stop", {"SERVICE_RESULT=signal"});
+  EXPECT_EQ(r.rc, 0) << r.out << r.err;
+  EXPECT_TRUE(harness::process_alive(daemon)) << "systemd's ExecStop after a crash ended the datapath: " << r.out;
+  EXPECT_NE(r.out.find("left running for the restarted capsuled"), std::string::npos) << r.out;
+
   r = svc("stop");
   EXPECT_EQ(r.rc, 0) << r.out << r.err;
   EXPECT_FALSE(harness::process_alive(daemon)) << r.out;
-  EXPECT_NE(::access(dir.file("datapathd.sock").c_str(), F_OK), 0);
-  // Nothing may outlive the test (checked by name: a recycled pid is never hit).
-  for (int pid : {agent, pid_in(dir.file("capsuled.pid")), daemon, pid_in(dir.file("ovsdb-server.pid"))})
-    if (harness::process_alive(pid) && (comm_of(pid) == "capsuled" || comm_of(pid) == "capsule-datapat" ||
-                                         comm_of(pid) == "ovsdb-server"))
-      harness::end_process(pid);
+  EXPECT_NE(::access(svc.file("datapathd.sock").c_str(), F_OK), 0);
 }
 
 // The monitor: capsuled killed by SIGKILL is started again at once, and the
@@ -127,26 +145,14 @@ TEST(CapsuleService, StopEndsTheDatapathDaemonACrashedAgentLeft) {
 // while the killed one is still being reaped does not mistake it for alive;
 // stop ends the monitor and capsuled.
 TEST(CapsuleService, AMonitorRestartsACrashedCapsuled) {
-  harness::TempDir dir("capsule-service-test");
-  const std::string script = std::string(CAPSULE_SOURCE_DIR) + "/scripts/capsule-service";
-  const std::string bindir = harness::capsuled_path().substr(0, harness::capsuled_path().rfind('/'));
-  auto svc = [&](const std::string& cmd) {
-    return harness::run({"/bin/bash", script, cmd, "--rundir", dir.path(), "--chassis", "svc-mon", "--metrics-port",
-                         "0", "--bindir", bindir});
-  };
-  // Whatever fails below, stop what start began (ovsdb-server included).
-  struct StopAtEnd {
-    std::function<void()> fn;
-    ~StopAtEnd() { fn(); }
-  } stop_at_end{[&] { svc("stop"); }};
+  Service svc("svc-mon");
   auto r = svc("start");
   ASSERT_EQ(r.rc, 0) << r.out << r.err;
-  const int monitor = pid_in(dir.file("capsuled-monitor.pid")), first = pid_in(dir.file("capsuled.pid"));
-  const int ovsdb = pid_in(dir.file("ovsdb-server.pid"));
+  const int monitor = svc.pid("capsuled-monitor.pid"), first = svc.pid("capsuled.pid");
   ASSERT_GT(monitor, 0);
   ASSERT_GT(first, 0);
   auto host_pid = [&] {
-    auto g = harness::run({harness::capsule_ctl_path(), "--db=unix:" + dir.file("db.sock"), "get", "Host", "svc-mon",
+    auto g = harness::run({harness::capsule_ctl_path(), "--db=unix:" + svc.file("db.sock"), "get", "Host", "svc-mon",
                            "status:pid"});
     std::string v = g.out;
     std::erase(v, '"');
@@ -159,13 +165,13 @@ TEST(CapsuleService, AMonitorRestartsACrashedCapsuled) {
   ASSERT_EQ(::kill(first, SIGKILL), 0);
   int second = 0;
   EXPECT_TRUE(testkit::wait_until([&] {
-    second = pid_in(dir.file("capsuled.pid"));
+    second = svc.pid("capsuled.pid");
     return second > 0 && second != first && host_pid() == std::to_string(second);
   }, 10s)) << "no new capsuled registered; monitor log:\n"
-           << harness::run({"/bin/cat", dir.file("capsuled-monitor.log")}).out;
+           << harness::run({"/bin/cat", svc.file("capsuled-monitor.log")}).out;
   const double back_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - killed).count();
   EXPECT_LT(back_s, 5.0) << "the monitor took " << back_s << " s";
-  EXPECT_NE(harness::run({"/bin/cat", dir.file("capsuled-monitor.log")}).out.find("died (signal 9): restarting"),
+  EXPECT_NE(harness::run({"/bin/cat", svc.file("capsuled-monitor.log")}).out.find("died (signal 9): restarting"),
             std::string::npos);
 
   r = svc("start");  // already running: the monitor says so, nothing new starts
@@ -174,12 +180,8 @@ TEST(CapsuleService, AMonitorRestartsACrashedCapsuled) {
 
   r = svc("stop");
   EXPECT_EQ(r.rc, 0) << r.out << r.err;
-  EXPECT_TRUE(testkit::wait_until([&] { return ::kill(monitor, 0) != 0 && ::kill(second, 0) != 0; }, 5s))
+  EXPECT_TRUE(testkit::wait_until([&] { return !harness::process_alive(monitor) && !harness::process_alive(second); }, 5s))
       << "the monitor or capsuled still runs after stop";
-  // Nothing may outlive the test (checked by name, so a recycled pid is never hit).
-  if (comm_of(second) == "capsuled") ::kill(second, SIGKILL);
-  if (comm_of(monitor) == "capsule-service" || comm_of(monitor) == "bash") ::kill(monitor, SIGKILL);
-  if (comm_of(ovsdb) == "ovsdb-server") ::kill(ovsdb, SIGTERM);
 }
 
 }  // namespace
@@ -193,20 +195,15 @@ namespace {
 TEST(CapsuleService, AddsTheDatabaseToOvsOwnServer) {
   const std::string vswitch = "/usr/share/openvswitch/vswitch.ovsschema";
   if (::access(vswitch.c_str(), F_OK) != 0) GTEST_SKIP() << "no " << vswitch;
-  harness::TempDir dir("capsule-service-ovs");
+  harness::TempDir dir("capsule-service-ovs");  // OVS's own server
   ASSERT_EQ(harness::run({harness::find_program("ovsdb-tool"), "create", dir.file("ovs.db"), vswitch}).rc, 0);
   auto ovs = testkit::ChildProcess::spawn({harness::find_program("ovsdb-server"), dir.file("ovs.db"), "-vconsole:off",
                                            "--remote=punix:" + dir.file("ovs.sock"),
                                            "--unixctl=" + dir.file("ovs.ctl"), "--no-chdir"},
                                           "/dev/null");
   ASSERT_TRUE(testkit::wait_until([&] { return ::access(dir.file("ovs.ctl").c_str(), F_OK) == 0; }, 10s));
-  const std::string script = std::string(CAPSULE_SOURCE_DIR) + "/scripts/capsule-service";
-  const std::string bindir = harness::capsuled_path().substr(0, harness::capsuled_path().rfind('/'));
-  auto svc = [&](const std::string& cmd) {
-    return harness::run({"/bin/bash", script, cmd, "--rundir", dir.path(), "--chassis", "svc-ovs", "--metrics-port",
-                         "off", "--bindir", bindir, "--ovs-ctl", dir.file("ovs.ctl"), "--ovs-remote",
-                         "unix:" + dir.file("ovs.sock")});
-  };
+  Service svc("svc-ovs", {"--metrics-port", "off", "--ovs-ctl", dir.file("ovs.ctl"), "--ovs-remote",
+                          "unix:" + dir.file("ovs.sock")});
   auto list_dbs = [&] {
     return harness::run({harness::find_program("ovs-appctl"), "-t", dir.file("ovs.ctl"), "ovsdb-server/list-dbs"}).out;
   };
@@ -217,7 +214,6 @@ TEST(CapsuleService, AddsTheDatabaseToOvsOwnServer) {
   EXPECT_EQ(svc("status").rc, 0);
   auto show = harness::run({harness::capsule_ctl_path(), "--db=unix:" + dir.file("ovs.sock"), "show"});
   EXPECT_NE(show.out.find("Host \"svc-ovs\""), std::string::npos) << show.out << show.err;
-  const int agent = pid_in(dir.file("capsuled.pid"));
 
   r = svc("stop");
   EXPECT_EQ(r.rc, 0) << r.out << r.err;
@@ -225,7 +221,6 @@ TEST(CapsuleService, AddsTheDatabaseToOvsOwnServer) {
   EXPECT_NE(list_dbs().find("Open_vSwitch\n"), std::string::npos) << "OVS's own database must stay";
   EXPECT_TRUE(ovs->running()) << "OVS's ovsdb-server must keep running";
   EXPECT_EQ(svc("status").rc, 3);
-  if (comm_of(agent) == "capsuled") ::kill(agent, SIGTERM);
 }
 
 }  // namespace
