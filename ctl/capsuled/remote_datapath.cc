@@ -214,7 +214,9 @@ void RemoteDatapath::retain_only(const std::set<std::string>& vms) {
 }
 
 Result<std::string> RemoteDatapath::pmd_stats_show(const std::string& vm) const {
-  auto r = call({{"op", "pmd_stats_show"}, {"vm", vm}});
+  json request{{"op", "pmd_stats_show"}};
+  if (!vm.empty()) request["vm"] = vm;  // without "vm": every VM
+  auto r = call(request);
   if (!r) return r.error();
   return r->value("text", std::string());
 }

@@ -253,9 +253,10 @@ Status Datapath::add_vm(const VmConfig& v) {
   vm->txq = core.uplink ? core.uplink->queue_for_slot(vm->slot) : 0;
   vm->policers.store(pol.value().release());
   vm->ring_cap = impl_->cfg.ring_size;
-  if (auto s = impl_->connect_rings(vm.get()); !s) return s;
+  // The eventfd first: nothing else to undo when it fails.
   vm->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (vm->wake_fd < 0) return errno_error("VM '" + v.name + "': eventfd", errno);
+  if (auto s = impl_->connect_rings(vm.get()); !s) return s;
   if (auto s = pmd_thread_start(&core, vm.get()); !s) {
     impl_->disconnect_rings(vm.get());
     return s;
@@ -293,6 +294,9 @@ Status Datapath::set_qos(const std::string& name, const VmQos& qos) {
   rte_rcu_qsbr_synchronize(impl_->core.qsbr, RTE_QSBR_THRID_INVALID);
   delete old;
   it->second->cfg.qos = qos;
+  // A thread asleep until the old policer's tokens come (up to a second)
+  // judges its waiting frames by the new one now.
+  it->second->wake();
   return Status::Ok();
 }
 

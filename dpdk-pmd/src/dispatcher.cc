@@ -13,12 +13,6 @@
 namespace capsule::pmd::detail {
 namespace {
 
-uint64_t mac_u64(const rte_ether_addr& a) {
-  uint64_t v = 0;
-  for (auto x : a.addr_bytes) v = (v << 8) | x;
-  return v;
-}
-
 }  // namespace
 
 Status Dispatcher::start() {
@@ -57,6 +51,7 @@ void Dispatcher::dispatch(rte_mbuf** pkts, uint16_t n) {
   rte_mbuf* batch[kBurst];
   unsigned nb = 0;
   uint64_t no_vm = 0;
+  const uint32_t now_s = FwdTable::clock_s();
   for (uint16_t i = 0; i < n; ++i) {
     rte_mbuf* m = pkts[i];
     if (rte_pktmbuf_pkt_len(m) < sizeof(rte_ether_hdr)) {
@@ -64,7 +59,7 @@ void Dispatcher::dispatch(rte_mbuf** pkts, uint16_t n) {
       continue;
     }
     const auto* eth = rte_pktmbuf_mtod(m, const rte_ether_hdr*);
-    if (!(eth->src_addr.addr_bytes[0] & 1)) core_->fdb.learn(mac_u64(eth->src_addr), kUplinkPort);
+    if (!(eth->src_addr.addr_bytes[0] & 1)) core_->fdb.learn(mac_u64(eth->src_addr), kUplinkPort, now_s);
     if (eth->dst_addr.addr_bytes[0] & 1) {
       flood(m);
       continue;

@@ -23,6 +23,8 @@
 // order), not strictly the least recently used one as OVS does.
 #pragma once
 
+#include <rte_ether.h>
+
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -32,6 +34,13 @@ namespace capsule::pmd::detail {
 
 inline constexpr uint16_t kUplinkPort = 0x7ffe;
 inline constexpr int kNoPort = -1;
+
+// The table's key for an Ethernet address: its 48 bits, first byte highest.
+inline uint64_t mac_u64(const rte_ether_addr& a) {
+  uint64_t v = 0;
+  for (auto x : a.addr_bytes) v = (v << 8) | x;
+  return v;
+}
 
 class FwdTable {
  public:
@@ -54,9 +63,11 @@ class FwdTable {
   int lookup(uint64_t mac) const;
 
   // Learns mac on port unless it is configured (anywhere). Cheap when known:
-  // refreshes the entry's age. now_s: clock_s().
+  // refreshes the entry's age, so call it for every frame (a frame not
+  // learned is an entry that ages out while in use). now_s: clock_s(), read
+  // once per burst.
   Learned learn(uint64_t mac, uint16_t port, uint32_t now_s);
-  Learned learn(uint64_t mac, uint16_t port) { return learn(mac, port, clock_s()); }
+  Learned learn(uint64_t mac, uint16_t port) { return learn(mac, port, clock_s()); }  // off the fast path
   // Configures mac on port. false when it is configured on another port (or
   // its window holds only configured MACs).
   bool configure(uint64_t mac, uint16_t port);

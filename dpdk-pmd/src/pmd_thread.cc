@@ -87,6 +87,15 @@ class Pmd {
   // What the policers cannot pass yet, per direction.
   PolicedInput from_in_;
   PolicedInput to_in_;
+  // The policers each input's wait was computed with.
+  const Policers* from_judged_by_ = nullptr;
+  const Policers* to_judged_by_ = nullptr;
+
+  // Frames wait for tokens that come at wake_tsc(): nothing to take before
+  // then, unless the policers were replaced (set_qos) since.
+  static bool asleep_until_tokens(const PolicedInput& in, const Policers* pol, const Policers* judged_by, uint64_t now) {
+    return pol == judged_by && in.waiting() && now < in.wake_tsc();
+  }
   // Frames for the VM that did not fit its virtio rx ring: they wait here
   // (and new ones in our ring) instead of being dropped; only when our ring
   // is full do senders drop (ring_full_drops).
@@ -95,7 +104,6 @@ class Pmd {
   bool rx_kicks_on_ = false;
   unsigned empty_ = 0;
   bool guest_kicks_on_ = true;  // the library starts with guest notifications on
-  uint64_t last_learned_ = ~0ull;
 
   rte_mbuf* up_[kBurst * 2];
   unsigned nup_ = 0;
@@ -200,6 +208,8 @@ void Pmd::flush() {
 unsigned Pmd::from_vm(int vid, uint64_t now) {
   rte_mbuf* pkts[kBurst];
   Policers* pol = vm_->policers.load(std::memory_order_acquire);
+  if (asleep_until_tokens(from_in_, pol, from_judged_by_, now)) return 0;
+  from_judged_by_ = pol;
   DirectionMeter* meter = pol && pol->from_vm.enabled() ? &pol->from_vm : nullptr;
   GuestTxInput in{vid, core_->pool, guest_tx_size_};
   PolicerDrops drops;
@@ -208,6 +218,7 @@ unsigned Pmd::from_vm(int vid, uint64_t now) {
   if (dropped) count_drops(drops, true);
   if (n == 0) return dropped;
   uint64_t pk = 0, bytes = 0, dsec = 0;
+  const uint32_t now_s = FwdTable::clock_s();
   for (unsigned i = 0; i < n; ++i) {
     rte_mbuf* m = pkts[i];
     const uint32_t len = rte_pktmbuf_pkt_len(m);
@@ -221,12 +232,12 @@ unsigned Pmd::from_vm(int vid, uint64_t now) {
       rte_pktmbuf_free(m);
       continue;
     }
-    const uint64_t src = MacAddr{{eth->src_addr.addr_bytes[0], eth->src_addr.addr_bytes[1], eth->src_addr.addr_bytes[2],
-                                  eth->src_addr.addr_bytes[3], eth->src_addr.addr_bytes[4], eth->src_addr.addr_bytes[5]}}
-                             .u64();
-    if (src != last_learned_ && !(eth->src_addr.addr_bytes[0] & 1) && src != 0) {
-      core_->fdb.learn(src, uint16_t(vm_->slot));
-      last_learned_ = src;
+    // With port security the source is the VM's own MAC, configured in the
+    // table: nothing to learn. Without it, every frame refreshes its source's
+    // age (cheap when known), or a source in use would age out.
+    if (!vm_->cfg.port_security && !(eth->src_addr.addr_bytes[0] & 1)) {
+      const uint64_t src = mac_u64(eth->src_addr);
+      if (src != 0) core_->fdb.learn(src, uint16_t(vm_->slot), now_s);
     }
     ++pk;
     bytes += len;
@@ -234,10 +245,7 @@ unsigned Pmd::from_vm(int vid, uint64_t now) {
       flood(m);
       continue;
     }
-    const uint64_t dst = MacAddr{{eth->dst_addr.addr_bytes[0], eth->dst_addr.addr_bytes[1], eth->dst_addr.addr_bytes[2],
-                                  eth->dst_addr.addr_bytes[3], eth->dst_addr.addr_bytes[4], eth->dst_addr.addr_bytes[5]}}
-                             .u64();
-    const int port = core_->fdb.lookup(dst);
+    const int port = core_->fdb.lookup(mac_u64(eth->dst_addr));
     if (port >= 0 && unsigned(port) < core_->max_vms) {
       Vm* d = port == int(vm_->slot) ? nullptr : core_->slots[port].load(std::memory_order_acquire);
       if (d)
@@ -299,6 +307,8 @@ unsigned Pmd::to_vm(int vid, uint64_t now) {
     return n + taken;
   }
   Policers* pol = vm_->policers.load(std::memory_order_acquire);
+  if (asleep_until_tokens(to_in_, pol, to_judged_by_, now)) return work;
+  to_judged_by_ = pol;
   DirectionMeter* meter = pol && pol->to_vm.enabled() ? &pol->to_vm : nullptr;
   DeliveredInput in{vm_};
   PolicerDrops drops;
@@ -374,6 +384,14 @@ void Pmd::park(int vid) {
 
 void Pmd::idle(int vid) {
   const auto& po = vm_->cfg.poll;
+  // Frames wait for a policer's tokens: sleep until they come (park()'s
+  // timer), whatever the policy; polling, yielding or napping meanwhile
+  // would burn the capsule's budget on nothing (DESIGN.md, shared-core trap).
+  if (po.policy != PollPolicy::kBusy && (from_in_.waiting() || (npending_ == 0 && to_in_.waiting()))) {
+    empty_ = 0;
+    park(vid);
+    return;
+  }
   if (++empty_ < po.empty_polls) return;
   empty_ = 0;
   switch (po.policy) {
@@ -437,8 +455,7 @@ void Pmd::run(std::promise<Status>& started) {
       last_vid = vid;
       guest_kicks_on_ = true;  // a new device starts with notifications on
       rx_kicks_on_ = false;    // ... and we switched them off on its rx ring
-      last_learned_ = ~0ull;
-      from_in_.clear();        // frames of the device that went away
+      if (unsigned lost = from_in_.clear()) bump(c.not_connected_drops, lost);  // of the device that went away
       rte_vhost_vring vr{};
       if (vid >= 0 && rte_vhost_get_vhost_vring(vid, kGuestTxQueue, &vr) == 0 && vr.size) guest_tx_size_ = vr.size;
     }

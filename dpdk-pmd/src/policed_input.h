@@ -64,8 +64,12 @@ class PolicedInput {
   template <class Source>
   unsigned pull(Source& src, DirectionMeter* meter, uint32_t max_wait_us, uint64_t now, rte_mbuf** out, unsigned max,
                 PolicerDrops& drops, unsigned* dropped) {
-    unsigned passed = 0, lost = 0;
     waiting_ = false;
+    *dropped = 0;
+    if (!meter && n_ == 0) return src.take(out, max);  // unpoliced: straight through
+    unsigned passed = 0, lost = 0;
+    int64_t queued = -1;  // frames here and behind in the input, read at the first refusal
+    unsigned limit = 0;
     while (passed < max && lost < kBurst) {
       if (n_ == 0 && !refill(src)) break;
       rte_mbuf* m = q_[head_];
@@ -74,25 +78,32 @@ class PolicedInput {
       if (v == Verdict::kPass) {
         out[passed++] = m;
         pop();
+        if (queued > 0) --queued;
         continue;
       }
       // The oldest frame waits for tokens, unless more is queued than the
       // policer passes in max_wait_us, or it is larger than the bucket can
       // ever hold: then it is dropped as OVS drops it.
       const uint64_t wait = meter->cycles_until_pass(now, len);
-      if (wait == kNever || n_ + src.backlog() > hold_limit(*meter, max_wait_us, len, src.capacity())) {
+      if (wait != kNever && queued < 0) {
+        queued = int64_t(n_) + int64_t(src.backlog());
+        limit = hold_limit(*meter, max_wait_us, len, src.capacity());
+      }
+      if (wait == kNever || queued > int64_t(limit)) {
         drops.count(v);
         rte_pktmbuf_free(m);
         pop();
         ++lost;
+        if (queued > 0) --queued;
         continue;
       }
       waiting_ = true;
       wake_tsc_ = now + wait;
       break;
     }
-    // While anything is queued the buckets may fill past their burst.
-    if (meter) meter->set_waiting(n_ > 0 || src.backlog() > 0);
+    // While anything is queued the buckets may fill past their burst: frames
+    // wait here, or the input may hold more (this pull stopped while taking).
+    if (meter) meter->set_waiting(n_ > 0 || passed == max || lost == kBurst);
     *dropped = lost;
     return passed;
   }

@@ -40,27 +40,30 @@ inline void deliver(Vm* dst, unsigned sender, rte_mbuf** pkts, unsigned n) {
   const int64_t mine = r ? int64_t(rte_ring_count(r)) : 0;  // we are its only producer
   const int64_t limit = cap / 2;
   const unsigned share = mine >= limit ? 0 : unsigned(std::min<int64_t>(n, limit - mine));
-  // Reserve room in the VM's quota (wait-free).
-  const int64_t before = dst->held.fetch_add(n, std::memory_order_relaxed);
-  unsigned allowed = before >= cap ? 0 : unsigned(std::min<int64_t>(share, cap - before));
-  const unsigned done =
-      r && allowed ? rte_ring_sp_enqueue_burst(r, reinterpret_cast<void**>(pkts), allowed, nullptr) : 0;
+  // Reserve room in the VM's quota for what our share lets in (wait-free;
+  // nothing reserved for frames we drop anyway, so no other sender sees the
+  // VM fuller than it is).
+  unsigned done = 0;
+  if (r && share) {
+    const int64_t before = dst->held.fetch_add(share, std::memory_order_relaxed);
+    const unsigned allowed = before >= cap ? 0 : unsigned(std::min<int64_t>(share, cap - before));
+    done = allowed ? rte_ring_sp_enqueue_burst(r, reinterpret_cast<void**>(pkts), allowed, nullptr) : 0;
+    if (done < share) dst->held.fetch_sub(share - done, std::memory_order_relaxed);
+  }
   if (done < n) {
-    dst->held.fetch_sub(n - done, std::memory_order_relaxed);
     rte_pktmbuf_free_bulk(pkts + done, n - done);
     dst->ring_full_drops.fetch_add(n - done, std::memory_order_relaxed);
   }
   if (!done) return;
+  // Pairs with the consumer's parked.store + has_delivered() re-check (both
+  // sequentially consistent): either it sees our bit or we see it parked.
   dst->in_ready[sender >> 6].fetch_or(uint64_t(1) << (sender & 63), std::memory_order_seq_cst);
-  // Pairs with the consumer's parked.store + has_delivered() re-check: either
-  // it sees our bit or we see it parked.
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (dst->parked.load(std::memory_order_relaxed)) dst->wake();
+  if (dst->parked.load(std::memory_order_seq_cst)) dst->wake();
 }
 
 // Whether some sender's ring may hold frames for the VM.
 inline bool has_delivered(const Vm& vm) {
-  return (vm.in_ready[0].load(std::memory_order_acquire) | vm.in_ready[1].load(std::memory_order_acquire)) != 0;
+  return (vm.in_ready[0].load(std::memory_order_seq_cst) | vm.in_ready[1].load(std::memory_order_seq_cst)) != 0;
 }
 
 // Up to `max` frames for the VM, taken from its senders' rings in turn

@@ -31,7 +31,7 @@ void vm_block(std::ostringstream& o, const Datapath& dp, const std::string& name
   o << "  rounds: " << s.busy_iterations << " busy, " << s.idle_iterations << " idle (" << idle << " % idle)\n";
   o << "  busy cycles: " << s.busy_cycles << " (" << cpp << " cycles/packet)\n";
   o << "  waits: " << s.blocks << " blocks; wake-ups by kick " << s.wakeups_by_kick << ", by ring "
-    << s.wakeups_by_ring << ", by room " << s.wakeups_by_room << "; sleeps " << s.sleeps << ", yields " << s.yields
+    << s.wakeups_by_ring << ", by room " << s.wakeups_by_room << ", by policer tokens " << s.wakeups_by_policer << "; sleeps " << s.sleeps << ", yields " << s.yields
     << "\n";
 }
 
