@@ -683,7 +683,10 @@ ovs::StatusUpdate Agent::status() const {
     }
 
   auto& h = u.host;
-  h.status["state"] = stopped_ ? "stopped" : "running";
+  // "running" only once this agent has reconciled: the VM and Port rows it
+  // writes in the same transaction are then its own, not what a killed
+  // predecessor left (what capsule-service and the harness wait for).
+  h.status["state"] = stopped_ ? "stopped" : reconciles_ ? "running" : "starting";
   h.status["chassis"] = config_.chassis;
   h.status["version"] = config_.version;
   h.status["pid"] = std::to_string(::getpid());

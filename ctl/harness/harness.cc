@@ -86,18 +86,6 @@ CmdResult run(const std::vector<std::string>& argv, std::chrono::milliseconds ti
   return r;
 }
 
-TempDir::TempDir(const std::string& prefix) {
-  std::string tmpl = "/tmp/" + prefix + "-XXXXXX";
-  std::vector<char> buf(tmpl.begin(), tmpl.end());
-  buf.push_back('\0');
-  if (::mkdtemp(buf.data())) path_ = buf.data();
-}
-
-TempDir::~TempDir() {
-  std::error_code ec;
-  if (!path_.empty()) std::filesystem::remove_all(path_, ec);
-}
-
 Result<std::unique_ptr<Ovsdb>> Ovsdb::start(const std::string& dir) {
   const std::string server = find_program("ovsdb-server"), tool = find_program("ovsdb-tool");
   if (server.empty() || tool.empty()) return Error{"ovsdb-server/ovsdb-tool not found (package openvswitch-common)", ENOENT};

@@ -9,7 +9,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <filesystem>
 #include <fstream>
 
 #include "capsule/rsv/journal.h"
@@ -22,22 +21,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// A directory under /tmp, removed with what it holds.
-class ScratchDir {
- public:
-  ScratchDir() {
-    char tmpl[] = "/tmp/capsule-journal-XXXXXX";
-    path_ = ::mkdtemp(tmpl) ? tmpl : "";
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 struct Seen {
   int policy, nice;
@@ -77,7 +60,8 @@ void reserve_and_crash(const std::string& journal, const VmReservationSpec& spec
 }  // namespace
 
 TEST(Journal, RoundTripsEveryFieldAndRefusesGarbage) {
-  ScratchDir dir;
+  testkit::TempDir dir("capsule-journal");
+  ASSERT_FALSE(dir.path().empty());
   testkit::BusyThread a("vcpu-a");
   auto snap = ThreadSnapshot::capture(a.tid(), CpusetFs::detect());
   ASSERT_TRUE(snap) << snap.error().message;
@@ -103,13 +87,14 @@ TEST(Journal, RoundTripsEveryFieldAndRefusesGarbage) {
 }
 
 TEST(Journal, ANewOwnerAdoptsWhatACrashedOneLeftAndRestoresTheOriginalState) {
-  ScratchDir dir;
+  testkit::TempDir dir("capsule-journal");
+  ASSERT_FALSE(dir.path().empty());
   const std::string path = dir.path() + "/capsuled.journal";
   testkit::BusyThread a("vcpu-a"), b("vcpu-b");
   ASSERT_EQ(setpriority(PRIO_PROCESS, id_t(a.tid()), 5), 0);
   const Seen a0 = look(a.tid()), b0 = look(b.tid());
 
-  reserve_and_crash(path, two_vcpus(a.tid(), b.tid()));
+  ASSERT_NO_FATAL_FAILURE(reserve_and_crash(path, two_vcpus(a.tid(), b.tid())));
   ASSERT_EQ(look(a.tid()).policy, kSchedDeadline) << "a crash leaves the policy in force";
 
   ReservationManager m;
@@ -138,11 +123,12 @@ TEST(Journal, ANewOwnerAdoptsWhatACrashedOneLeftAndRestoresTheOriginalState) {
 }
 
 TEST(Journal, AThreadChangedByHandWhileNoOwnerRanIsNotTakenBack) {
-  ScratchDir dir;
+  testkit::TempDir dir("capsule-journal");
+  ASSERT_FALSE(dir.path().empty());
   const std::string path = dir.path() + "/capsuled.journal";
   testkit::BusyThread a("vcpu-a"), b("vcpu-b");
   const Seen b0 = look(b.tid());
-  reserve_and_crash(path, two_vcpus(a.tid(), b.tid()));
+  ASSERT_NO_FATAL_FAILURE(reserve_and_crash(path, two_vcpus(a.tid(), b.tid())));
   // An operator puts vcpu0 back to SCHED_OTHER nice 3 by hand.
   SchedParams other;
   other.nice = 3;
@@ -161,7 +147,8 @@ TEST(Journal, AThreadChangedByHandWhileNoOwnerRanIsNotTakenBack) {
 }
 
 TEST(Journal, ACrashAfterTheRecordButBeforeTheKernelChangeLeavesNothingToAdopt) {
-  ScratchDir dir;
+  testkit::TempDir dir("capsule-journal");
+  ASSERT_FALSE(dir.path().empty());
   testkit::BusyThread a("vcpu-a");
   const Seen a0 = look(a.tid());
   // What the write-ahead record holds when the owner dies before sched_setattr.
@@ -178,7 +165,8 @@ TEST(Journal, ACrashAfterTheRecordButBeforeTheKernelChangeLeavesNothingToAdopt) 
 }
 
 TEST(Journal, TheRecordIsWrittenBeforeTheKernelIsChanged) {
-  ScratchDir dir;
+  testkit::TempDir dir("capsule-journal");
+  ASSERT_FALSE(dir.path().empty());
   const std::string path = dir.path() + "/capsuled.journal";
   testkit::BusyThread a("vcpu-a"), b("vcpu-b");
   // A journal that cannot be written stops the change before it starts.

@@ -132,6 +132,7 @@ TEST_F(PartitionTest, StaleCpusetsAreCleanedUp) {
 TEST_F(PartitionTest, ACpusetOfSomeoneElseOnTheCoreIsNamedInTheRefusal) {
   // As libvirt's /machine: a sibling cpuset that holds every core.
   const std::string foreign = fs_.path("/cap-test-foreign");
+  ::rmdir(foreign.c_str());  // a crashed run's
   ASSERT_EQ(::mkdir(foreign.c_str(), 0755), 0) << std::strerror(errno);
   const bool made = write_text_file(foreign + "/cpuset.cpus", format_cpu_list(online_cpus())).ok() &&
                     write_text_file(foreign + "/cpuset.mems", *read_text_file(fs_.path("/") + "/cpuset.mems")).ok();

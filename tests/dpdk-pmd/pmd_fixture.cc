@@ -12,16 +12,6 @@
 
 namespace capsule::pmd::testing {
 
-TempDir::TempDir() {
-  char tmpl[] = "/tmp/capsule-pmd-XXXXXX";
-  const char* p = mkdtemp(tmpl);
-  path_ = p ? p : "/tmp";
-}
-
-TempDir::~TempDir() {
-  if (path_.rfind("/tmp/capsule-pmd-", 0) == 0) shell("rm -rf '" + path_ + "'");
-}
-
 Netns::Netns(const std::string& name) : name_(name) {
   shell("ip netns del " + name_ + " 2>/dev/null");
   ok_ = shell("ip netns add " + name_) == 0;

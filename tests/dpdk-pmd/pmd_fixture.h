@@ -25,16 +25,7 @@ inline constexpr const char* kMacB = "02:00:00:00:00:0b";
 inline constexpr const char* kMacC = "02:00:00:00:00:0c";
 
 // mkdtemp under /tmp, removed (with its sockets) on destruction.
-class TempDir {
- public:
-  TempDir();
-  ~TempDir();
-  const std::string& path() const { return path_; }
-  std::string file(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
+using testkit::TempDir;
 
 // One capsule-vm process whose output lives in the test's directory.
 class VmProcess : public vm::VmPeer {

@@ -43,6 +43,13 @@ std::vector<pid_t> stray_deadline_threads(const std::vector<pid_t>& allowed) {
 class AgentCrashTest : public testing::ControlPlaneTest {
  protected:
   AgentCrashTest() : ControlPlaneTest("capsule-faults") {}
+  // A test that failed while its agent was dead leaves the partitions that
+  // agent made: stop the agent, then take away what no thread uses.
+  void TearDown() override {
+    ControlPlaneTest::TearDown();
+    agent_.reset();
+    (void)rsv::PartitionSet::cleanup_stale();
+  }
 
   // SIGKILL, as a crash.
   void crash_agent() {
@@ -70,9 +77,9 @@ TEST_F(AgentCrashTest, ARestartedAgentAdoptsItsCapsuleAndCanChangeAndReleaseIt) 
   ASSERT_EQ(status("vm1", "state"), "running") << status("vm1", "reason");
   const std::string threads = status("vm1", "threads");
 
-  crash_agent();
+  ASSERT_NO_FATAL_FAILURE(crash_agent());
   for (pid_t t : vcpus) ASSERT_TRUE(has_deadline(t, 2000us, 20000us)) << "a crash leaves the capsule in force";
-  restart_agent();
+  ASSERT_NO_FATAL_FAILURE(restart_agent());
 
   // Adopted, not "already SCHED_DEADLINE under someone else's control".
   ASSERT_TRUE(testkit::wait_until([&] { return status("vm1", "state") == "running"; }, 5s))
@@ -98,9 +105,9 @@ TEST_F(AgentCrashTest, AVmDeletedWhileTheAgentWasDownGetsItsThreadsBack) {
   FakeVm vm(2), neighbour(1);
   ok({"--wait", "add-vm", "vm1", "pid=" + std::to_string(vm.pid()), "--", "set-rsv", "vm1", "2ms", "20ms"});
   ok({"--wait", "add-vm", "vm2", "pid=" + std::to_string(neighbour.pid()), "--", "set-rsv", "vm2", "1ms", "10ms"});
-  crash_agent();
+  ASSERT_NO_FATAL_FAILURE(crash_agent());
   ok({"del-vm", "vm1"});  // while nobody applies it
-  restart_agent();
+  ASSERT_NO_FATAL_FAILURE(restart_agent());
   EXPECT_TRUE(testkit::wait_until([&] {
     for (pid_t t : vm.vcpu_tids())
       if (is_deadline(t)) return false;
@@ -123,8 +130,8 @@ TEST_F(AgentCrashTest, KilledMidApplyLeavesNoHalfAppliedCapsule) {
                              "pid=" + std::to_string(vm.pid()), "--", "set-rsv", "vm1", "2ms", "40ms"});
     ASSERT_EQ(add.rc, 0) << add.err;
     std::this_thread::sleep_for(std::chrono::milliseconds(round * 4));  // the point of the kill, not a wait
-    crash_agent();
-    restart_agent();
+    ASSERT_NO_FATAL_FAILURE(crash_agent());
+    ASSERT_NO_FATAL_FAILURE(restart_agent());
     // The new agent makes the capsule whole: every vCPU, same budget.
     EXPECT_TRUE(testkit::wait_until([&] {
       for (pid_t t : vcpus)
@@ -196,8 +203,8 @@ TEST_F(AgentCrashTest, APartitionRemovedByHandIsReportedAndMadeAgain) {
   EXPECT_EQ(*fs.thread_cpuset(tid), part);
   // A crash now, and a restart, adopts the pinned capsule too; stopping
   // removes the partition.
-  crash_agent();
-  restart_agent();
+  ASSERT_NO_FATAL_FAILURE(crash_agent());
+  ASSERT_NO_FATAL_FAILURE(restart_agent());
   ASSERT_TRUE(wait_state("vm1", "running")) << status("vm1", "reason");
   EXPECT_EQ(status("vm1", "placement"), "partitioned: vcpu0:cpu" + std::to_string(cpu));
   EXPECT_EQ(agent_->stop() & 0x7f, 0);
@@ -210,7 +217,7 @@ TEST_F(AgentCrashTest, BandwidthTakenWhileTheAgentWasDownRefusesTheGrowthAndKeep
   FakeVm vm(1);
   const pid_t tid = vm.vcpu_tids().at(0);
   ok({"--wait", "add-vm", "vm1", "pid=" + std::to_string(vm.pid()), "--", "set-rsv", "vm1", "2ms", "20ms"});
-  crash_agent();
+  ASSERT_NO_FATAL_FAILURE(crash_agent());
   // While the agent is down: another program takes most of the machine's
   // DL bandwidth (what is in force, 10 %, still fits beside it; 75 % does
   // not), and the operator asks vm1 for 75 %.
@@ -229,7 +236,7 @@ TEST_F(AgentCrashTest, BandwidthTakenWhileTheAgentWasDownRefusesTheGrowthAndKeep
     if (!taken) GTEST_SKIP() << "cannot make a foreign DL thread: " << taken.error().message;
   }
   ok({"set-rsv", "vm1", "15ms", "20ms"});
-  restart_agent();
+  ASSERT_NO_FATAL_FAILURE(restart_agent());
   EXPECT_TRUE(testkit::wait_until([&] { return status("vm1", "state") == "rejected"; }, 5s)) << status("vm1", "state");
   EXPECT_NE(status("vm1", "reason").find("cannot admit"), std::string::npos) << status("vm1", "reason");
   EXPECT_NE(status("vm1", "in_force").find("2 ms every 20 ms"), std::string::npos) << status("vm1", "in_force");

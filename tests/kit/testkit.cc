@@ -9,8 +9,19 @@
 #include <unistd.h>
 
 #include <climits>
+#include <filesystem>
 
 namespace capsule::testkit {
+
+TempDir::TempDir(const std::string& prefix) {
+  std::string tmpl = "/tmp/" + prefix + "-XXXXXX";
+  if (::mkdtemp(tmpl.data())) path_ = tmpl;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  if (!path_.empty()) std::filesystem::remove_all(path_, ec);
+}
 
 pid_t current_tid() { return pid_t(::syscall(SYS_gettid)); }
 

@@ -28,18 +28,7 @@ struct CmdResult {
 CmdResult run(const std::vector<std::string>& argv, std::chrono::milliseconds timeout = std::chrono::seconds(30));
 
 // A directory under /tmp removed (recursively) on destruction.
-class TempDir {
- public:
-  explicit TempDir(const std::string& prefix = "capsule");
-  ~TempDir();
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-  std::string file(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
+using testkit::TempDir;
 
 // ovsdb-server with the Capsule schema, listening on <dir>/db.sock.
 class Ovsdb {

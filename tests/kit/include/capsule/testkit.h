@@ -68,6 +68,21 @@ class ChildProcess {
   int status_ = 0;
 };
 
+// A directory under /tmp (mkdtemp), removed with what it holds on
+// destruction. path() is "" when it could not be made.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& prefix = "capsule");
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
 // Polls `pred` every few ms until it holds or `timeout` passes.
 bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout);
 
