@@ -142,6 +142,27 @@ std::vector<DomainLoad> AdmissionControl::load_without(const std::string& skip,
   return doms;
 }
 
+namespace {
+
+// The decision a spec asks for: each thread where its cpu says.
+AdmissionDecision as_asked(const VmReservationSpec& spec) {
+  AdmissionDecision dec;
+  dec.owner = spec.name;
+  for (const auto& t : spec.threads) {
+    dec.threads.push_back(ThreadPlacement{t.tid, t.role, t.cpu, spec.thread_spec(t).bandwidth()});
+    dec.bandwidth += dec.threads.back().bandwidth;
+  }
+  return dec;
+}
+
+}  // namespace
+
+AdmissionDecision AdmissionControl::book_in_force(const VmReservationSpec& spec) {
+  AdmissionDecision dec = as_asked(spec);
+  booked_[spec.name] = dec;
+  return dec;
+}
+
 Result<AdmissionDecision> AdmissionControl::admit(const VmReservationSpec& spec,
                                                   const std::vector<DeadlineThread>& external) {
   if (Status st = validate(spec); !st) return st.error();
@@ -164,12 +185,7 @@ Result<AdmissionDecision> AdmissionControl::admit(const VmReservationSpec& spec,
   };
   const std::string advice = ". Lower the budget, lengthen the period, or remove another VM";
 
-  AdmissionDecision dec;
-  dec.owner = spec.name;
-  for (const auto& t : spec.threads) {
-    dec.threads.push_back(ThreadPlacement{t.tid, t.role, t.cpu, spec.thread_spec(t).bandwidth()});
-    dec.bandwidth += dec.threads.back().bandwidth;
-  }
+  AdmissionDecision dec = as_asked(spec);
 
   if (cfg_.mode == AdmissionMode::kGlobal) {
     for (const auto& t : dec.threads)

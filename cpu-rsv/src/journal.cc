@@ -102,7 +102,15 @@ Result<JournalState> journal_from_json(const std::string& text) {
       vm.period = nanoseconds(v.at("period_ns").get<int64_t>());
       vm.deadline = nanoseconds(v.at("deadline_ns").get<int64_t>());
       vm.reclaim = v.at("reclaim").get<bool>();
-      for (const json& t : v.at("threads")) vm.threads.push_back(thread_from_json(t));
+      for (const json& t : v.at("threads")) {
+        vm.threads.push_back(thread_from_json(t));
+        const ThreadBudget& b = vm.threads.back().budget;
+        if (b.tid <= 0 || b.cpu < -1)
+          return Error{"VM '" + vm.name + "': thread " + std::to_string(b.tid) + " on cpu " + std::to_string(b.cpu) +
+                           " is not a thread capsule could have changed",
+                       EINVAL};
+      }
+      if (state.count(vm.name)) return Error{"VM '" + vm.name + "' is recorded twice", EINVAL};
       state[vm.name] = std::move(vm);
     }
     return state;
@@ -137,10 +145,13 @@ Status Journal::store(const JournalState& state) const {
   // The rename itself must reach the disk before the kernel change it guards.
   const auto slash = path_.rfind('/');
   const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path_.substr(0, slash);
-  if (int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dfd >= 0) {
-    (void)::fsync(dfd);
-    ::close(dfd);
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0 || ::fsync(dfd) != 0) {
+    const int err = errno;
+    if (dfd >= 0) ::close(dfd);
+    return errno_error("cannot sync the directory of the reservation journal " + path_, err);
   }
+  ::close(dfd);
   return Status::Ok();
 }
 

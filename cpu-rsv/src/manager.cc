@@ -34,13 +34,12 @@ std::map<std::string, Result<AdoptReport>> ReservationManager::adopt(const Journ
       out.emplace(name, r.error());
       continue;
     }
-    auto decision = admission_.admit((*r)->spec(), scan_deadline_threads());
-    if (!decision) {
-      (void)(*r)->release();
-      out.emplace(name, Error{"adopted, then released: " + decision.error().message, decision.error().errnum});
-      continue;
-    }
-    decisions_[name] = *decision;
+    // The kernel holds it: book it as it is. Over this host's bound now
+    // (settings changed while no agent ran), it is said, not torn down;
+    // the next change to the VM is judged as usual.
+    auto judged = admission_.admit((*r)->spec(), scan_deadline_threads());
+    if (!judged) report.over_bound = judged.error().message;
+    decisions_[name] = judged ? *judged : admission_.book_in_force((*r)->spec());
     vms_[name] = std::move(*r);
     out.emplace(name, std::move(report));
   }

@@ -60,6 +60,17 @@ void wait_until_on_cpu(pid_t tid, int cpu, std::chrono::milliseconds timeout) {
   while (last_cpu(tid) != cpu && Clock::now() < end) std::this_thread::sleep_for(std::chrono::milliseconds(1));
 }
 
+// Whether a thread's scheduling is the reservation `want` (flags aside).
+bool holds(const SchedParams& cur, const ReservationSpec& want) {
+  return cur.is_deadline() && cur.runtime == want.runtime && cur.period == want.period &&
+         cur.deadline == want.effective_deadline();
+}
+
+// "vcpu0 tid 123" for messages.
+std::string describe_thread(const ThreadBudget& t) {
+  return (t.role.empty() ? "thread" : t.role) + " tid " + std::to_string(t.tid);
+}
+
 SchedParams dl_params(const ReservationSpec& s) {
   SchedParams p;
   p.policy = kSchedDeadline;
@@ -224,7 +235,7 @@ Result<std::unique_ptr<VmReservation>> VmReservation::adopt(const JournalVm& rec
   spec.reclaim = record.reclaim;
   std::unique_ptr<VmReservation> r(new VmReservation(spec, partitions));
   for (const auto& t : record.threads) {
-    const std::string who = (t.budget.role.empty() ? "thread" : t.budget.role) + " tid " + std::to_string(t.budget.tid);
+    const std::string who = describe_thread(t.budget);
     if (!t.original.alive()) {
       rep.gone.push_back(who);
       continue;
@@ -234,17 +245,25 @@ Result<std::unique_ptr<VmReservation>> VmReservation::adopt(const JournalVm& rec
       rep.not_ours.push_back(who);
       continue;
     }
+    if (t.budget.cpu >= 0) {
+      auto part = partitions ? partitions->adopt(t.budget.cpu)
+                             : Result<std::string>(Error{"no partition set to hold core " + std::to_string(t.budget.cpu), EINVAL});
+      if (!part) {
+        // Ours, and it cannot be held as it was: never leave it under
+        // SCHED_DEADLINE with nobody to restore it.
+        (void)t.original.restore(r->fs_);
+        rep.released.push_back(who + " (" + part.error().message + ")");
+        continue;
+      }
+    }
+    // What is in force, not what the record asked for: a change the crash
+    // cut short is finished by the next reconcile.
     ThreadBudget budget = t.budget;
-    budget.runtime = cur->runtime;  // what is in force (a change may have been cut short)
-    if (budget.cpu >= 0) {
-      if (!partitions) {
-        rep.not_ours.push_back(who + " (pinned to core " + std::to_string(budget.cpu) + ", no partition set)");
-        continue;
-      }
-      if (auto part = partitions->adopt(budget.cpu); !part) {
-        rep.not_ours.push_back(who + " (" + part.error().message + ")");
-        continue;
-      }
+    budget.runtime = cur->runtime;
+    if (r->members_.empty()) {
+      r->spec_.period = cur->period;
+      r->spec_.deadline = cur->deadline == cur->period ? nanoseconds(0) : cur->deadline;
+      r->spec_.reclaim = (cur->flags & kFlagReclaim) != 0;
     }
     r->members_.push_back(Member{budget, t.original, true});
     r->spec_.threads.push_back(budget);
@@ -264,14 +283,13 @@ std::vector<std::string> VmReservation::drift() const {
   if (!active_) return found;
   for (const auto& m : members_) {
     if (!m.applied || !m.saved.alive()) continue;
-    const std::string who = (m.budget.role.empty() ? "thread" : m.budget.role) + " tid " + std::to_string(m.budget.tid);
+    const std::string who = describe_thread(m.budget);
     const ReservationSpec want = spec_.thread_spec(m.budget);
     auto cur = get_sched_params(m.budget.tid);
     if (!cur) continue;
     if (!cur->is_deadline()) {
       found.push_back(who + " is " + policy_name(cur->policy) + ", not SCHED_DEADLINE (changed outside capsule)");
-    } else if (cur->runtime != want.runtime || cur->period != want.period ||
-               cur->deadline != want.effective_deadline()) {
+    } else if (!holds(*cur, want)) {
       found.push_back(who + " has runtime " + format_duration(cur->runtime) + " every " +
                       format_duration(cur->period) + ", not the " + format_duration(want.runtime) + " every " +
                       format_duration(want.period) + " capsule set (changed outside capsule)");
@@ -298,19 +316,18 @@ Status VmReservation::repair() {
         // A DL thread must leave SCHED_DEADLINE before it may change cpuset.
         SchedParams other;
         (void)set_sched_params(m.budget.tid, other);
-        if (Status st = partitions_->ensure(m.budget.cpu); !st) return st;
-        if (Status st = partitions_->add_thread(m.budget.cpu, m.budget.tid); !st) return st;
+        Status st = partitions_->ensure(m.budget.cpu);
+        if (st) st = partitions_->add_thread(m.budget.cpu, m.budget.tid);
+        if (!st) {
+          (void)set_params(m, spec_);  // its budget back where it is, at least
+          return st;
+        }
         wait_until_on_cpu(m.budget.tid, m.budget.cpu, std::chrono::milliseconds(200));
       }
     }
-    const ReservationSpec want = spec_.thread_spec(m.budget);
-    auto cur = get_sched_params(m.budget.tid);
-    if (cur && cur->is_deadline() && cur->runtime == want.runtime && cur->period == want.period &&
-        cur->deadline == want.effective_deadline())
-      continue;
+    if (auto cur = get_sched_params(m.budget.tid); cur && holds(*cur, spec_.thread_spec(m.budget))) continue;
     if (Status st = set_params(m, spec_); !st)
-      return Error{"cannot put " + m.budget.role + " tid " + std::to_string(m.budget.tid) +
-                       " back under its reservation: " + st.error().message,
+      return Error{"cannot put " + describe_thread(m.budget) + " back under its reservation: " + st.error().message,
                    st.error().errnum};
   }
   return Status::Ok();

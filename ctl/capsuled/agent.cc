@@ -195,14 +195,7 @@ void Agent::adopt_journal() {
     VmState& st = vms_[name];
     st.reserved = true;
     if (decision) st.decision = *decision;
-    // The VM's process: the owner of its first thread that is not ours.
-    for (const auto& t : st.decision.threads)
-      if (t.role != "pmd")
-        if (auto s = rsv::read_text_file("/proc/" + std::to_string(t.tid) + "/status")) {
-          auto at = s->find("\nTgid:");
-          if (at != std::string::npos) st.pid = pid_t(std::atoi(s->c_str() + at + 6));
-          break;
-        }
+    st.pid = 0;  // known once its row is read (reconcile_vm)
     st.state = "running";
     st.reason = "adopted from the previous capsuled's journal";
     start_meter(st);
@@ -210,7 +203,11 @@ void Agent::adopt_journal() {
     for (const auto& a : outcome->adopted) what += (what.empty() ? "" : ", ") + a;
     if (!outcome->gone.empty()) what += "; exited: " + std::to_string(outcome->gone.size());
     if (!outcome->not_ours.empty()) what += "; no longer SCHED_DEADLINE: " + std::to_string(outcome->not_ours.size());
+    for (const auto& r : outcome->released) what += "; released " + r;
     log(CAPSULE_LOG_INFO, "VM " + name + ": adopted its capsule (" + what + ")");
+    if (!outcome->over_bound.empty())
+      log(CAPSULE_LOG_WARN, "VM " + name + ": the adopted capsule is over this host's admission bound now (" +
+                                outcome->over_bound + "); it stays, and its next change is judged as usual");
   }
 }
 
@@ -499,7 +496,9 @@ void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluat
   }
 
   const rsv::VmReservation* current = rsv_->find(row.name);
-  if (st.reserved && current && st.pid == desired->pid && same_threads(current->spec(), desired->spec)) {
+  // (An adopted capsule's pid is not known until its row is read.)
+  if (st.reserved && current && (st.pid == desired->pid || st.pid == 0) && same_threads(current->spec(), desired->spec)) {
+    st.pid = desired->pid;
     st.net_budget = auto_budget ? auto_budget->explanation : "";
     st.state = "running";  // nothing to change (a vanished process failed above)
     st.reason.clear();

@@ -84,6 +84,14 @@ TEST(Journal, RoundTripsEveryFieldAndRefusesGarbage) {
   auto bad = Journal(dir.path() + "/bad").load();
   ASSERT_FALSE(bad);
   EXPECT_NE(bad.error().message.find(dir.path() + "/bad"), std::string::npos) << bad.error().message;
+  // A VM twice is refused, not silently merged.
+  std::string twice = journal_to_json(s);
+  const auto vms = twice.find("[") + 1, end = twice.rfind("]");
+  const std::string one = twice.substr(vms, end - vms);
+  twice.insert(end, "," + one);
+  auto dup = journal_from_json(twice);
+  ASSERT_FALSE(dup);
+  EXPECT_NE(dup.error().message.find("recorded twice"), std::string::npos) << dup.error().message;
 }
 
 TEST(Journal, ANewOwnerAdoptsWhatACrashedOneLeftAndRestoresTheOriginalState) {

@@ -88,6 +88,9 @@ class AdmissionControl {
   // cpu >= 0 (partitioned mode) must fit on that core.
   Result<AdmissionDecision> admit(const VmReservationSpec& spec,
                                   const std::vector<DeadlineThread>& external);
+  // Books what the kernel already holds for spec.name (an adopted capsule)
+  // without judging it: it is in force, and refusing it would not undo it.
+  AdmissionDecision book_in_force(const VmReservationSpec& spec);
   void release(const std::string& owner);
   bool has(const std::string& owner) const { return booked_.count(owner) != 0; }
 

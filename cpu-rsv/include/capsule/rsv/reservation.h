@@ -32,6 +32,8 @@ struct AdoptReport {
   std::vector<std::string> adopted;  // "vcpu0 tid 123"
   std::vector<std::string> gone;     // exited (or its tid now names another thread)
   std::vector<std::string> not_ours; // not SCHED_DEADLINE now: never applied, or changed by hand
+  std::vector<std::string> released; // ours, but could not be held (its partition): given back its original state
+  std::string over_bound;            // admission's refusal of what the kernel holds, if it would refuse it now
 };
 
 class VmReservation {
