@@ -253,6 +253,15 @@ bool Agent::configure_datapath(const ovs::HostRow* host) {
   if (made) {
     datapath_ = std::move(*made);
     log(CAPSULE_LOG_INFO, "datapath " + datapath_->name() + " ready (" + settings.type + ")");
+    // VMs an earlier agent left on it are this agent's now, as if it had
+    // added them: unchanged rows change nothing, a refused change puts them
+    // back as they were, and VMs no longer in the database leave as usual.
+    for (const auto& vm : datapath_->in_force()) {
+      VmState& st = vms_[vm.vm];
+      st.net_added = true;
+      st.net = vm;
+      st.net_key = net_config_key(vm);
+    }
     if (!lost.empty()) datapath_last_exit_ = lost + "; replaced at " + format_utc(unix_ms_now());
   } else {
     datapath_ = std::make_unique<DetachedDatapath>("not attached: " + made.error().message);
@@ -444,15 +453,12 @@ void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluat
   if (datapath_->attached()) {
     const std::string net_key = net_config_key(desired->net);
     if (!st.net_added || net_key != st.net_key) {
-      // Found in force (an earlier agent put it there): a refusal below
-      // must leave it, not take it down.
-      const bool was_in_force = datapath_->adopted(row.name);
       if (Status s = datapath_->add_vm(desired->net); !s) {
         if (st.reserved) st.in_force = describe(rsv_->find(row.name)->spec());
         reject(row.name, st, "datapath: " + s.error().message);
         return;
       }
-      net_added_now = !st.net_added && !was_in_force;
+      net_added_now = !st.net_added;
       net_changed = st.net_added;
       st.net_added = true;
       st.net_key = net_key;
@@ -562,10 +568,6 @@ void Agent::reconcile() {
   // admission; names give a stable order, and a refused VM is retried on the
   // next pass anyway.
   for (const auto& [name, row] : rows) reconcile_vm(*row, next_cfg, readmit);
-  std::set<std::string> on_datapath;  // anything else on it was left by an earlier agent
-  for (const auto& [name, st] : vms_)
-    if (st.net_added) on_datapath.insert(name);
-  datapath_->retain_only(on_datapath);
   check_drift();
   if (host) reconciled_cfg_ = host->next_cfg;
 }

@@ -89,14 +89,11 @@ class Datapath {
   // True when this datapath was attached and is gone (its process exited):
   // the agent then makes a new one with the same settings.
   virtual bool lost() const { return false; }
-  // The VM was in force when this datapath was attached (an earlier agent
-  // put it there) and no add_vm has claimed it since: a refused admission
-  // leaves it in force rather than taking its port down.
-  virtual bool adopted(const std::string& /*vm*/) const { return false; }
-  // The VMs the agent holds on this datapath after a full reconcile pass:
-  // any other VM (one a previous agent left, deleted while no agent ran)
-  // is removed.
-  virtual void retain_only(const std::set<std::string>& /*vms*/) {}
+  // The VMs found on this datapath when it was attached (an earlier agent
+  // put them there, and the datapath outlived it). The agent takes them as
+  // its own: a refusal then keeps them, and those no longer in the database
+  // are removed by the ordinary release of VMs that left.
+  virtual std::vector<VmNetConfig> in_force() const { return {}; }
   // A graceful stop of the agent: the datapath ends too (a datapath process
   // exits). A crash never calls this, so the datapath keeps forwarding.
   virtual void shutdown() {}

@@ -119,12 +119,12 @@ DatapathdOptions default_datapathd_options(const std::string& log_dir) {
   return o;
 }
 
-RemoteDatapath::RemoteDatapath(datapathd::Client client, pid_t pid, std::string detail, std::set<std::string> adopted,
-                               std::function<void()> on_lost)
+RemoteDatapath::RemoteDatapath(datapathd::Client client, pid_t pid, std::string detail,
+                               std::vector<VmNetConfig> in_force, std::function<void()> on_lost)
     : client_(std::move(client)),
       pid_(pid),
       detail_(std::move(detail)),
-      adopted_(std::move(adopted)),
+      in_force_(std::move(in_force)),
       on_lost_(std::move(on_lost)) {
   pidfd_ = int(::syscall(SYS_pidfd_open, pid_, 0));
   stop_fd_ = ::eventfd(0, EFD_CLOEXEC);
@@ -179,12 +179,10 @@ Result<json> RemoteDatapath::call(const json& request) const {
 Status RemoteDatapath::add_vm(const VmNetConfig& config) {
   auto r = call({{"op", "add_vm"}, {"vm", datapathd::to_json(config)}});
   if (!r) return r.error();
-  adopted_.erase(config.vm);
   return Status::Ok();
 }
 
 Status RemoteDatapath::remove_vm(const std::string& vm) {
-  adopted_.erase(vm);
   auto r = call({{"op", "remove_vm"}, {"vm", vm}});
   if (!r) return r.error();
   return Status::Ok();
@@ -201,16 +199,6 @@ Result<VmDatapathStats> RemoteDatapath::stats(const std::string& vm) const {
   if (!r) return r.error();
   if (!r->contains("stats")) return Error{"datapath daemon " + who(pid_) + " sent no statistics", EPROTO};
   return datapathd::stats_from_json(r->at("stats"));
-}
-
-void RemoteDatapath::retain_only(const std::set<std::string>& vms) {
-  for (const auto& vm : adopted_)
-    if (!vms.count(vm)) {
-      log(CAPSULE_LOG_INFO, "VM " + vm + ": removed from the datapath (found in force in " + who(pid_) +
-                                ", no longer configured)");
-      (void)call({{"op", "remove_vm"}, {"vm", vm}});
-    }
-  adopted_.clear();
 }
 
 Result<std::string> RemoteDatapath::pmd_stats_show(const std::string& vm) const {
@@ -252,26 +240,29 @@ Result<std::unique_ptr<Datapath>> make_remote_datapath(const DatapathdOptions& o
         continue;
       }
     }
+    const bool was_configured = hello->value("configured", false);
     auto conf = client->call({{"op", "configure"}, {"settings", datapathd::to_json(s)}});
     if (!conf) {
-      // Nothing runs on a daemon whose configuration failed: none is left behind.
-      stop_daemon(*client, pid);
+      // A refusal changed nothing: a daemon that forwards for VMs keeps
+      // forwarding; only one with nothing configured is not left behind.
+      if (!was_configured) stop_daemon(*client, pid);
       return Error{conf.error().message, conf.error().errnum};
     }
-    std::set<std::string> adopted;
+    std::vector<VmNetConfig> in_force;
     if (!conf->value("changed", true))
-      for (const auto& vm : hello->value("vms", json::array())) adopted.insert(vm.value("vm", std::string()));
+      for (const auto& vm : hello->value("vms", json::array()))
+        if (auto c = datapathd::vm_from_json(vm)) in_force.push_back(std::move(*c));
     if (conf->value("changed", true)) {
       log(CAPSULE_LOG_INFO, "datapath configured in " + who(pid));
     } else {
       std::string names;
-      for (const auto& vm : adopted) names += (names.empty() ? "" : ", ") + vm;
+      for (const auto& vm : in_force) names += (names.empty() ? "" : ", ") + vm.vm;
       log(CAPSULE_LOG_INFO, "adopted the datapath in " + who(pid) + " (same settings): " +
-                                std::to_string(adopted.size()) + " VMs in force" +
+                                std::to_string(in_force.size()) + " VMs in force" +
                                 (names.empty() ? "" : " (" + names + ")"));
     }
     return std::unique_ptr<Datapath>(
-        new RemoteDatapath(std::move(*client), pid, conf->value("detail", std::string()), std::move(adopted), o.on_lost));
+        new RemoteDatapath(std::move(*client), pid, conf->value("detail", std::string()), std::move(in_force), o.on_lost));
   }
   return Error{"the datapath daemon at " + o.socket + " kept other EAL settings after a restart", EAGAIN};
 }

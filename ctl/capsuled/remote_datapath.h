@@ -42,7 +42,7 @@ DatapathdOptions default_datapathd_options(const std::string& log_dir = "");
 
 class RemoteDatapath final : public Datapath {
  public:
-  RemoteDatapath(datapathd::Client client, pid_t pid, std::string detail, std::set<std::string> adopted,
+  RemoteDatapath(datapathd::Client client, pid_t pid, std::string detail, std::vector<VmNetConfig> in_force,
                  std::function<void()> on_lost);
   ~RemoteDatapath() override;
 
@@ -54,8 +54,7 @@ class RemoteDatapath final : public Datapath {
   std::optional<pid_t> pmd_tid(const std::string& vm) const override;
   Result<VmDatapathStats> stats(const std::string& vm) const override;
   bool lost() const override { return exited_.load(); }
-  bool adopted(const std::string& vm) const override { return adopted_.count(vm) > 0; }
-  void retain_only(const std::set<std::string>& vms) override;
+  std::vector<VmNetConfig> in_force() const override { return in_force_; }
   void shutdown() override;
   Result<std::string> pmd_stats_show(const std::string& vm) const override;
   Result<std::string> fdb_show() const override;
@@ -69,7 +68,7 @@ class RemoteDatapath final : public Datapath {
   mutable datapathd::Client client_;
   pid_t pid_;
   std::string detail_;
-  std::set<std::string> adopted_;  // VMs found in force, not yet claimed by a reconcile pass
+  std::vector<VmNetConfig> in_force_;  // VMs found on the daemon when it was adopted
   std::function<void()> on_lost_;
   int pidfd_ = -1, stop_fd_ = -1;
   std::atomic<bool> exited_{false}, stopping_{false};

@@ -49,12 +49,15 @@ class PmdThread {
 
 class RecordingDatapath final : public Datapath {
  public:
-  explicit RecordingDatapath(pid_t pmd) : pmd_(pmd) {}
+  // `found`: VMs on it when it is attached (an earlier agent's).
+  explicit RecordingDatapath(pid_t pmd, std::vector<VmNetConfig> found = {}) : found_(std::move(found)), pmd_(pmd) {
+    for (const auto& c : found_) vms[c.vm] = c;
+  }
+  std::vector<VmNetConfig> in_force() const override { return found_; }
   std::string name() const override { return "recording"; }
   bool attached() const override { return !gone; }
   std::string detail() const override { return gone ? "recording datapath exited at noon" : "recording"; }
   bool lost() const override { return gone; }
-  void retain_only(const std::set<std::string>& keep) override { retained = keep; }
   void shutdown() override { shut_down = true; }
   Status add_vm(const VmNetConfig& c) override {
     ++adds;
@@ -90,18 +93,19 @@ class RecordingDatapath final : public Datapath {
   int adds = 0, removes = 0;
   bool fail_next_add = false;
   bool gone = false, shut_down = false, guest_connected = true;
-  std::set<std::string> retained;
 
  private:
+  std::vector<VmNetConfig> found_;
   pid_t pmd_;
 };
 
 // A factory that makes a RecordingDatapath and tells the test where it is.
-DatapathFactory recording(pid_t pmd, RecordingDatapath** out, int* made = nullptr) {
-  return [pmd, out, made](const DatapathSettings& s) -> Result<std::unique_ptr<Datapath>> {
+DatapathFactory recording(pid_t pmd, RecordingDatapath** out, int* made = nullptr,
+                          std::vector<VmNetConfig> found = {}) {
+  return [pmd, out, made, found](const DatapathSettings& s) -> Result<std::unique_ptr<Datapath>> {
     if (made) ++*made;
     if (s.uplink.count("devargs") && s.uplink.at("devargs") == "bogus") return Error{"unknown driver bogus", EINVAL};
-    auto dp = std::make_unique<RecordingDatapath>(pmd);
+    auto dp = std::make_unique<RecordingDatapath>(pmd, found);
     *out = dp.get();
     return std::unique_ptr<Datapath>(std::move(dp));
   };
@@ -326,7 +330,6 @@ TEST_F(AgentTest, LostDatapathIsReplacedAndOnlyAGracefulStopEndsIt) {
   agent.update(snapshot({row}));
   agent.reconcile();
   ASSERT_EQ(made, 1);
-  EXPECT_EQ(rec->retained, std::set<std::string>{"vm1"}) << "the agent names the VMs it holds after a pass";
   agent.sample();
   EXPECT_EQ(agent.status().ports.at(row.ports[0].uuid).status.at("state"), "attached");
   rec->guest_connected = false;
@@ -376,6 +379,40 @@ TEST(PortFromRow, ValidatesLikeTheDocsSay) {
   EXPECT_NE(port_from_row(p).error().message.find("not a non-negative integer"), std::string::npos);
   p.qos->other_config = {{"pir", "99999999999999999999999"}};
   EXPECT_FALSE(port_from_row(p).ok());
+}
+
+// A datapath that outlived the previous agent holds VMs: they are this
+// agent's now. An unchanged row is not added again, a VM no longer in the
+// database leaves, and a change that is refused puts the port back as it was.
+TEST_F(AgentTest, VmsFoundOnAnAdoptedDatapathAreTheAgentsOwn) {
+  auto row = vm_row("vm1", vm_->pid(), 2000, 20000);
+  row.ports.push_back(port_row());
+  row.ports[0].mac = "02:00:00:00:00:01";
+  auto port = port_from_row(row.ports[0]);
+  ASSERT_TRUE(port.ok());
+  VmNetConfig vm1{"vm1", {*port}}, gone{"gone", {*port}};
+  gone.ports[0].vhost_path = "/tmp/gone.sock";
+  RecordingDatapath* rec = nullptr;
+  Agent agent(config(), recording(pmd_.tid(), &rec, nullptr, {vm1, gone}));
+  agent.update(snapshot({row}));
+  agent.reconcile();
+  ASSERT_NE(rec, nullptr);
+  EXPECT_EQ(rec->adds, 0) << "an unchanged VM found in force is not added again";
+  EXPECT_EQ(rec->vms.count("vm1"), 1u);
+  EXPECT_EQ(rec->vms.count("gone"), 0u) << "a VM deleted while no agent ran leaves the datapath";
+  EXPECT_EQ(agent.status().vms.at(row.uuid).status.at("state"), "running");
+
+  // A new MAC with a budget the host cannot admit: refused, the port is
+  // what it was.
+  auto bigger = row;
+  bigger.ports[0].mac = "02:00:00:00:00:09";
+  bigger.vcpu_runtime_us = 19900;
+  bigger.fingerprint += "+";
+  agent.update(snapshot({bigger}));
+  agent.reconcile();
+  EXPECT_EQ(agent.status().vms.at(row.uuid).status.at("state"), "rejected");
+  ASSERT_EQ(rec->vms.count("vm1"), 1u) << "a refused change took the VM's port down";
+  EXPECT_EQ(rec->vms.at("vm1").ports.at(0).mac, "02:00:00:00:00:01");
 }
 
 }  // namespace
