@@ -1,5 +1,7 @@
 #include "capsule/rsv/manager.h"
 
+#include "rsv_log.h"
+
 namespace capsule::rsv {
 
 namespace {
@@ -19,6 +21,11 @@ Status ReservationManager::write_journal(const VmReservationSpec* vm,
   for (const auto& [name, r] : vms_) state[name] = journal_vm(r->spec(), r->journal_threads());
   if (vm && intended) state[vm->name] = journal_vm(*vm, *intended);
   return journal_->store(state);
+}
+
+void ReservationManager::record_in_force() const {
+  detail::log_if_failed(write_journal(), "cannot record the reservations in force in the journal (an agent "
+                                         "restarted after a crash would not take back what changed since)");
 }
 
 std::map<std::string, Result<AdoptReport>> ReservationManager::adopt(const JournalState& state) {
@@ -43,7 +50,7 @@ std::map<std::string, Result<AdoptReport>> ReservationManager::adopt(const Journ
     vms_[name] = std::move(*r);
     out.emplace(name, std::move(report));
   }
-  (void)write_journal();
+  record_in_force();
   return out;
 }
 
@@ -92,20 +99,20 @@ Result<AdmissionDecision> ReservationManager::reserve(const VmReservationSpec& r
   if (auto it = vms_.find(spec.name); it != vms_.end()) {
     if (Status st = it->second->change(spec, journal_ ? journal : nullptr); !st) {
       undo_booking();
-      (void)write_journal();
+      record_in_force();
       return st.error();
     }
   } else {
     auto r = VmReservation::apply(spec, &partitions_, journal_ ? journal : nullptr);
     if (!r) {
       undo_booking();
-      (void)write_journal();
+      record_in_force();
       return r.error();
     }
     vms_[spec.name] = std::move(*r);
   }
   decisions_[spec.name] = *decision;
-  (void)write_journal();  // what is in force now
+  record_in_force();
   return *decision;
 }
 
@@ -116,7 +123,7 @@ Status ReservationManager::release(const std::string& name) {
   vms_.erase(it);
   decisions_.erase(name);
   admission_.release(name);
-  (void)write_journal();
+  record_in_force();
   return st;
 }
 

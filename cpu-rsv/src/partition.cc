@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <sstream>
 
+#include "rsv_log.h"
+
 namespace capsule::rsv {
 namespace {
 
@@ -64,7 +66,8 @@ PartitionSet::~PartitionSet() {
   std::lock_guard lk(mu_);
   std::vector<int> cpus;
   for (auto& [cpu, n] : refs_) cpus.push_back(cpu);
-  for (int cpu : cpus) (void)remove_locked(cpu);
+  for (int cpu : cpus)
+    detail::log_if_failed(remove_locked(cpu), "cannot remove the partition of core " + std::to_string(cpu));
 }
 
 std::string PartitionSet::partition_name(int cpu) { return "/capsule-c" + std::to_string(cpu); }

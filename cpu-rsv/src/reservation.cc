@@ -1,6 +1,7 @@
 #include "capsule/rsv/reservation.h"
 
 #include "capsule/rsv/cpuset.h"
+#include "rsv_log.h"
 
 #include <algorithm>
 #include <atomic>
@@ -171,7 +172,9 @@ Result<std::unique_ptr<VmReservation>> VmReservation::apply(const VmReservationS
   for (auto& m : r->members_) {
     if (Status st = r->apply_member(m, spec); !st) {
       for (auto it = r->members_.rbegin(); it != r->members_.rend(); ++it)
-        if (it->applied) (void)r->restore_member(*it);
+        if (it->applied)
+          detail::log_if_failed(r->restore_member(*it), "VM '" + spec.name + "': undoing a failed reservation: " +
+                                                             "cannot restore " + describe_thread(it->budget));
       return Error{"VM '" + spec.name + "': thread " + std::to_string(m.budget.tid) + " (" +
                        m.saved.comm + (m.budget.role.empty() ? "" : ", " + m.budget.role) +
                        "): " + st.error().message + "; every thread of the VM was left as it was",
@@ -213,7 +216,9 @@ Status VmReservation::restore_member(Member& m) {
   auto cur = get_sched_params(m.budget.tid);
   Status st = m.saved.restore(fs_);
   if (cur && cur->is_deadline()) note_bandwidth_released(cur->deadline, cur->bandwidth());
-  if (m.budget.cpu >= 0 && partitions_) (void)partitions_->release(m.budget.cpu);
+  if (m.budget.cpu >= 0 && partitions_)
+    detail::log_if_failed(partitions_->release(m.budget.cpu),
+                          "cannot release the partition of core " + std::to_string(m.budget.cpu));
   m.applied = false;
   return st;
 }
@@ -251,7 +256,7 @@ Result<std::unique_ptr<VmReservation>> VmReservation::adopt(const JournalVm& rec
       if (!part) {
         // Ours, and it cannot be held as it was: never leave it under
         // SCHED_DEADLINE with nobody to restore it.
-        (void)t.original.restore(r->fs_);
+        detail::log_if_failed(t.original.restore(r->fs_), "adopting: cannot give back " + who + " its own state");
         rep.released.push_back(who + " (" + part.error().message + ")");
         continue;
       }
@@ -319,7 +324,8 @@ Status VmReservation::repair() {
         Status st = partitions_->ensure(m.budget.cpu);
         if (st) st = partitions_->add_thread(m.budget.cpu, m.budget.tid);
         if (!st) {
-          (void)set_params(m, spec_);  // its budget back where it is, at least
+          // Its budget back where it is, at least.
+          detail::log_if_failed(set_params(m, spec_), "cannot restore the budget of " + describe_thread(m.budget));
           return st;
         }
         wait_until_on_cpu(m.budget.tid, m.budget.cpu, std::chrono::milliseconds(200));
@@ -391,8 +397,12 @@ Status VmReservation::change(const VmReservationSpec& next, const JournalHook& j
   // Roll back everything done so far to the previous spec.
   std::vector<Member*> changed;
   auto rollback = [&]() {
-    for (auto* m : changed) (void)set_params(*m, prev);
-    for (auto& j : joined) (void)restore_member(j);
+    for (auto* m : changed)
+      detail::log_if_failed(set_params(*m, prev), "VM '" + next.name + "': undoing a failed change: cannot restore " +
+                                                      describe_thread(m->budget));
+    for (auto& j : joined)
+      detail::log_if_failed(restore_member(j), "VM '" + next.name + "': undoing a failed change: cannot restore " +
+                                                   describe_thread(j.budget));
   };
   auto fail = [&](pid_t tid, const Status& st) {
     rollback();
@@ -416,11 +426,15 @@ Status VmReservation::change(const VmReservationSpec& next, const JournalHook& j
   }
   // Leaving threads go before joining ones: a thread moving to another core
   // must leave its old partition (and SCHED_DEADLINE) first.
-  for (auto* m : leaving) (void)restore_member(*m);
+  for (auto* m : leaving)
+    detail::log_if_failed(restore_member(*m), "VM '" + next.name + "': cannot restore " + describe_thread(m->budget) +
+                                                   ", which leaves the reservation");
   for (auto& j : joined) {
     if (Status st = apply_member(j, next); !st) {
       Status err = fail(j.budget.tid, st);
-      for (auto* m : leaving) (void)apply_member(*m, prev);
+      for (auto* m : leaving)
+        detail::log_if_failed(apply_member(*m, prev), "VM '" + next.name + "': undoing a failed change: cannot put " +
+                                                          describe_thread(m->budget) + " back");
       return err;
     }
   }
@@ -449,7 +463,9 @@ Status VmReservation::release() {
   return first;
 }
 
-VmReservation::~VmReservation() { (void)release(); }
+VmReservation::~VmReservation() {
+  detail::log_if_failed(release(), "VM '" + spec_.name + "': releasing its reservation");
+}
 
 void VmReservation::release_all() {
   auto& reg = registry();
@@ -458,7 +474,7 @@ void VmReservation::release_all() {
     std::lock_guard lk(reg.mu);
     live.assign(reg.live.begin(), reg.live.end());
   }
-  for (auto* r : live) (void)r->release();
+  for (auto* r : live) detail::log_if_failed(r->release(), "VM '" + r->spec_.name + "': releasing its reservation");
 }
 
 }  // namespace capsule::rsv

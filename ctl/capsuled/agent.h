@@ -25,6 +25,7 @@
 #include "capsule/rsv/journal.h"
 #include "capsule/rsv/manager.h"
 #include "datapath.h"
+#include "row_validation.h"
 
 namespace capsule::agent {
 
@@ -35,18 +36,6 @@ struct AgentConfig {
   std::string journal;      // reservation journal (rsv/journal.h); "" = none
 };
 
-// A VM row turned into what the kernel and the datapath should hold.
-struct DesiredVm {
-  pid_t pid = 0;
-  rsv::VmReservationSpec spec;  // vCPU threads (+ the PMD thread when attached)
-  VmNetConfig net;
-};
-
-// Validates a VM row and resolves its threads (pid/pidfile, vCPU discovery).
-// The error is the sentence that goes into status:reason.
-Result<DesiredVm> desired_from_row(const ovs::VmRow& row);
-// Validates one port row (vhost path, MAC, QoS type and keys).
-Result<PortConfig> port_from_row(const ovs::PortRow& row);
 
 class Agent {
  public:

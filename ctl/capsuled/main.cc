@@ -27,6 +27,7 @@
 #include <thread>
 
 #include "agent.h"
+#include "capsule/log.h"
 #include "capsule/ovs/db.h"
 #include "capsule/ovs/shim.h"
 #include "capsule/rsv/partition.h"
@@ -43,6 +44,13 @@ using std::chrono::milliseconds;
 constexpr const char* kVersion = "0.1.0";
 
 void log(capsule_ovs_log_level level, const std::string& msg) { capsule_ovs_log(level, msg.c_str()); }
+
+// cpu-rsv's own messages (capsule/log.h) go to vlog too, marked with their
+// library.
+void library_log(capsule::log::Level level, const char* module, const std::string& msg) {
+  static const capsule_ovs_log_level levels[] = {CAPSULE_LOG_ERR, CAPSULE_LOG_WARN, CAPSULE_LOG_INFO, CAPSULE_LOG_DBG};
+  log(levels[int(level)], std::string(module) + ": " + msg);
+}
 
 std::string env_or(const char* name, const std::string& def) {
   const char* v = std::getenv(name);
@@ -483,6 +491,7 @@ int Daemon::run() {
 int main(int argc, char** argv) {
   Options opts = parse_options(argc, argv);
   capsule_ovs_init(argv[0]);
+  capsule::log::set_sink(&library_log);
   for (const auto& v : opts.verbose) {
     if (char* err = capsule_ovs_set_verbosity(v.c_str())) {
       std::cerr << "capsuled: --verbose: " << err << "\n";
@@ -505,7 +514,7 @@ int main(int argc, char** argv) {
 
   capsule_ovs_daemonize_start();  // forks with --detach: before any thread
   if (int err = capsule_unixctl_create(opts.unixctl ? opts.unixctl->c_str() : nullptr)) {
-    log(CAPSULE_LOG_ERR, std::string("cannot create the control socket: ") + std::strerror(err));
+    capsule_ovs_log(CAPSULE_LOG_ERR, (std::string("cannot create the control socket: ") + std::strerror(err)).c_str());
     return 1;
   }
   Daemon daemon(std::move(opts));

@@ -28,6 +28,7 @@ class CapsuleDpdkDatapath final : public Datapath {
   Result<VmDatapathStats> stats(const std::string& vm) const override;
   Result<std::string> pmd_stats_show(const std::string& vm) const override;
   Result<std::string> fdb_show() const override;
+  void log_drops() { dp_->log_drops(); }
 
  private:
   std::unique_ptr<pmd::Datapath> dp_;

@@ -115,10 +115,12 @@ class Log {
     ::close(fd);
     return Status::Ok();
   }
-  void operator()(LogLevel level, const std::string& msg) {
+  void operator()(LogLevel level, const std::string& msg) { write(level, "datapathd", msg); }
+  // `module`: "datapathd", or the library that logs ("pmd": capsule/log.h).
+  void write(LogLevel level, const char* module, const std::string& msg) {
     if (level == LogLevel::kDbg && !debug_) return;
-    static const char* names[] = {"ERR", "WARN", "INFO", "DBG"};
-    const std::string line = format_utc(unix_ms_now()) + "|datapathd|" + names[int(level)] + "|" + msg + "\n";
+    const std::string line =
+        format_utc(unix_ms_now()) + "|" + module + "|" + log::level_name(level) + "|" + msg + "\n";
     std::lock_guard lk(mu_);
     (void)!::write(STDERR_FILENO, line.data(), line.size());
   }
@@ -274,7 +276,7 @@ int run(const Options& o) {
       why = "poll failed";
       break;
     }
-    service.watch_links();
+    service.log_drops();
     if (r <= 0) continue;
     if (fds[1].revents & POLLIN) {
       signalfd_siginfo si{};
@@ -312,6 +314,7 @@ int run(const Options& o) {
 
 int main(int argc, char** argv) {
   const Options o = parse_options(argc, argv);
+  capsule::log::set_sink([](LogLevel l, const char* module, const std::string& m) { g_log.write(l, module, m); });
   if (Status st = g_log.open(o.log_file, o.debug); !st) {
     std::cerr << kProgram << ": " << st.error().message << "\n";
     return 1;

@@ -145,7 +145,6 @@ json Service::add_vm(const json& request) {
                             (c->ports.empty() ? "" : " (" + c->ports.front().vhost_path + ")"));
   if (c->ports.empty()) {
     vms_.erase(c->vm);
-    links_.erase(c->vm);
   } else {
     vms_[c->vm] = *c;
   }
@@ -158,7 +157,6 @@ json Service::remove_vm(const json& request) {
   if (!vms_.count(*name)) return ok();
   Status st = dp_->remove_vm(*name);
   vms_.erase(*name);
-  links_.erase(*name);
   log_(LogLevel::kInfo, "VM " + *name + ": removed" + (st ? "" : " (" + st.error().message + ")"));
   return ok();
 }
@@ -181,30 +179,18 @@ json Service::stats(const json& request) const {
   return ok({{"stats", to_json(*s)}});
 }
 
-void Service::watch_links() {
+void Service::log_drops() {
   if (!dp_) return;
-  for (const auto& [name, c] : vms_) {
-    auto s = dp_->stats(name);
-    if (!s || s->ports.empty()) continue;
-    const auto& p = s->ports.begin()->second;
-    auto& last = links_[name];
-    if (last.first == p.connected && last.second == p.connects) continue;
-    if (p.connects > last.second + (p.connected ? 1 : 0))
-      log_(LogLevel::kInfo, "VM " + name + ": guest connected and left again on " + p.socket);
-    if (p.connected)
-      log_(LogLevel::kInfo, "VM " + name + ": guest connected on " + p.socket + " at " + format_utc(p.last_connect_ms));
-    else if (p.connects)
-      log_(LogLevel::kInfo, "VM " + name + ": guest disconnected from " + p.socket + " at " +
-                                format_utc(p.last_disconnect_ms));
-    last = {p.connected, p.connects};
-  }
+  const int64_t now = unix_ms();
+  if (now - drops_logged_ms_ < 1000) return;
+  drops_logged_ms_ = now;
+  dp_->log_drops();
 }
 
 void Service::stop() {
   if (!dp_) return;
   for (const auto& [name, c] : vms_) (void)dp_->remove_vm(name);
   vms_.clear();
-  links_.clear();
   dp_.reset();
   settings_.reset();
 }

@@ -15,12 +15,13 @@
 #include <optional>
 #include <string>
 
+#include "capsule/log.h"
 #include "dpdk_datapath.h"
 #include "protocol.h"
 
 namespace capsule::datapathd {
 
-enum class LogLevel { kErr, kWarn, kInfo, kDbg };
+using LogLevel = log::Level;
 using LogFn = std::function<void(LogLevel, const std::string&)>;
 
 class Service {
@@ -34,9 +35,10 @@ class Service {
   bool shutdown_requested() const { return shutdown_; }
   // Removes every VM and stops the datapath (shutdown, SIGTERM).
   void stop();
-  // Logs guest attach / detach seen since the last call (the daemon's loop
-  // calls it about once a second).
-  void watch_links();
+  // Logs what the VMs lost since the last report, by cause, at most once a
+  // second (the daemon's loop calls it whenever it wakes). Guest attach and
+  // detach are logged by the datapath as they happen.
+  void log_drops();
 
  private:
   json dispatch(const json& request);  // handle() without the catch
@@ -54,7 +56,7 @@ class Service {
   std::optional<std::map<std::string, std::string>> eal_options_;  // what the EAL was started with
   std::unique_ptr<agent::CapsuleDpdkDatapath> dp_;
   std::map<std::string, agent::VmNetConfig> vms_;        // in force, by name
-  std::map<std::string, std::pair<bool, uint64_t>> links_;  // VM -> (connected, connects) last logged
+  int64_t drops_logged_ms_ = 0;
   bool shutdown_ = false;
 };
 

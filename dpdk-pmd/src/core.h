@@ -13,6 +13,7 @@
 #include <memory>
 #include <thread>
 
+#include "capsule/log.h"
 #include "capsule/pmd/datapath.h"
 #include "fwd_table.h"
 #include "meter.h"
@@ -64,6 +65,15 @@ struct Vm {
   // Wall-clock times (Unix ms) of the last attach / detach, 0 = never: what
   // an operator compares with a VM's own log.
   std::atomic<int64_t> last_connect_ms{0}, last_disconnect_ms{0};
+  // A guest decides how often it connects: its device messages are
+  // rate-limited, each VM on its own (one flapping guest hides no other's).
+  log::RateLimit device_log_rl;
+  // Datapath::log_drops (a control thread, under the datapath's mutex): the
+  // counters it last reported, when (steady ms; add_vm starts it), and its
+  // own rate limit.
+  VmStats drops_reported;
+  int64_t drops_reported_ms = 0;
+  log::RateLimit drop_log_rl;
 
   // PMD thread state.
   std::atomic<uint64_t> iteration{0};   // advanced before each round reads `vid`

@@ -10,12 +10,14 @@
 #include <sys/un.h>
 
 #include <atomic>
+#include <chrono>
 #include <cctype>
 #include <map>
 #include <mutex>
 
 #include "core.h"
 #include "dispatcher.h"
+#include "drop_report.h"
 #include "pmd_thread.h"
 #include "rx_rings.h"
 #include "uplink.h"
@@ -24,6 +26,13 @@
 namespace capsule::pmd {
 
 using namespace detail;
+
+namespace {
+int64_t steady_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
 
 Result<PollPolicy> parse_poll_policy(const std::string& t) {
   if (t == "interrupt") return PollPolicy::kInterrupt;
@@ -55,6 +64,8 @@ struct Datapath::Impl {
   unsigned generation = 0;
   static inline std::atomic<unsigned> instances{0};
   unsigned instance = 0;
+  uint64_t fdb_refusals_reported = 0;  // log_drops, under mu
+  log::RateLimit fdb_log_rl;
 
   ~Impl() {
     while (!vms.empty()) retire(vms.begin()->first);
@@ -253,6 +264,7 @@ Status Datapath::add_vm(const VmConfig& v) {
   vm->txq = core.uplink ? core.uplink->queue_for_slot(vm->slot) : 0;
   vm->policers.store(pol.value().release());
   vm->ring_cap = impl_->cfg.ring_size;
+  vm->drops_reported_ms = steady_ms();
   // The eventfd first: nothing else to undo when it fails.
   vm->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (vm->wake_fd < 0) return errno_error("VM '" + v.name + "': eventfd", errno);
@@ -309,11 +321,8 @@ Result<pid_t> Datapath::pmd_tid(const std::string& name) const {
 
 pid_t Datapath::dispatcher_tid() const { return impl_->dispatcher ? impl_->dispatcher->tid() : 0; }
 
-Result<VmStats> Datapath::stats(const std::string& name) const {
-  std::lock_guard lk(impl_->mu);
-  auto it = impl_->vms.find(name);
-  if (it == impl_->vms.end()) return Error{"no VM '" + name + "' in this datapath", ENOENT};
-  const Vm& vm = *it->second;
+namespace {
+VmStats read_stats(const Vm& vm) {
   const auto& c = vm.c;
   auto r = [](const std::atomic<uint64_t>& a) { return a.load(std::memory_order_relaxed); };
   VmStats s;
@@ -349,6 +358,35 @@ Result<VmStats> Datapath::stats(const std::string& name) const {
   const uint64_t pk = s.from_vm_packets + s.to_vm_packets;
   s.cycles_per_packet = pk ? double(s.busy_cycles) / double(pk) : 0;
   return s;
+}
+}  // namespace
+
+Result<VmStats> Datapath::stats(const std::string& name) const {
+  std::lock_guard lk(impl_->mu);
+  auto it = impl_->vms.find(name);
+  if (it == impl_->vms.end()) return Error{"no VM '" + name + "' in this datapath", ENOENT};
+  return read_stats(*it->second);
+}
+
+void Datapath::log_drops() {
+  std::lock_guard lk(impl_->mu);
+  const int64_t now_ms = steady_ms();
+  for (auto& [name, vm] : impl_->vms) {
+    const VmStats now = read_stats(*vm);
+    const auto d = drops_between(vm->drops_reported, now, double(now_ms - vm->drops_reported_ms) / 1000);
+    // Policing is what the operator asked for: a debug line. Any other loss
+    // is news.
+    if (d.total)
+      vm->drop_log_rl.write(d.only_policed ? log::Level::kDbg : log::Level::kWarn, "pmd", "VM " + name + ": " + d.text);
+    vm->drops_reported = now;
+    vm->drops_reported_ms = now_ms;
+  }
+  const uint64_t refusals = impl_->core.fdb.refusals();
+  if (refusals > impl_->fdb_refusals_reported)
+    impl_->fdb_log_rl.write(log::Level::kWarn, "pmd",
+                            "forwarding table full: " + std::to_string(refusals - impl_->fdb_refusals_reported) +
+                                " source MACs not learned (fdb-show says which ports hold the table)");
+  impl_->fdb_refusals_reported = refusals;
 }
 
 UplinkStats Datapath::uplink_stats() const {

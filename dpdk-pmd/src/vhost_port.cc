@@ -8,9 +8,11 @@
 #include <chrono>
 #include <map>
 
-#include "capsule/wall_clock.h"
 #include <mutex>
 #include <thread>
+
+#include "capsule/log.h"
+#include "capsule/wall_clock.h"
 
 namespace capsule::pmd::detail {
 namespace {
@@ -24,6 +26,9 @@ constexpr uint64_t kOffloadFeatures = (1ULL << 0) /* CSUM */ | (1ULL << 1) /* GU
 
 std::mutex g_mu;
 std::map<std::string, Vm*> g_ports;  // socket path -> VM
+log::RateLimit g_unknown_device_rl;  // a socket of a VM being removed
+
+std::string who(const Vm& vm, const char* path) { return "VM " + vm.cfg.name + " (" + path + ")"; }
 
 Vm* vm_of(int vid) {
   char path[PATH_MAX];
@@ -42,7 +47,13 @@ void refresh_kick_fd(Vm* vm, int vid) {
 int on_new_device(int vid) {
   std::lock_guard lk(g_mu);
   Vm* vm = vm_of(vid);
-  if (!vm) return -1;
+  char path[PATH_MAX] = "";
+  (void)rte_vhost_get_ifname(vid, path, sizeof path);
+  if (!vm) {
+    g_unknown_device_rl.write(log::Level::kWarn, "pmd", std::string("vhost device on ") + path + " for no VM: refused");
+    return -1;
+  }
+  vm->device_log_rl.write(log::Level::kInfo, "pmd", who(*vm, path) + ": guest connected (vhost device " + std::to_string(vid) + ")");
   // The guest need not kick us when it refills its rx ring.
   rte_vhost_enable_guest_notification(vid, kGuestRxQueue, 0);
   refresh_kick_fd(vm, vid);
@@ -58,9 +69,12 @@ void on_destroy_device(int vid) {
   std::lock_guard lk(g_mu);
   Vm* vm = vm_of(vid);
   if (!vm || vm->vid.load() != vid) return;
+  char path[PATH_MAX] = "";
+  (void)rte_vhost_get_ifname(vid, path, sizeof path);
   vm->vid.store(-1);
   vm->connected.store(false);
   vm->last_disconnect_ms.store(unix_ms_now());
+  vm->device_log_rl.write(log::Level::kInfo, "pmd", who(*vm, path) + ": guest disconnected");
   // Wait until the PMD thread cannot be inside a call with this vid: it has
   // begun a new round (and so read vid = -1), or it is blocked, or stopped.
   const uint64_t seen = vm->iteration.load();
@@ -69,6 +83,10 @@ void on_destroy_device(int vid) {
   while (vm->running.load() && !vm->blocked.load() && vm->iteration.load() == seen &&
          std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::microseconds(50));
+  if (vm->running.load() && !vm->blocked.load() && vm->iteration.load() == seen)
+    vm->device_log_rl.write(log::Level::kWarn, "pmd",
+                       who(*vm, path) + ": its PMD thread did not finish a round within 5 s of the disconnect "
+                                        "(starved of CPU? see its reservation); the device is released anyway");
   vm->kick_fd.store(-1);
   vm->rx_kick_fd.store(-1);
   vm->device_gen.fetch_add(1);

@@ -379,6 +379,21 @@ TEST(PortFromRow, ValidatesLikeTheDocsSay) {
   EXPECT_NE(port_from_row(p).error().message.find("not a non-negative integer"), std::string::npos);
   p.qos->other_config = {{"pir", "99999999999999999999999"}};
   EXPECT_FALSE(port_from_row(p).ok());
+  p.qos.reset();
+  p.ingress_policing_rate = -1;  // the schema forbids it; another client's row is checked anyway
+  EXPECT_EQ(port_from_row(p).error().message,
+            "port p: ingress_policing_rate -1 is negative (0 turns the policer off)");
+}
+
+// Durations far beyond the kernel's nanoseconds (what fuzz_rows found
+// overflowing) are refused with the column and the value.
+TEST(DesiredFromRow, RefusesDurationsOutOfRangeWithTheirColumn) {
+  auto row = vm_row("vm1", ::getpid(), 1000, 9'223'363'238'420'179'308);
+  EXPECT_EQ(desired_from_row(row).error().message,
+            "period_us 9223363238420179308 is out of range (0 .. 9223372036854775 µs)");
+  row.period_us = 10000;
+  row.net_runtime_us = -3;
+  EXPECT_EQ(desired_from_row(row).error().message, "net_runtime_us -3 is out of range (0 .. 9223372036854775 µs)");
 }
 
 // A datapath that outlived the previous agent holds VMs: they are this

@@ -5,6 +5,7 @@
 // more than its own ring while its neighbours keep forwarding.
 #include <gtest/gtest.h>
 
+#include "capsule/log_capture.h"
 #include "capsule/rsv/sched_attr.h"
 #include "pmd_fixture.h"
 
@@ -22,6 +23,7 @@ unsigned learned_on(Datapath& dp, const std::string& port) {
 }
 
 TEST_F(PmdHostile, PortSecurityDropsAndCountsFramesFromAnyOtherSource) {
+  testkit::LogCapture log;
   ASSERT_TRUE(dp->add_vm(vm_config("a", dir.file("a.sock"), kMacA)).ok());
   ASSERT_TRUE(dp->add_vm(vm_config("b", dir.file("b.sock"), kMacB)).ok());
   VmProcess b(dir, "b", dir.file("b.sock"), kMacB, {"--mode", "count"});
@@ -43,6 +45,19 @@ TEST_F(PmdHostile, PortSecurityDropsAndCountsFramesFromAnyOtherSource) {
   EXPECT_EQ(stats_of(*dp, "a").from_vm_drops_port_security, 5000u);
   EXPECT_EQ(stats_of(*dp, "a").from_vm_packets, 0u);
   EXPECT_EQ(learned_on(*dp, "a"), 0u) << "spoofed sources must not reach the forwarding table";
+  // The operator reads it in the log: each attach and detach (a virtio-user
+  // peer attaches more than once as it starts), and the loss by cause.
+  const std::string who = "VM a (" + dir.file("a.sock") + "): guest ";
+  const uint64_t connects = stats_of(*dp, "a").connects;
+  EXPECT_GE(connects, 2u);
+  EXPECT_EQ(log.matching(who + "connected").size(), connects) << ::testing::PrintToString(log.lines());
+  EXPECT_TRUE(testkit::wait_until([&] { return log.matching(who + "disconnected").size() == connects; }, 5s))
+      << ::testing::PrintToString(log.lines());
+  dp->log_drops();
+  EXPECT_EQ(log.matching("WARN|pmd|VM a: lost 5000 frames in ").size(), 1u) << ::testing::PrintToString(log.lines());
+  EXPECT_EQ(log.matching("port security 5000").size(), 1u) << ::testing::PrintToString(log.lines());
+  dp->log_drops();
+  EXPECT_EQ(log.matching("VM a: lost").size(), 1u) << "nothing new lost, nothing said";
   // Its own MAC still goes through.
   VmProcess a(dir, "a3", dir.file("a.sock"), kMacA, {"--mode", "tx", "--dst", kMacB, "--rate", "20000", "--count", "1000"});
   ASSERT_TRUE(a.wait_ready()) << a.output();

@@ -67,6 +67,9 @@ class ReservationManager {
   // (threads a change is about to touch) when given.
   Status write_journal(const VmReservationSpec* vm = nullptr,
                        const std::vector<JournalThread>* intended = nullptr) const;
+  // write_journal() after the kernel changed: a failure cannot undo the
+  // change, so it is logged.
+  void record_in_force() const;
 };
 
 }  // namespace capsule::rsv

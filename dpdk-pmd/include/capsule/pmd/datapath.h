@@ -211,6 +211,11 @@ class Datapath {
   Result<VmStats> stats(const std::string& name) const;
   UplinkStats uplink_stats() const;
   std::vector<std::string> vm_names() const;
+  // Logs (capsule/log.h, rate-limited per VM) the frames each VM lost since
+  // the last call, by cause, and source MACs the full forwarding table
+  // refused. For a control thread, every second or so: the PMD threads only
+  // count.
+  void log_drops();
 
   // The forwarding table: (MAC, port) with port = VM name or "uplink".
   struct FdbEntry {
