@@ -231,6 +231,11 @@ Result<std::unique_ptr<Datapath>> make_remote_datapath(const DatapathdOptions& o
     auto hello = client->call({{"op", "hello"}});
     if (!hello) return Error{"datapath daemon at " + o.socket + ": " + hello.error().message, hello.error().errnum};
     const pid_t pid = hello->value("pid", 0);
+    // A daemon from before a package upgrade keeps forwarding (stopping it
+    // would cut every VM's network); the operator chooses when.
+    if (const std::string v = hello->value("version", std::string("?")); v != datapathd::kVersion)
+      log(CAPSULE_LOG_WARN, who(pid) + " is version " + v + ", this capsuled " + datapathd::kVersion +
+                                ": restart capsule-datapathd to run the new one (every VM's network stops briefly)");
     if (hello->value("configured", false)) {
       auto cur = datapathd::settings_from_json(hello->at("settings"));
       // EAL options are fixed for a process's life: other ones need a new daemon.

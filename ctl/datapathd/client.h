@@ -13,7 +13,8 @@ namespace capsule::datapathd {
 class Client {
  public:
   // Connects to the daemon's socket. errnum ENOENT / ECONNREFUSED: nobody
-  // serves it.
+  // serves it; ETIMEDOUT: a daemon that accepts nothing (stopped, wedged)
+  // within `timeout`, which is also each call's.
   static Result<Client> connect(const std::string& socket,
                                 std::chrono::milliseconds timeout = std::chrono::seconds(30));
   Client(Client&& other) noexcept;

@@ -10,7 +10,9 @@
 //   since when, capsuled starts a new one, the VMs come back;
 // - a port is `attached` only while its VM is connected.
 #include <gtest/gtest.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -262,6 +264,53 @@ TEST_F(DatapathdTest, DaemonRefusesBadRequestsAndKeepsWhatIsInForce) {
   ASSERT_TRUE(hello.ok());
   EXPECT_EQ(hello->at("vms").size(), 2u) << hello->dump();
   EXPECT_TRUE(b_receives(1000, 5s));
+}
+
+// A daemon that is stopped or wedged must not hold capsuled, which serves
+// every other VM: connecting to a socket that accepts nothing, and a call
+// nobody answers, end with ETIMEDOUT within the client's timeout.
+TEST(DatapathdClient, AWedgedDaemonTimesOutInsteadOfHoldingTheAgent) {
+  testkit::TempDir dir;
+  const std::string path = dir.file("wedged.sock");
+  const int listener = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(listener, 0);
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  std::snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path.c_str());
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+  ASSERT_EQ(::listen(listener, 0), 0);
+  // Fill its backlog: nobody accepts.
+  std::vector<int> queued;
+  for (int i = 0; i < 64; ++i) {
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+      ::close(fd);
+      break;
+    }
+    queued.push_back(fd);
+  }
+  ASSERT_FALSE(queued.empty());
+  auto t0 = std::chrono::steady_clock::now();
+  auto c = datapathd::Client::connect(path, 300ms);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.error().errnum, ETIMEDOUT) << c.error().message;
+  EXPECT_NE(c.error().message.find("accepted no connection within 300 ms"), std::string::npos) << c.error().message;
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
+
+  // Connected (room in the backlog again), but nobody answers.
+  for (int fd : queued) {
+    ::close(fd);
+    ::close(::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC));
+  }
+  auto quiet = datapathd::Client::connect(path, 300ms);
+  ASSERT_TRUE(quiet.ok()) << quiet.error().message;
+  t0 = std::chrono::steady_clock::now();
+  auto r = quiet->call({{"op", "hello"}});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().errnum, ETIMEDOUT) << r.error().message;
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
+  EXPECT_FALSE(quiet->connected()) << "a late answer must not be read as the next call's";
+  ::close(listener);
 }
 
 }  // namespace
