@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "bench.h"
+#include "capsule/log.h"
 
 namespace capsule::bench {
 
@@ -62,7 +63,19 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   for (const auto& b : reg)
-    if (b.name == argv[1]) return b.fn(std::vector<std::string>(argv + 2, argv + argc));
+    if (b.name == argv[1]) {
+      const std::vector<std::string> args(argv + 2, argv + argc);
+      // A benchmark takes the CPUs and real-time bandwidth for minutes: a
+      // request for help must not start one.
+      if (std::find_if(args.begin(), args.end(), [](const std::string& a) { return a == "--help" || a == "-h"; }) !=
+          args.end()) {
+        std::cout << "capsule-bench " << b.name << ": " << b.summary
+                  << "\n(its options and defaults are listed in docs/ beside its results)\n";
+        return 0;
+      }
+      capsule::log::set_sink(&capsule::log::warnings_to_stderr);
+      return b.fn(args);
+    }
   std::cerr << "capsule-bench: unknown benchmark '" << argv[1] << "' (capsule-bench --help lists them)\n";
   return 2;
 }

@@ -29,6 +29,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "capsule/log.h"
 #include "capsule/rsv/spec.h"
 #include "capsule/stats.h"
 #include "measure.h"
@@ -213,6 +214,7 @@ void on_signal(int) { g_stop.store(true); }
 }  // namespace
 
 int main(int argc, char** argv) {
+  capsule::log::set_sink(&capsule::log::warnings_to_stderr);
   Options o;
   try {
     o = parse(argc, argv);

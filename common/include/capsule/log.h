@@ -46,6 +46,13 @@ inline std::atomic<Sink>& sink() {
 }
 }  // namespace detail
 
+// For tools whose output is for a person (tables, benchmarks): warnings and
+// errors only, as "module: LEVEL: text"; INFO lines (guests attaching, ...)
+// would interleave with the tables.
+inline void warnings_to_stderr(Level level, const char* module, const std::string& message) {
+  if (level <= Level::kWarn) std::fputs((std::string(module) + ": " + level_name(level) + ": " + message + "\n").c_str(), stderr);
+}
+
 // Set once by the program before it starts threads that log; nullptr puts
 // stderr back.
 inline void set_sink(Sink s) { detail::sink().store(s ? s : &detail::stderr_sink); }
