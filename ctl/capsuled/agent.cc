@@ -575,8 +575,12 @@ ovs::StatusUpdate Agent::status() const {
     u.vms[st.uuid] = std::move(rs);
     for (const auto& [uuid, ps] : st.ports) {
       u.ports[uuid] = ps;
-      if (!datapath_->attached() && !ps.status.count("state"))  // it went away since the last pass
+      if (ps.status.count("state")) continue;
+      if (!datapath_->attached())  // it went away since the last pass
         u.ports[uuid].status = {{"state", "not attached"}, {"reason", datapath_->detail()}};
+      else if (!st.net_added)  // a valid port of a VM that is not on the datapath: say why
+        u.ports[uuid].status = {{"state", "waiting"},
+                                {"reason", "VM " + name + " is " + st.state + (st.reason.empty() ? "" : ": " + st.reason)}};
     }
   }
   // Per-port counters (attached datapath): match by name through the snapshot.

@@ -181,4 +181,10 @@ sed "s/runtime='2ms'/runtime='30ms'/" "$TMP/domain.xml" >"$TMP/bad.xml"
 if hook prepare begin "$TMP/bad.xml"; then fail "runtime > period accepted"; fi
 grep -q "set-rsv $VM" "$TMP/hook.err" || fail "message: $(cat "$TMP/hook.err")"
 [ -z "$(ctl --bare --columns=name list VM)" ] || fail "refused domain left a VM row"
+# A QoS attribute capsule does not know (a typo) is refused by capsule-ctl's
+# rules with the user's text, not dropped.
+sed "s/cbs='125000'/cbz='125000'/" "$TMP/domain.xml" >"$TMP/bad.xml"
+if hook prepare begin "$TMP/bad.xml"; then fail "unknown QoS key accepted"; fi
+grep -q "cbz" "$TMP/hook.err" || fail "message: $(cat "$TMP/hook.err")"
+[ -z "$(ctl --bare --columns=name list VM)" ] || fail "refused domain left a VM row"
 echo PASS
