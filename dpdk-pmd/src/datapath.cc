@@ -374,10 +374,10 @@ void Datapath::log_drops() {
   for (auto& [name, vm] : impl_->vms) {
     const VmStats now = read_stats(*vm);
     const auto d = drops_between(vm->drops_reported, now, double(now_ms - vm->drops_reported_ms) / 1000);
-    // Policing is what the operator asked for: a debug line. Any other loss
-    // is news.
+    // Policing, or a guest not there, is what the operator set up: a debug
+    // line. Any other loss is news.
     if (d.total)
-      vm->drop_log_rl.write(d.only_policed ? log::Level::kDbg : log::Level::kWarn, "pmd", "VM " + name + ": " + d.text);
+      vm->drop_log_rl.write(d.only_expected ? log::Level::kDbg : log::Level::kWarn, "pmd", "VM " + name + ": " + d.text);
     vm->drops_reported = now;
     vm->drops_reported_ms = now_ms;
   }

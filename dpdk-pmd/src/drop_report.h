@@ -13,7 +13,9 @@ namespace capsule::pmd::detail {
 
 struct DropReport {
   uint64_t total = 0;          // frames lost in the interval
-  bool only_policed = true;    // every one by a policer the operator set
+  // Every one lost to what the operator set up or expects: a policer, or a
+  // guest that is not connected (a VM shut off with its row in place).
+  bool only_expected = true;
   std::string text;            // "lost N frames in S s: cause n, ..." ("" when none)
 };
 

@@ -16,19 +16,20 @@ TEST(DropReport, NamesEachCauseThatLostFrames) {
   now.to_vm_drops_pps = 1;
   const auto r = drops_between(before, now, 1.04);
   EXPECT_EQ(r.total, 113u);
-  EXPECT_FALSE(r.only_policed);
+  EXPECT_FALSE(r.only_expected);
   EXPECT_EQ(r.text,
             "lost 113 frames in 1.0 s: port security 7, rx ring full (the VM's datapath thread falls behind its "
             "senders) 100, policer to the VM 6");
 }
 
-TEST(DropReport, PolicingAloneIsWhatTheOperatorAskedFor) {
+TEST(DropReport, PolicingOrAGuestNotThereIsWhatTheOperatorSetUp) {
   VmStats before, now;
   now.from_vm_drops_red = 3;
+  now.not_connected_drops = 2;
   const auto r = drops_between(before, now, 2);
-  EXPECT_EQ(r.total, 3u);
-  EXPECT_TRUE(r.only_policed);
-  EXPECT_EQ(r.text, "lost 3 frames in 2.0 s: policer from the VM 3");
+  EXPECT_EQ(r.total, 5u);
+  EXPECT_TRUE(r.only_expected);
+  EXPECT_EQ(r.text, "lost 5 frames in 2.0 s: policer from the VM 3, guest not connected 2");
 }
 
 TEST(DropReport, NothingLostSaysNothing) {
