@@ -104,7 +104,11 @@ main(int argc, char *argv[])
 
     ctl_timeout_setup(timeout);
 
-    the_idl = ovsdb_idl_create(db, &capsulerec_idl_class, true, false);
+    /* A list of remotes is a clustered database: keep trying its members
+     * (one of them is leader again after an election) until --timeout,
+     * instead of giving up after one try of each. The IDL writes through the
+     * leader only. */
+    the_idl = ovsdb_idl_create(db, &capsulerec_idl_class, true, strchr(db, ',') != NULL);
     run_prerequisites(commands, n_commands, the_idl);
 
     /* Retry the transaction once per new database snapshot (see ovs-vsctl). */
@@ -171,7 +175,10 @@ Capsule commands:\n\
 \n\
 Options:\n\
   --db=DATABASE               connect to DATABASE\n\
-                              (default: %s)\n\
+                              (default: %s); a clustered database's\n\
+                              members comma-separated (tcp:A:6641,tcp:B:6641,\n\
+                              ...): writes go through the leader, and the\n\
+                              members are tried until --timeout\n\
   --chassis=NAME              the host add-vm uses and --wait waits for\n\
                               (default: the only Host row)\n\
   --wait                      wait until capsuled has applied the change;\n\

@@ -355,7 +355,7 @@ void Agent::start_meter(VmState& st) {
   st.meter = std::make_unique<rsv::UtilisationMeter>(tids);
 }
 
-void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluated) {
+void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluated, Result<DesiredVm>* planned) {
   VmState& st = vms_[row.name];
   st.uuid = row.uuid;
   if (row.fingerprint != st.fingerprint || reevaluated) {
@@ -404,7 +404,7 @@ void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluat
     return;
   }
 
-  auto desired = desired_from_row(row);
+  auto desired = planned ? std::move(*planned) : desired_from_row(row);
   if (!desired && desired.error().errnum == ENOENT && !st.reserved && datapath_->attached()) {
     // The VM is not up yet (no pidfile, or no vCPU threads: QEMU with a
     // vhost-user server socket waits for its backend before it starts its
@@ -542,6 +542,9 @@ void Agent::reconcile() {
   // Without a live database view, keep everything as it is: a lost
   // connection is not a request to release every VM.
   if (!have_snapshot_ || !snapshot_.connected) return;
+  // Rows still arriving (the monitor follows this chassis' references): a
+  // VM would look as if its ports were gone. The next update completes it.
+  if (!snapshot_.complete) return;
   ++reconciles_;
   const ovs::HostRow* host = snapshot_.host ? &*snapshot_.host : nullptr;
   // New admission settings re-admit every VM: each outcome then belongs to
@@ -555,6 +558,17 @@ void Agent::reconcile() {
   std::map<std::string, const ovs::VmRow*> rows;
   for (const auto& row : snapshot_.vms)
     if (row.chassis == config_.chassis) rows[row.name] = &row;
+  // VMs that are new to the kernel: their threads found once, here, and
+  // recorded in the journal together (one write for the pass, not one per
+  // VM: rsv::ReservationManager::begin_batch).
+  std::map<std::string, Result<DesiredVm>> planned;
+  std::vector<rsv::VmReservationSpec> expected;
+  for (const auto& [name, row] : rows) {
+    if (rsv_->find(name) || (row->enabled && !*row->enabled) || !row->vcpu_runtime_us || !row->period_us) continue;
+    auto d = planned.emplace(name, desired_from_row(*row)).first;
+    if (d->second) expected.push_back(d->second->spec);
+  }
+  rsv_->begin_batch(expected);
   for (auto it = vms_.begin(); it != vms_.end();) {
     if (!rows.count(it->first)) {
       release_vm(it->first, it->second);
@@ -567,8 +581,12 @@ void Agent::reconcile() {
   // Shrinking or unchanged VMs before growing ones would be kinder to
   // admission; names give a stable order, and a refused VM is retried on the
   // next pass anyway.
-  for (const auto& [name, row] : rows) reconcile_vm(*row, next_cfg, readmit);
+  for (const auto& [name, row] : rows) {
+    auto p = planned.find(name);
+    reconcile_vm(*row, next_cfg, readmit, p == planned.end() ? nullptr : &p->second);
+  }
   check_drift();
+  rsv_->end_batch();
   if (host) reconciled_cfg_ = host->next_cfg;
 }
 

@@ -109,7 +109,8 @@ class Agent {
   bool configure_admission(const ovs::HostRow* host);
   bool configure_datapath(const ovs::HostRow* host);
   // `reevaluated`: judge the row as new even if its configuration is not.
-  void reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluated);
+  // `planned`: the row's desired state, when the pass has resolved it already.
+  void reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluated, Result<DesiredVm>* planned = nullptr);
   void release_vm(const std::string& name, VmState& st);
   void reject(const std::string& name, VmState& st, const std::string& reason);
   // Puts the row's ports on the datapath without a reservation (best-effort
