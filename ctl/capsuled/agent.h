@@ -25,6 +25,7 @@
 #include "capsule/rsv/journal.h"
 #include "capsule/rsv/manager.h"
 #include "datapath.h"
+#include "reservations.h"
 
 namespace capsule::agent {
 
@@ -33,6 +34,7 @@ struct AgentConfig {
   std::string version = "0.1.0";
   std::string metrics_url;  // "" when /metrics is off
   std::string journal;      // reservation journal (rsv/journal.h); "" = none
+  ReservationsFactory reservations;  // null: the kernel (kernel_reservations)
 };
 
 // A VM row turned into what the kernel and the datapath should hold.
@@ -44,7 +46,7 @@ struct DesiredVm {
 
 // Validates a VM row and resolves its threads (pid/pidfile, vCPU discovery).
 // The error is the sentence that goes into status:reason.
-Result<DesiredVm> desired_from_row(const ovs::VmRow& row);
+Result<DesiredVm> desired_from_row(const ovs::VmRow& row, const Reservations& host);
 // Validates one port row (vhost path, MAC, QoS type and keys).
 Result<PortConfig> port_from_row(const ovs::PortRow& row);
 
@@ -129,7 +131,7 @@ class Agent {
   std::unique_ptr<Datapath> datapath_;
   std::string datapath_key_;  // the Host settings datapath_ was made with
   std::string datapath_last_exit_;  // the last datapath that went away, and when it was replaced
-  std::unique_ptr<rsv::ReservationManager> rsv_;
+  std::unique_ptr<Reservations> rsv_;
   std::string admission_key_;  // the Host settings rsv_ was made with
   std::optional<rsv::JournalState> pending_adoption_;  // read at start, adopted on the first pass
   ovs::Snapshot snapshot_;

@@ -33,6 +33,13 @@
 #include "capsule/rsv/reservation.h"
 #include "metrics_server.h"
 #include "remote_datapath.h"
+#ifdef CAPSULE_SIMULATED_HOST
+// capsule-simhost: this agent on a simulated host (scale runs only).
+#include "simulated_host.h"
+constexpr bool kSimulatedHost = true;
+#else
+constexpr bool kSimulatedHost = false;
+#endif
 
 namespace {
 
@@ -298,8 +305,10 @@ void Daemon::shutdown(const std::string& why) {
   if (metrics_) metrics_->close();
   signals_.cancel();
   agent_->shutdown();
-  rsv::VmReservation::release_all();
-  (void)rsv::PartitionSet::cleanup_stale();
+  if (!kSimulatedHost) {  // a simulated host changed nothing in the kernel
+    rsv::VmReservation::release_all();
+    (void)rsv::PartitionSet::cleanup_stale();
+  }
   publish();  // the OVS thread writes it, then leaves its loop
   x_.final_posted = true;
   capsule_ovs_wake();
@@ -440,8 +449,9 @@ void Daemon::ovs_main() {
 int Daemon::run() {
   // Reservations a crashed predecessor left: only cpusets can outlive a
   // process (thread policies die with it or stay with the VM's threads).
-  if (auto stale = rsv::PartitionSet::cleanup_stale(); stale && !stale->empty())
-    log(CAPSULE_LOG_WARN, "removed " + std::to_string(stale->size()) + " stale capsule cpusets");
+  if (!kSimulatedHost)
+    if (auto stale = rsv::PartitionSet::cleanup_stale(); stale && !stale->empty())
+      log(CAPSULE_LOG_WARN, "removed " + std::to_string(stale->size()) + " stale capsule cpusets");
 
 
   // OVS's fatal-signal handlers are installed by now (daemon, unixctl);
@@ -486,9 +496,20 @@ int Daemon::run() {
       });
     });
   };
+#ifdef CAPSULE_SIMULATED_HOST
+  // Bookings without a system call and a datapath that records: no journal
+  // (nothing outlives a simulated agent), no capsule-datapathd.
+  (void)datapathd;
   agent_ = std::make_unique<agent::Agent>(
-      agent::AgentConfig{opts_.chassis, kVersion, metrics_url, opts_.journal},
+      agent::AgentConfig{opts_.chassis, kVersion, metrics_url, "", agent::simulated_reservations},
+      [](const agent::DatapathSettings&) -> Result<std::unique_ptr<agent::Datapath>> {
+        return std::unique_ptr<agent::Datapath>(std::make_unique<agent::RecordingDatapath>());
+      });
+#else
+  agent_ = std::make_unique<agent::Agent>(
+      agent::AgentConfig{opts_.chassis, kVersion, metrics_url, opts_.journal, nullptr},
       [datapathd](const agent::DatapathSettings& s) { return agent::make_remote_datapath(datapathd, s); });
+#endif
   capsule_unixctl_register("capsule/show", "", 0, 0, cmd_show, this);
   capsule_unixctl_register("capsule/stats", "", 0, 0, cmd_stats, this);
   capsule_unixctl_register("capsule/reconcile", "", 0, 0, cmd_reconcile, this);
@@ -496,6 +517,9 @@ int Daemon::run() {
   capsule_unixctl_register("capsule/fdb-show", "", 0, 0, cmd_fdb_show, this);
   capsule_unixctl_register("capsule/db-show", "", 0, 0, cmd_db_show, this);
   capsule_unixctl_register("exit", "", 0, 0, cmd_exit, this);
+  if (kSimulatedHost)
+    log(CAPSULE_LOG_WARN, "SIMULATED HOST (capsule-simhost, scale runs only): reservations are booked, "
+                          "nothing is applied to any thread, the datapath only records");
   log(CAPSULE_LOG_INFO, std::string("capsuled ") + kVersion + " starting: chassis " + opts_.chassis + ", database " +
                             opts_.db + ", control socket " + capsule_unixctl_path());
 
