@@ -233,6 +233,22 @@ bool OvsdbCluster::wait_healthy(std::chrono::milliseconds timeout) const {
       timeout);
 }
 
+Status OvsdbCluster::set_election_timer(int ms) {
+  for (int now = 1000; now != ms;) {
+    const int next = ms > now ? std::min(ms, 2 * now) : ms;
+    const int l = leader();
+    if (l < 0) return Error{"no leader to change the election timer", EAGAIN};
+    auto r = run({find_program("ovs-appctl"), "-t", members_[l].ctl, "cluster/change-election-timer", "Capsule",
+                  std::to_string(next)});
+    if (r.rc != 0) return Error{"cluster/change-election-timer " + std::to_string(next) + ": " + r.err + r.out, EIO};
+    now = next;
+    // The next step only once this one is committed.
+    testkit::wait_until([&] { return cluster_status(l).find("Election timer: " + std::to_string(now)) != std::string::npos; },
+                        std::chrono::seconds(10));
+  }
+  return Status::Ok();
+}
+
 void OvsdbCluster::kill(int i) {
   Member& m = members_[i];
   if (!m.proc) return;

@@ -11,6 +11,7 @@
 #include "capsule/ovs/shim.h"
 
 #include "capsule-idl.h"
+#include "cluster-session.h"
 #include "daemon.h"
 #include "dirs.h"
 #include "latch.h"
@@ -195,6 +196,7 @@ struct capsule_db {
     unsigned int cond_seqno;       /* condition seqno that covers them all */
     unsigned long long updates;    /* loop turns whose monitor updates changed our rows */
     bool complete;                 /* every row our rows refer to has arrived */
+    struct cluster_session session;  /* a new round over the members while no leader */
 };
 
 /* A clause on a table's _uuid ("_uuid" == ["uuid", "..."]): the IDL's
@@ -255,6 +257,7 @@ capsule_db_create(const char *remote, const char *chassis)
      * (monitor_cond_since), keeping the conditions below. */
     db->idl = ovsdb_idl_create(remote, &capsulerec_idl_class, true, true);
     ovsdb_idl_set_leader_only(db->idl, true);
+    cluster_session_init(&db->session, remote);
 
     /* Only this chassis' Host and VM rows (conditional monitoring). */
     struct ovsdb_idl_condition cond = OVSDB_IDL_CONDITION_INIT(&cond);
@@ -300,6 +303,7 @@ capsule_db_destroy(struct capsule_db *db)
     }
     json_destroy(db->pending);
     json_destroy(db->inflight);
+    cluster_session_destroy(&db->session);
     sset_destroy(&db->port_uuids);
     sset_destroy(&db->qos_uuids);
     sset_destroy(&db->calibration_uuids);
@@ -852,6 +856,7 @@ capsule_db_run(struct capsule_db *db)
 {
     latch_poll(&wake_latch);
     ovsdb_idl_run(db->idl);
+    cluster_session_run(&db->session, db->idl, true);
     if (unixctl) {
         unixctl_server_run(unixctl);
     }
@@ -876,6 +881,7 @@ void
 capsule_db_wait_and_block(struct capsule_db *db, long long timeout_ms)
 {
     ovsdb_idl_wait(db->idl);
+    cluster_session_wait(&db->session);
     if (unixctl) {
         unixctl_server_wait(unixctl);
     }

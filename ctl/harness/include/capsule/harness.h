@@ -68,6 +68,10 @@ class OvsdbCluster {
   int leader() const;
   // Waits until some member is leader and every running member has joined.
   bool wait_healthy(std::chrono::milliseconds timeout = std::chrono::seconds(30)) const;
+  // Raft's election timer (ms; OVS's default is 1000): how long followers
+  // wait for the leader before electing another. Set through the leader,
+  // doubling at most per step as ovsdb-server allows.
+  Status set_election_timer(int ms);
   // SIGKILL (a crash), reaped; start_again() runs it on its database file.
   void kill(int i);
   Status start_again(int i);
