@@ -8,7 +8,7 @@
  * session is often deep in its backoff when a leader exists again: seconds
  * of needless unavailability. While an IDL on a list of remotes is not
  * connected, cluster_session_run() starts a new round over the members after
- * CLUSTER_SESSION_RETRY_MS, then at growing intervals up to 4 times that,
+ * CLUSTER_SESSION_RETRY_MS, then at doubling intervals up to OVS's 8 s,
  * spread at random (the same members, rotated: a new session with
  * fresh tries; the IDL keeps its rows and its last transaction id, so it
  * still asks only for what changed). A single remote is left to OVS. */
