@@ -26,6 +26,7 @@
 
 #include "capsule-ctl-calibrate.h"
 #include "capsule-idl.h"
+#include "cluster-session.h"
 #include "command-line.h"
 #include "compiler.h"
 #include "db-ctl-base.h"
@@ -48,6 +49,7 @@
 VLOG_DEFINE_THIS_MODULE(capsule_ctl);
 
 static const char *db;                 /* --db */
+static struct cluster_session the_session;  /* --db's members: reaching the leader */
 static bool oneline;                   /* --oneline */
 static bool dry_run;                   /* --dry-run */
 static bool wait_for_reload;           /* --wait */
@@ -104,13 +106,19 @@ main(int argc, char *argv[])
 
     ctl_timeout_setup(timeout);
 
-    the_idl = ovsdb_idl_create(db, &capsulerec_idl_class, true, false);
+    /* A list of remotes is a clustered database: keep trying its members
+     * (one of them is leader again after an election) until --timeout,
+     * instead of giving up after one try of each. The IDL writes through the
+     * leader only. */
+    the_idl = ovsdb_idl_create(db, &capsulerec_idl_class, true, strchr(db, ',') != NULL);
+    cluster_session_init(&the_session, db);
     run_prerequisites(commands, n_commands, the_idl);
 
     /* Retry the transaction once per new database snapshot (see ovs-vsctl). */
     unsigned int seqno = ovsdb_idl_get_seqno(the_idl);
     for (;;) {
         ovsdb_idl_run(the_idl);
+        cluster_session_run(&the_session, the_idl, strchr(db, ',') != NULL);
         if (!ovsdb_idl_is_alive(the_idl)) {
             int retval = ovsdb_idl_get_last_error(the_idl);
             ctl_fatal("%s: database connection failed (%s)",
@@ -125,6 +133,7 @@ main(int argc, char *argv[])
         }
         if (seqno == ovsdb_idl_get_seqno(the_idl)) {
             ovsdb_idl_wait(the_idl);
+            cluster_session_wait(&the_session);
             poll_block();
         }
     }
@@ -171,7 +180,10 @@ Capsule commands:\n\
 \n\
 Options:\n\
   --db=DATABASE               connect to DATABASE\n\
-                              (default: %s)\n\
+                              (default: %s); a clustered database's\n\
+                              members comma-separated (tcp:A:6641,tcp:B:6641,\n\
+                              ...): writes go through the leader, and the\n\
+                              members are tried until --timeout\n\
   --chassis=NAME              the host add-vm uses and --wait waits for\n\
                               (default: the only Host row)\n\
   --wait                      wait until capsuled has applied the change;\n\
@@ -1099,6 +1111,7 @@ do_capsule_ctl(const char *args, struct ctl_command *commands, size_t n_commands
         ovsdb_idl_enable_reconnect(idl);
         for (;;) {
             ovsdb_idl_run(idl);
+            cluster_session_run(&the_session, idl, true);
             const struct capsulerec_host *host;
             bool done = false;
             CAPSULEREC_HOST_FOR_EACH (host, idl) {
@@ -1113,6 +1126,7 @@ do_capsule_ctl(const char *args, struct ctl_command *commands, size_t n_commands
                 break;
             }
             ovsdb_idl_wait(idl);
+            cluster_session_wait(&the_session);
             poll_block();
         }
     }

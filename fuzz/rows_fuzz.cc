@@ -77,7 +77,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   vm.deadline_us = opt();
   vm.reclaim = in.ConsumeBool();
   vm.ports.push_back(port);
-  if (auto d = agent::desired_from_row(vm); !d) {
+  static const auto host = agent::kernel_reservations(rsv::AdmissionConfig{});
+  if (auto d = agent::desired_from_row(vm, *host); !d) {
     if (d.error().message.empty()) std::abort();
   } else {
     std::abort();  // neither a vCPU thread nor a pidfile exists here

@@ -29,17 +29,6 @@ std::vector<std::string> list_dir(const std::string& dir) {
   return out;
 }
 
-int sched_file_policy(const std::string& path) {
-  std::ifstream f(path);
-  std::string line;
-  while (std::getline(f, line))
-    if (line.rfind("policy", 0) == 0) {
-      auto colon = line.find(':');
-      if (colon != std::string::npos) return std::atoi(line.c_str() + colon + 1);
-    }
-  return -1;
-}
-
 }  // namespace
 
 double kernel_dl_bound() {
@@ -66,10 +55,11 @@ std::vector<DeadlineThread> scan_deadline_threads() {
   std::vector<DeadlineThread> out;
   for (const auto& pid : list_dir("/proc")) {
     for (const auto& tid : list_dir("/proc/" + pid + "/task")) {
-      if (sched_file_policy("/proc/" + pid + "/task/" + tid + "/sched") != kSchedDeadline) continue;
+      // One sched_getattr per thread (not a parse of its /proc sched file):
+      // the scan visits every thread of the host.
       const pid_t t = std::atoi(tid.c_str());
       auto sp = get_sched_params(t);
-      if (!sp || !sp->is_deadline()) continue;  // exited or changed meanwhile
+      if (!sp || !sp->is_deadline()) continue;  // not deadline, or exited meanwhile
       DeadlineThread d;
       d.tid = t;
       d.bandwidth = sp->bandwidth();

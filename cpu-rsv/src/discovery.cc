@@ -2,8 +2,10 @@
 
 #include <dirent.h>
 #include <signal.h>
+#include <sys/utsname.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <regex>
 
 #include "capsule/rsv/cpuset.h"
@@ -21,6 +23,18 @@ std::vector<pid_t> numeric_entries(const std::string& dir) {
   }
   std::sort(out.begin(), out.end());
   return out;
+}
+
+// Before Linux 6.4 a vhost-net worker was a kernel thread of its own.
+bool vhost_workers_are_kernel_threads() {
+  static const bool old_kernel = [] {
+    utsname u{};
+    if (::uname(&u) != 0) return true;
+    int major = 0, minor = 0;
+    std::sscanf(u.release, "%d.%d", &major, &minor);
+    return major < 6 || (major == 6 && minor < 4);
+  }();
+  return old_kernel;
 }
 
 }  // namespace
@@ -73,7 +87,9 @@ Result<std::vector<DiscoveredThread>> discover_threads(pid_t pid) {
   if (out.empty()) return Error{"process " + std::to_string(pid) + " does not exist", ESRCH};
   // vhost-net workers were kernel threads (children of kthreadd) before
   // Linux 6.4; since then they are threads of the QEMU process itself and
-  // were found above.
+  // were found above. Looking for them means reading every process of the
+  // host, per VM: only where they can exist.
+  if (!vhost_workers_are_kernel_threads()) return out;
   const std::string vhost = "vhost-" + std::to_string(pid);
   for (pid_t other : numeric_entries("/proc")) {
     if (other == pid) continue;

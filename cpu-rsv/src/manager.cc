@@ -19,6 +19,9 @@ Status ReservationManager::write_journal(const VmReservationSpec* vm,
   if (!journal_) return Status::Ok();
   JournalState state;
   for (const auto& [name, r] : vms_) state[name] = journal_vm(r->spec(), r->journal_threads());
+  // A batch's write-ahead records stay until end_batch(): a VM of the batch
+  // may be applied later without writing its own.
+  for (const auto& [name, record] : batch_expected_) state.emplace(name, record);
   if (vm && intended) state[vm->name] = journal_vm(*vm, *intended);
   return journal_->store(state);
 }
@@ -30,6 +33,8 @@ void ReservationManager::record_in_force() const {
 
 std::map<std::string, Result<AdoptReport>> ReservationManager::adopt(const JournalState& state) {
   std::map<std::string, Result<AdoptReport>> out;
+  // One scan for every VM: those adopted before are booked, not external.
+  const auto external = scan_deadline_threads();
   for (const auto& [name, record] : state) {
     if (vms_.count(name)) {
       out.emplace(name, Error{"VM '" + name + "' already holds a reservation here", EEXIST});
@@ -44,7 +49,7 @@ std::map<std::string, Result<AdoptReport>> ReservationManager::adopt(const Journ
     // The kernel holds it: book it as it is. Over this host's bound now
     // (settings changed while no agent ran), it is said, not torn down;
     // the next change to the VM is judged as usual.
-    auto judged = admission_.admit((*r)->spec(), scan_deadline_threads());
+    auto judged = admission_.admit((*r)->spec(), external);
     if (!judged) report.over_bound = judged.error().message;
     decisions_[name] = judged ? *judged : admission_.book_in_force((*r)->spec());
     vms_[name] = std::move(*r);
@@ -69,11 +74,78 @@ Status ReservationManager::repair(const std::string& name) {
 
 ReservationManager::~ReservationManager() { release_all(); }
 
+std::vector<DeadlineThread> ReservationManager::external_threads() {
+  if (!in_batch_) return scan_deadline_threads();
+  if (!batch_scan_) batch_scan_ = scan_deadline_threads();
+  // Threads changed since the scan are this manager's: booked (admission
+  // does not count them twice) or restored (no longer SCHED_DEADLINE).
+  std::vector<DeadlineThread> out;
+  for (const auto& t : *batch_scan_)
+    if (!batch_touched_.count(t.tid)) out.push_back(t);
+  return out;
+}
+
+void ReservationManager::touched(const VmReservationSpec& spec) {
+  if (!in_batch_) return;
+  for (const auto& t : spec.threads) batch_touched_.insert(t.tid);
+  if (auto it = vms_.find(spec.name); it != vms_.end())
+    for (const auto& t : it->second->spec().threads) batch_touched_.insert(t.tid);
+}
+
+void ReservationManager::begin_batch(const std::vector<VmReservationSpec>& expected) {
+  end_batch();
+  in_batch_ = true;
+  if (!journal_) return;
+  for (const auto& spec : expected) {
+    if (vms_.count(spec.name) || spec.name.empty()) continue;
+    JournalVm record = journal_vm(spec, {});
+    bool ok = true;
+    for (const auto& t : spec.threads) {
+      auto snap = ThreadSnapshot::capture(t.tid, partitions_.fs());
+      // Gone, or someone else's deadline thread: apply() refuses it, and
+      // records nothing either.
+      if (!snap || snap->sched.is_deadline()) {
+        ok = false;
+        break;
+      }
+      record.threads.push_back(JournalThread{t, std::move(*snap)});
+    }
+    if (!ok) continue;
+    batch_recorded_[spec.name] = journal_to_json({{spec.name, record}});
+    batch_expected_[spec.name] = std::move(record);
+  }
+  if (batch_expected_.empty()) return;
+  if (!write_journal()) {  // then every VM writes its own, as outside a batch
+    batch_expected_.clear();
+    batch_recorded_.clear();
+  }
+}
+
+void ReservationManager::end_batch() {
+  if (!in_batch_) return;
+  const bool write = batch_dirty_ || !batch_expected_.empty();
+  in_batch_ = false;
+  batch_scan_.reset();
+  batch_touched_.clear();
+  batch_expected_.clear();
+  batch_recorded_.clear();
+  batch_dirty_ = false;
+  if (write) record_in_force();  // what is in force, and nothing more
+}
+
+void ReservationManager::settled() {
+  if (in_batch_)
+    batch_dirty_ = true;
+  else
+    record_in_force();
+}
+
 Result<AdmissionDecision> ReservationManager::reserve(const VmReservationSpec& requested) {
   if (requested.name.empty()) return Error{"a VM reservation needs a name", EINVAL};
   if (Status st = validate(requested); !st) return st.error();
-  auto decision = admission_.admit(requested, scan_deadline_threads());
+  auto decision = admission_.admit(requested, external_threads());
   if (!decision) return decision.error();
+  touched(requested);
 
   // Apply the placement admission chose.
   VmReservationSpec spec = requested;
@@ -92,6 +164,10 @@ Result<AdmissionDecision> ReservationManager::reserve(const VmReservationSpec& r
   // Write-ahead: the journal holds every thread the change may touch, with
   // its original state, before the kernel is changed.
   const JournalHook journal = [&](const std::vector<JournalThread>& threads) {
+    // Already on disk, exactly so, by begin_batch().
+    if (auto it = batch_recorded_.find(spec.name);
+        it != batch_recorded_.end() && it->second == journal_to_json({{spec.name, journal_vm(spec, threads)}}))
+      return Status::Ok();
     Status st = write_journal(&spec, &threads);
     if (!st) return Status(Error{"cannot record the change first: " + st.error().message, st.error().errnum});
     return st;
@@ -99,31 +175,32 @@ Result<AdmissionDecision> ReservationManager::reserve(const VmReservationSpec& r
   if (auto it = vms_.find(spec.name); it != vms_.end()) {
     if (Status st = it->second->change(spec, journal_ ? journal : nullptr); !st) {
       undo_booking();
-      record_in_force();
+      settled();
       return st.error();
     }
   } else {
     auto r = VmReservation::apply(spec, &partitions_, journal_ ? journal : nullptr);
     if (!r) {
       undo_booking();
-      record_in_force();
+      settled();
       return r.error();
     }
     vms_[spec.name] = std::move(*r);
   }
   decisions_[spec.name] = *decision;
-  record_in_force();
+  settled();  // what is in force now
   return *decision;
 }
 
 Status ReservationManager::release(const std::string& name) {
   auto it = vms_.find(name);
   if (it == vms_.end()) return Error{"no VM named '" + name + "' holds a reservation", ENOENT};
+  touched(it->second->spec());
   Status st = it->second->release();
   vms_.erase(it);
   decisions_.erase(name);
   admission_.release(name);
-  record_in_force();
+  settled();
   return st;
 }
 

@@ -203,7 +203,7 @@ bool Agent::configure_admission(const ovs::HostRow* host) {
     release_all();
   }
   const bool changed = rsv_ != nullptr;
-  rsv_ = std::make_unique<rsv::ReservationManager>(cfg);
+  rsv_ = config_.reservations ? config_.reservations(cfg) : kernel_reservations(cfg);
   if (!config_.journal.empty()) rsv_->set_journal(rsv::Journal(config_.journal));
   admission_key_ = key;
   return changed;
@@ -270,10 +270,10 @@ void Agent::start_meter(VmState& st) {
     tids.push_back(p.tid);
     st.threads.push_back(ThreadSample{p.tid, p.role, 0, -1});
   }
-  st.meter = std::make_unique<rsv::UtilisationMeter>(tids);
+  if (rsv_->real_kernel()) st.meter = std::make_unique<rsv::UtilisationMeter>(tids);
 }
 
-void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluated) {
+void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluated, Result<DesiredVm>* planned) {
   VmState& st = vms_[row.name];
   st.uuid = row.uuid;
   if (row.fingerprint != st.fingerprint || reevaluated) {
@@ -322,7 +322,7 @@ void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluat
     return;
   }
 
-  auto desired = desired_from_row(row);
+  auto desired = planned ? std::move(*planned) : desired_from_row(row, *rsv_);
   if (!desired && desired.error().errnum == ENOENT && !st.reserved && datapath_->attached()) {
     // The VM is not up yet (no pidfile, or no vCPU threads: QEMU with a
     // vhost-user server socket waits for its backend before it starts its
@@ -343,7 +343,7 @@ void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluat
     if (desired.error().errnum == ESRCH || desired.error().errnum == ENOENT || !st.reserved) {
       release_vm(row.name, st);
     } else {
-      st.in_force = describe(rsv_->find(row.name)->spec());
+      st.in_force = describe(*rsv_->find(row.name));
     }
     reject(row.name, st, desired.error().message);
     return;
@@ -357,7 +357,7 @@ void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluat
                                row.period_us.value_or(0), row.net_margin.value_or(kDefaultNetMargin), row.options);
     if (!b) {
       // What is in force stays, with the net_budget that explains it.
-      if (st.reserved && rsv_->find(row.name)) st.in_force = describe(rsv_->find(row.name)->spec());
+      if (st.reserved && rsv_->find(row.name)) st.in_force = describe(*rsv_->find(row.name));
       reject(row.name, st, b.error().message);
       return;
     }
@@ -372,7 +372,7 @@ void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluat
     const std::string net_key = net_config_key(desired->net);
     if (!st.net_added || net_key != st.net_key) {
       if (Status s = datapath_->add_vm(desired->net); !s) {
-        if (st.reserved) st.in_force = describe(rsv_->find(row.name)->spec());
+        if (st.reserved) st.in_force = describe(*rsv_->find(row.name));
         reject(row.name, st, "datapath: " + s.error().message);
         return;
       }
@@ -412,16 +412,16 @@ void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluat
       for (const auto& t : desired->spec.threads)
         if (p.tid == t.tid) {
           undo_net();
-          if (st.reserved) st.in_force = describe(rsv_->find(row.name)->spec());
+          if (st.reserved) st.in_force = describe(*rsv_->find(row.name));
           reject(row.name, st, "thread " + std::to_string(t.tid) + " (" + t.role + ") already belongs to VM " + other +
                          "'s capsule");
           return;
         }
   }
 
-  const rsv::VmReservation* current = rsv_->find(row.name);
+  const rsv::VmReservationSpec* current = rsv_->find(row.name);
   // (An adopted capsule's pid is not known until its row is read.)
-  if (st.reserved && current && (st.pid == desired->pid || st.pid == 0) && same_threads(current->spec(), desired->spec)) {
+  if (st.reserved && current && (st.pid == desired->pid || st.pid == 0) && same_threads(*current, desired->spec)) {
     st.pid = desired->pid;
     st.net_budget = auto_budget ? auto_budget->explanation : "";
     st.state = "running";  // nothing to change (a vanished process failed above)
@@ -434,7 +434,7 @@ void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluat
   if (!decision) {
     // reserve() left whatever was in force before untouched.
     undo_net();
-    if (st.reserved && rsv_->find(row.name)) st.in_force = describe(rsv_->find(row.name)->spec());
+    if (st.reserved && rsv_->find(row.name)) st.in_force = describe(*rsv_->find(row.name));
     reject(row.name, st,
            (auto_budget ? "net budget " + auto_budget->explanation + ": cannot be admitted: " : std::string()) +
                decision.error().message);
@@ -460,6 +460,9 @@ void Agent::reconcile() {
   // Without a live database view, keep everything as it is: a lost
   // connection is not a request to release every VM.
   if (!have_snapshot_ || !snapshot_.connected) return;
+  // Rows still arriving (the monitor follows this chassis' references): a
+  // VM would look as if its ports were gone. The next update completes it.
+  if (!snapshot_.complete) return;
   ++reconciles_;
   const ovs::HostRow* host = snapshot_.host ? &*snapshot_.host : nullptr;
   // New admission settings re-admit every VM: each outcome then belongs to
@@ -473,6 +476,17 @@ void Agent::reconcile() {
   std::map<std::string, const ovs::VmRow*> rows;
   for (const auto& row : snapshot_.vms)
     if (row.chassis == config_.chassis) rows[row.name] = &row;
+  // VMs that are new to the kernel: their threads found once, here, and
+  // recorded in the journal together (one write for the pass, not one per
+  // VM: rsv::ReservationManager::begin_batch).
+  std::map<std::string, Result<DesiredVm>> planned;
+  std::vector<rsv::VmReservationSpec> expected;
+  for (const auto& [name, row] : rows) {
+    if (rsv_->find(name) || (row->enabled && !*row->enabled) || !row->vcpu_runtime_us || !row->period_us) continue;
+    auto d = planned.emplace(name, desired_from_row(*row, *rsv_)).first;
+    if (d->second) expected.push_back(d->second->spec);
+  }
+  rsv_->begin_batch(expected);
   for (auto it = vms_.begin(); it != vms_.end();) {
     if (!rows.count(it->first)) {
       release_vm(it->first, it->second);
@@ -485,8 +499,12 @@ void Agent::reconcile() {
   // Shrinking or unchanged VMs before growing ones would be kinder to
   // admission; names give a stable order, and a refused VM is retried on the
   // next pass anyway.
-  for (const auto& [name, row] : rows) reconcile_vm(*row, next_cfg, readmit);
+  for (const auto& [name, row] : rows) {
+    auto p = planned.find(name);
+    reconcile_vm(*row, next_cfg, readmit, p == planned.end() ? nullptr : &p->second);
+  }
   check_drift();
+  rsv_->end_batch();
   if (host) reconciled_cfg_ = host->next_cfg;
 }
 
@@ -556,7 +574,7 @@ ovs::StatusUpdate Agent::status() const {
       rs.status["threads"] = threads;
       rs.status["placement"] = pinned ? "partitioned: " + placement : "global EDF (unpinned)";
       rs.status["admitted_utilization"] = fixed(st.decision.bandwidth);
-      if (const auto* r = rsv_->find(name)) rs.status["reservation"] = describe(r->spec());
+      if (const auto* r = rsv_->find(name)) rs.status["reservation"] = describe(*r);
       if (!st.net_budget.empty()) rs.status["net_budget"] = st.net_budget;
       double cpu = 0, worst_budget = 0;
       for (const auto& t : st.threads) {
@@ -626,6 +644,7 @@ ovs::StatusUpdate Agent::status() const {
                              : fs.kind() == rsv::CpusetFs::Kind::kV2 ? "cgroup-v2"
                                                                       : "none";
   h.capabilities["admission_modes"] = "global,partitioned";
+  if (!rsv_->real_kernel()) h.capabilities["kernel"] = "simulated (scale runs only: nothing is applied)";
   h.capabilities["qos_types"] = "egress-policer,trtcm-policer,pkt-policer";
   h.capabilities["datapath_types"] = datapath_->attached() ? "capsule" : "";
   double capacity = 0, booked = 0, external = 0;
@@ -668,11 +687,12 @@ std::string Agent::show() const {
       }
     if (!st.drift.empty()) o << "    changed outside capsule: " << st.drift << "\n";
     if (!st.reserved) continue;
-    if (const auto* r = rsv_->find(name)) o << "    reservation: " << describe(r->spec()) << "\n";
+    if (const auto* r = rsv_->find(name)) o << "    reservation: " << describe(*r) << "\n";
     if (!st.net_budget.empty()) o << "    net budget: " << st.net_budget << "\n";
     o << "    pid " << st.pid << ", admitted " << rsv::format_percent(st.decision.bandwidth) << "\n";
     for (const auto& p : st.decision.threads) {
-      auto params = rsv::get_sched_params(p.tid);
+      auto params = rsv_->real_kernel() ? rsv::get_sched_params(p.tid)
+                                        : Result<rsv::SchedParams>(Error{"simulated host", ENOTSUP});
       o << "    " << p.role << " tid " << p.tid << ": ";
       if (params)
         o << rsv::policy_name(params->policy) << " runtime " << rsv::format_duration(params->runtime)

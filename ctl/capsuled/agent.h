@@ -25,6 +25,7 @@
 #include "capsule/rsv/journal.h"
 #include "capsule/rsv/manager.h"
 #include "datapath.h"
+#include "reservations.h"
 #include "row_validation.h"
 
 namespace capsule::agent {
@@ -34,6 +35,7 @@ struct AgentConfig {
   std::string version = "0.1.0";
   std::string metrics_url;  // "" when /metrics is off
   std::string journal;      // reservation journal (rsv/journal.h); "" = none
+  ReservationsFactory reservations;  // null: the kernel (kernel_reservations)
 };
 
 
@@ -98,7 +100,8 @@ class Agent {
   bool configure_admission(const ovs::HostRow* host);
   bool configure_datapath(const ovs::HostRow* host);
   // `reevaluated`: judge the row as new even if its configuration is not.
-  void reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluated);
+  // `planned`: the row's desired state, when the pass has resolved it already.
+  void reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluated, Result<DesiredVm>* planned = nullptr);
   void release_vm(const std::string& name, VmState& st);
   void reject(const std::string& name, VmState& st, const std::string& reason);
   // Puts the row's ports on the datapath without a reservation (best-effort
@@ -117,7 +120,7 @@ class Agent {
   std::unique_ptr<Datapath> datapath_;
   std::string datapath_key_;  // the Host settings datapath_ was made with
   std::string datapath_last_exit_;  // the last datapath that went away, and when it was replaced
-  std::unique_ptr<rsv::ReservationManager> rsv_;
+  std::unique_ptr<Reservations> rsv_;
   std::string admission_key_;  // the Host settings rsv_ was made with
   std::optional<rsv::JournalState> pending_adoption_;  // read at start, adopted on the first pass
   ovs::Snapshot snapshot_;

@@ -34,6 +34,13 @@
 #include "capsule/rsv/reservation.h"
 #include "metrics_server.h"
 #include "remote_datapath.h"
+#ifdef CAPSULE_SIMULATED_HOST
+// capsule-simhost: this agent on a simulated host (scale runs only).
+#include "simulated_host.h"
+constexpr bool kSimulatedHost = true;
+#else
+constexpr bool kSimulatedHost = false;
+#endif
 
 namespace {
 
@@ -70,6 +77,7 @@ struct Options {
   bool log_file = false;
   std::optional<std::string> log_file_path;
   std::vector<std::string> verbose;
+  std::optional<std::string> private_key, certificate, ca_cert;
 };
 
 [[noreturn]] void usage() {
@@ -83,7 +91,10 @@ status and statistics back.
 Options:
   --db=REMOTE              OVSDB remote of the Capsule database
                            (default: unix:$CAPSULE_RUNDIR/db.sock,
-                           CAPSULE_RUNDIR defaults to /run/capsule)
+                           CAPSULE_RUNDIR defaults to /run/capsule); a
+                           clustered database's members comma-separated
+                           (ssl:10.0.0.1:6641,ssl:10.0.0.2:6641,...): capsuled
+                           stays on the leader and follows it when it moves
   --chassis=NAME           this host's chassis name (default: $CAPSULE_CHASSIS,
                            else the host name); only VM rows naming it apply
   --stats-interval=MS      statistics and liveness period (default 5000)
@@ -91,6 +102,9 @@ Options:
                            so that a restarted capsuled adopts the capsules
                            this one leaves (default:
                            $CAPSULE_RUNDIR/capsuled.journal)
+  --private-key=FILE       TLS key, certificate and CA certificate for ssl:
+  --certificate=FILE       remotes (as OVS daemons take them)
+  --ca-cert=FILE
   --metrics-port=PORT      Prometheus /metrics on 127.0.0.1:PORT (default
                            9477; 0: any free port; "off": no endpoint); the
                            URL is in Host:status:metrics
@@ -114,6 +128,8 @@ Runtime control: ovs-appctl -t <control socket> COMMAND, with COMMAND one of
   capsule/pmd-stats-show [VM]  each VM's datapath thread: traffic, drops by cause,
                            busy/idle rounds, wake-ups (capsule datapath)
   capsule/fdb-show         the forwarding table: port, MAC, age; its limits
+  capsule/db-show          the database connection: rows monitored for this
+                           chassis, monitor updates received, commits
   exit                     stop (threads restored, cpusets removed)
   vlog/list, vlog/set ...  OVS's logging commands
 With the default socket and --pidfile:
@@ -123,7 +139,7 @@ With the default socket and --pidfile:
 }
 
 Options parse_options(int argc, char** argv) {
-  enum { OPT_DB = 256, OPT_CHASSIS, OPT_JOURNAL, OPT_STATS, OPT_METRICS, OPT_UNIXCTL, OPT_DETACH, OPT_NO_CHDIR, OPT_PIDFILE, OPT_LOG_FILE };
+  enum { OPT_DB = 256, OPT_CHASSIS, OPT_JOURNAL, OPT_STATS, OPT_METRICS, OPT_UNIXCTL, OPT_DETACH, OPT_NO_CHDIR, OPT_PIDFILE, OPT_LOG_FILE, OPT_PRIVATE_KEY, OPT_CERTIFICATE, OPT_CA_CERT };
   static const option long_options[] = {
       {"db", required_argument, nullptr, OPT_DB},
       {"chassis", required_argument, nullptr, OPT_CHASSIS},
@@ -135,6 +151,9 @@ Options parse_options(int argc, char** argv) {
       {"no-chdir", no_argument, nullptr, OPT_NO_CHDIR},
       {"pidfile", optional_argument, nullptr, OPT_PIDFILE},
       {"log-file", optional_argument, nullptr, OPT_LOG_FILE},
+      {"private-key", required_argument, nullptr, OPT_PRIVATE_KEY},
+      {"certificate", required_argument, nullptr, OPT_CERTIFICATE},
+      {"ca-cert", required_argument, nullptr, OPT_CA_CERT},
       {"verbose", optional_argument, nullptr, 'v'},
       {"help", no_argument, nullptr, 'h'},
       {"version", no_argument, nullptr, 'V'},
@@ -177,6 +196,9 @@ Options parse_options(int argc, char** argv) {
         o.log_file = true;
         if (optarg) o.log_file_path = optarg;
         break;
+      case OPT_PRIVATE_KEY: o.private_key = optarg; break;
+      case OPT_CERTIFICATE: o.certificate = optarg; break;
+      case OPT_CA_CERT: o.ca_cert = optarg; break;
       case 'v': o.verbose.push_back(optarg ? optarg : ""); break;
       case 'h': usage();
       case 'V':
@@ -187,6 +209,10 @@ Options parse_options(int argc, char** argv) {
   }
   if (optind != argc) {
     std::cerr << "capsuled: unexpected argument " << argv[optind] << " (capsuled --help)\n";
+    std::exit(2);
+  }
+  if (o.private_key.has_value() != o.certificate.has_value()) {
+    std::cerr << "capsuled: --private-key and --certificate go together\n";
     std::exit(2);
   }
   if (o.chassis.empty()) {
@@ -234,6 +260,7 @@ class Daemon {
   static void cmd_pmd_stats_show(capsule_unixctl_conn*, int, const char*[], void*);
   static void cmd_fdb_show(capsule_unixctl_conn*, int, const char*[], void*);
   static void cmd_exit(capsule_unixctl_conn*, int, const char*[], void*);
+  static void cmd_db_show(capsule_unixctl_conn*, int, const char*[], void*);
 
   Options opts_;
   asio::io_context io_;
@@ -286,8 +313,10 @@ void Daemon::shutdown(const std::string& why) {
   if (metrics_) metrics_->close();
   signals_.cancel();
   agent_->shutdown();
-  rsv::VmReservation::release_all();
-  (void)rsv::PartitionSet::cleanup_stale();
+  if (!kSimulatedHost) {  // a simulated host changed nothing in the kernel
+    rsv::VmReservation::release_all();
+    (void)rsv::PartitionSet::cleanup_stale();
+  }
   publish();  // the OVS thread writes it, then leaves its loop
   x_.final_posted = true;
   capsule_ovs_wake();
@@ -361,6 +390,20 @@ void Daemon::cmd_reconcile(capsule_unixctl_conn* conn, int, const char*[], void*
   });
 }
 
+// Answered on the OVS thread, which owns the connection.
+void Daemon::cmd_db_show(capsule_unixctl_conn* conn, int, const char*[], void* aux) {
+  auto* d = static_cast<Daemon*>(aux);
+  if (!d->db_) return capsule_unixctl_reply_error(conn, "no database connection");
+  const auto m = d->db_->monitored();
+  const std::string text = "database " + d->opts_.db + ": " + (d->db_->connected() ? "connected" : "not connected") +
+                           "\n  monitored rows of chassis " + d->opts_.chassis + ": VM " + std::to_string(m.vms) +
+                           ", Port " + std::to_string(m.ports) + ", QoS " + std::to_string(m.qos) +
+                           ", Calibration " + std::to_string(m.calibrations) +
+                           "\n  monitor updates received: " + std::to_string(d->db_->updates()) +
+                           "\n  status transactions committed: " + std::to_string(d->db_->commits()) + "\n";
+  capsule_unixctl_reply(conn, text.c_str());
+}
+
 void Daemon::cmd_exit(capsule_unixctl_conn* conn, int, const char*[], void* aux) {
   auto* d = static_cast<Daemon*>(aux);
   asio::post(d->io_, [d] { d->shutdown("unixctl exit"); });
@@ -414,8 +457,9 @@ void Daemon::ovs_main() {
 int Daemon::run() {
   // Reservations a crashed predecessor left: only cpusets can outlive a
   // process (thread policies die with it or stay with the VM's threads).
-  if (auto stale = rsv::PartitionSet::cleanup_stale(); stale && !stale->empty())
-    log(CAPSULE_LOG_WARN, "removed " + std::to_string(stale->size()) + " stale capsule cpusets");
+  if (!kSimulatedHost)
+    if (auto stale = rsv::PartitionSet::cleanup_stale(); stale && !stale->empty())
+      log(CAPSULE_LOG_WARN, "removed " + std::to_string(stale->size()) + " stale capsule cpusets");
 
 
   // OVS's fatal-signal handlers are installed by now (daemon, unixctl);
@@ -460,15 +504,30 @@ int Daemon::run() {
       });
     });
   };
+#ifdef CAPSULE_SIMULATED_HOST
+  // Bookings without a system call and a datapath that records: no journal
+  // (nothing outlives a simulated agent), no capsule-datapathd.
+  (void)datapathd;
   agent_ = std::make_unique<agent::Agent>(
-      agent::AgentConfig{opts_.chassis, kVersion, metrics_url, opts_.journal},
+      agent::AgentConfig{opts_.chassis, kVersion, metrics_url, "", agent::simulated_reservations},
+      [](const agent::DatapathSettings&) -> Result<std::unique_ptr<agent::Datapath>> {
+        return std::unique_ptr<agent::Datapath>(std::make_unique<agent::RecordingDatapath>());
+      });
+#else
+  agent_ = std::make_unique<agent::Agent>(
+      agent::AgentConfig{opts_.chassis, kVersion, metrics_url, opts_.journal, nullptr},
       [datapathd](const agent::DatapathSettings& s) { return agent::make_remote_datapath(datapathd, s); });
+#endif
   capsule_unixctl_register("capsule/show", "", 0, 0, cmd_show, this);
   capsule_unixctl_register("capsule/stats", "", 0, 0, cmd_stats, this);
   capsule_unixctl_register("capsule/reconcile", "", 0, 0, cmd_reconcile, this);
   capsule_unixctl_register("capsule/pmd-stats-show", "[VM]", 0, 1, cmd_pmd_stats_show, this);
   capsule_unixctl_register("capsule/fdb-show", "", 0, 0, cmd_fdb_show, this);
+  capsule_unixctl_register("capsule/db-show", "", 0, 0, cmd_db_show, this);
   capsule_unixctl_register("exit", "", 0, 0, cmd_exit, this);
+  if (kSimulatedHost)
+    log(CAPSULE_LOG_WARN, "SIMULATED HOST (capsule-simhost, scale runs only): reservations are booked, "
+                          "nothing is applied to any thread, the datapath only records");
   log(CAPSULE_LOG_INFO, std::string("capsuled ") + kVersion + " starting: chassis " + opts_.chassis + ", database " +
                             opts_.db + ", control socket " + capsule_unixctl_path());
 
@@ -508,6 +567,10 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
+  if (opts.private_key || opts.ca_cert)
+    capsule_ovs_set_ssl(opts.private_key ? opts.private_key->c_str() : nullptr,
+                        opts.certificate ? opts.certificate->c_str() : nullptr,
+                        opts.ca_cert ? opts.ca_cert->c_str() : nullptr);
   if (opts.pidfile) capsule_ovs_set_pidfile(opts.pidfile_path ? opts.pidfile_path->c_str() : nullptr);
   if (opts.detach) capsule_ovs_set_detach();
   if (opts.no_chdir) capsule_ovs_set_no_chdir();

@@ -55,7 +55,7 @@ Result<PortConfig> port_from_row(const ovs::PortRow& row) {
   return p;
 }
 
-Result<DesiredVm> desired_from_row(const ovs::VmRow& row) {
+Result<DesiredVm> desired_from_row(const ovs::VmRow& row, const Reservations& host) {
   DesiredVm d;
   d.net.vm = row.name;
   for (const auto& port : row.ports) {
@@ -95,11 +95,11 @@ Result<DesiredVm> desired_from_row(const ovs::VmRow& row) {
   if (row.pid) {
     d.pid = pid_t(*row.pid);
   } else {
-    auto pid = rsv::read_pidfile(*row.pidfile);
+    auto pid = host.read_pidfile(*row.pidfile);
     if (!pid) return pid.error();
     d.pid = *pid;
   }
-  auto threads = rsv::discover_threads(d.pid);
+  auto threads = host.discover_threads(d.pid);
   if (!threads) return threads.error();
   auto vcpus = rsv::threads_with_role(*threads, rsv::ThreadRole::kVcpu);
   if (vcpus.empty())

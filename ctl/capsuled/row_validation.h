@@ -9,6 +9,7 @@
 #include "capsule/result.h"
 #include "capsule/rsv/reservation.h"
 #include "datapath.h"
+#include "reservations.h"
 
 namespace capsule::agent {
 
@@ -19,8 +20,9 @@ struct DesiredVm {
   VmNetConfig net;
 };
 
-// Validates a VM row and resolves its threads (pid/pidfile, vCPU discovery).
-Result<DesiredVm> desired_from_row(const ovs::VmRow& row);
+// Validates a VM row and resolves its threads (pid/pidfile, vCPU discovery
+// on `host`: the kernel, or a simulated host in scale runs).
+Result<DesiredVm> desired_from_row(const ovs::VmRow& row, const Reservations& host);
 // Validates one port row (vhost path, MAC, QoS type and keys).
 Result<PortConfig> port_from_row(const ovs::PortRow& row);
 

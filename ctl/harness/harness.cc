@@ -5,6 +5,8 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -141,11 +143,131 @@ Status Ovsdb::restart() {
   return launch();
 }
 
+int free_tcp_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return 0;
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof sa;
+  int port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len) == 0)
+    port = ntohs(sa.sin_port);
+  ::close(fd);
+  return port;
+}
+
+Result<std::unique_ptr<OvsdbCluster>> OvsdbCluster::start(const std::string& dir, int members) {
+  const std::string tool = find_program("ovsdb-tool");
+  if (tool.empty() || find_program("ovsdb-server").empty())
+    return Error{"ovsdb-server/ovsdb-tool not found (package openvswitch-common)", ENOENT};
+  auto c = std::unique_ptr<OvsdbCluster>(new OvsdbCluster);
+  c->dir_ = dir;
+  for (int i = 0; i < members; ++i) {
+    Member m;
+    m.db = dir + "/member" + std::to_string(i) + ".db";
+    m.ctl = dir + "/member" + std::to_string(i) + ".ctl";
+    m.log = dir + "/member" + std::to_string(i) + ".log";
+    m.raft_port = free_tcp_port();
+    do m.client_port = free_tcp_port();
+    while (m.client_port == m.raft_port);
+    const std::string raft = "tcp:127.0.0.1:" + std::to_string(m.raft_port);
+    auto r = i == 0 ? run({tool, "create-cluster", m.db, CAPSULE_SCHEMA_PATH, raft})
+                    : run({tool, "join-cluster", m.db, "Capsule", raft,
+                           "tcp:127.0.0.1:" + std::to_string(c->members_[0].raft_port)});
+    if (r.rc != 0) return Error{"ovsdb-tool " + std::string(i ? "join-cluster" : "create-cluster") + ": " + r.err, EIO};
+    c->members_.push_back(std::move(m));
+  }
+  for (int i = 0; i < members; ++i)
+    if (Status st = c->launch(i); !st) return st.error();
+  if (!c->wait_healthy()) return Error{"the cluster did not elect a leader: " + c->cluster_status(0), EIO};
+  return c;
+}
+
+OvsdbCluster::~OvsdbCluster() {
+  for (auto& m : members_)
+    if (m.proc) m.proc->terminate();
+}
+
+Status OvsdbCluster::launch(int i) {
+  Member& m = members_[i];
+  m.proc = testkit::ChildProcess::spawn({find_program("ovsdb-server"), m.db, "-vconsole:off",
+                                         "--remote=ptcp:" + std::to_string(m.client_port) + ":127.0.0.1",
+                                         "--unixctl=" + m.ctl, "--no-chdir", "--log-file=" + m.log});
+  if (!m.proc) return Error{"cannot start ovsdb-server", EIO};
+  if (!testkit::wait_until([&] { return cluster_status(i).find("Status:") != std::string::npos || !m.proc->running(); },
+                           std::chrono::seconds(10)) ||
+      !m.proc->running())
+    return Error{"cluster member " + std::to_string(i) + " did not come up: " + slurp(m.log), EIO};
+  return Status::Ok();
+}
+
+std::string OvsdbCluster::cluster_status(int i) const {
+  if (!members_[i].proc) return "";
+  return run({find_program("ovs-appctl"), "-t", members_[i].ctl, "cluster/status", "Capsule"},
+             std::chrono::seconds(5))
+      .out;
+}
+
+std::string OvsdbCluster::remotes() const {
+  std::string r;
+  for (int i = 0; i < size(); ++i) r += (i ? "," : "") + remote(i);
+  return r;
+}
+
+int OvsdbCluster::leader() const {
+  for (int i = 0; i < size(); ++i)
+    if (members_[i].proc && cluster_status(i).find("Role: leader") != std::string::npos) return i;
+  return -1;
+}
+
+bool OvsdbCluster::wait_healthy(std::chrono::milliseconds timeout) const {
+  return testkit::wait_until(
+      [&] {
+        if (leader() < 0) return false;
+        for (int i = 0; i < size(); ++i)
+          if (members_[i].proc && cluster_status(i).find("Status: cluster member") == std::string::npos) return false;
+        return true;
+      },
+      timeout);
+}
+
+Status OvsdbCluster::set_election_timer(int ms) {
+  for (int now = 1000; now != ms;) {
+    const int next = ms > now ? std::min(ms, 2 * now) : ms;
+    const int l = leader();
+    if (l < 0) return Error{"no leader to change the election timer", EAGAIN};
+    auto r = run({find_program("ovs-appctl"), "-t", members_[l].ctl, "cluster/change-election-timer", "Capsule",
+                  std::to_string(next)});
+    if (r.rc != 0) return Error{"cluster/change-election-timer " + std::to_string(next) + ": " + r.err + r.out, EIO};
+    now = next;
+    // The next step only once this one is committed.
+    testkit::wait_until([&] { return cluster_status(l).find("Election timer: " + std::to_string(now)) != std::string::npos; },
+                        std::chrono::seconds(10));
+  }
+  return Status::Ok();
+}
+
+void OvsdbCluster::kill(int i) {
+  Member& m = members_[i];
+  if (!m.proc) return;
+  ::kill(m.proc->pid(), SIGKILL);
+  m.proc->wait_exit(std::chrono::seconds(10));
+  m.proc.reset();
+}
+
+Status OvsdbCluster::start_again(int i) { return launch(i); }
+
 std::string capsule_ctl_path() { return testkit::sibling_binary("capsule-ctl"); }
 std::string capsuled_path() { return testkit::sibling_binary("capsuled"); }
 
 CmdResult ctl(const Ovsdb& db, const std::vector<std::string>& args, std::chrono::seconds timeout) {
-  std::vector<std::string> argv{capsule_ctl_path(), "--db=" + db.remote(),
+  return ctl(db.remote(), args, timeout);
+}
+
+CmdResult ctl(const std::string& remote, const std::vector<std::string>& args, std::chrono::seconds timeout) {
+  std::vector<std::string> argv{capsule_ctl_path(), "--db=" + remote,
                                 "--timeout=" + std::to_string(timeout.count())};
   argv.insert(argv.end(), args.begin(), args.end());
   return run(argv, timeout + std::chrono::seconds(5));
@@ -192,20 +314,26 @@ bool end_process(pid_t pid, std::chrono::milliseconds grace) {
 
 Result<std::unique_ptr<Capsuled>> Capsuled::start(const Ovsdb& db, const std::string& dir, const std::string& chassis,
                                                   const std::vector<std::string>& extra_args) {
+  return start(db.remote(), dir, chassis, extra_args);
+}
+
+Result<std::unique_ptr<Capsuled>> Capsuled::start(const std::string& remote, const std::string& dir,
+                                                  const std::string& chassis,
+                                                  const std::vector<std::string>& extra_args) {
   auto c = std::unique_ptr<Capsuled>(new Capsuled);
   c->dir_ = dir;
   c->chassis_ = chassis;
   c->ctl_socket_ = dir + "/capsuled-" + chassis + ".ctl";
   c->log_ = dir + "/capsuled-" + chassis + ".log";
-  c->argv_ = {capsuled_path(),         "-vconsole:off",         "--db=" + db.remote(),
+  c->argv_ = {capsuled_path(),         "-vconsole:off",         "--db=" + remote,
               "--chassis=" + chassis,  "--unixctl=" + c->ctl_socket_, "--log-file=" + c->log_,
               "--metrics-port=0",      "--no-chdir"};
   c->argv_.insert(c->argv_.end(), extra_args.begin(), extra_args.end());
-  if (Status st = c->restart(db); !st) return st.error();
+  if (Status st = c->restart(remote); !st) return st.error();
   return c;
 }
 
-Status Capsuled::restart(const Ovsdb& db) {
+Status Capsuled::restart(const std::string& db) {
   if (proc_ && proc_->running()) return Error{"capsuled is running", EBUSY};
   // capsuled's run directory (it creates it): the test's, not /run/capsule.
   ::setenv("CAPSULE_RUNDIR", dir_.c_str(), 1);

@@ -11,6 +11,7 @@
 #include "capsule/ovs/shim.h"
 
 #include "capsule-idl.h"
+#include "cluster-session.h"
 #include "daemon.h"
 #include "dirs.h"
 #include "latch.h"
@@ -19,7 +20,10 @@
 #include "openvswitch/poll-loop.h"
 #include "openvswitch/vlog.h"
 #include "ovsdb-idl.h"
+#include "ovsdb-idl-provider.h"
 #include "smap.h"
+#include "stream-ssl.h"
+#include "sset.h"
 #include "timeval.h"
 #include "unixctl.h"
 #include "util.h"
@@ -73,6 +77,17 @@ void capsule_ovs_set_no_chdir(void) { set_no_chdir(); }
 void capsule_ovs_daemonize_start(void) { daemonize_start(false); }
 void capsule_ovs_daemonize_complete(void) { daemonize_complete(); }
 const char *capsule_ovs_rundir(void) { return ovs_rundir(); }
+
+void
+capsule_ovs_set_ssl(const char *private_key, const char *certificate, const char *ca_cert)
+{
+    if (private_key && certificate) {
+        stream_ssl_set_key_and_cert(private_key, certificate);
+    }
+    if (ca_cert) {
+        stream_ssl_set_ca_cert_file(ca_cert, false);
+    }
+}
 
 void
 capsule_ovs_wake(void)
@@ -172,15 +187,77 @@ struct capsule_db {
     struct json *inflight;         /* what txn writes */
     long long int retry_at;        /* after a failed commit */
     unsigned long long commits;
+
+    /* Port, QoS and Calibration rows have no chassis column: they are
+     * monitored by _uuid, those that this chassis' VM, Port and Host rows
+     * refer to (as ovn-controller follows its local datapaths). Each set
+     * holds the UUIDs (text) the server's condition names now. */
+    struct sset port_uuids, qos_uuids, calibration_uuids;
+    unsigned int cond_seqno;       /* condition seqno that covers them all */
+    unsigned long long updates;    /* loop turns whose monitor updates changed our rows */
+    bool complete;                 /* every row our rows refer to has arrived */
+    struct cluster_session session;  /* a new round over the members while no leader */
 };
+
+/* A clause on a table's _uuid ("_uuid" == ["uuid", "..."]): the IDL's
+ * tables have no column object for it, and a condition needs one. */
+static const struct ovsdb_idl_column uuid_column = {
+    .name = "_uuid",
+    .type = OVSDB_TYPE_SCALAR_INITIALIZER(OVSDB_BASE_UUID_INIT),
+};
+
+/* Replaces `tc`'s condition by "_uuid is one of `uuids`" (no UUID: no row);
+ * returns the condition seqno at which the IDL holds exactly those rows. */
+static unsigned int
+set_uuid_condition(struct ovsdb_idl *idl, const struct ovsdb_idl_table_class *tc,
+                   const struct sset *uuids)
+{
+    struct ovsdb_idl_condition cond = OVSDB_IDL_CONDITION_INIT(&cond);
+    const char *text;
+    SSET_FOR_EACH (text, uuids) {
+        struct uuid uuid;
+        if (!uuid_from_string(&uuid, text)) {
+            continue;
+        }
+        /* The clause keeps (shares) the datum's atoms: on the heap. */
+        union ovsdb_atom *key = xmalloc(sizeof *key);
+        key->uuid = uuid;
+        struct ovsdb_datum datum = { .n = 1, .keys = key, .values = NULL, .refcnt = NULL };
+        ovsdb_idl_condition_add_clause(&cond, OVSDB_F_EQ, &uuid_column, &datum);
+        ovsdb_datum_destroy(&datum, &uuid_column.type);
+    }
+    unsigned int seqno = ovsdb_idl_set_condition(idl, tc, &cond);
+    ovsdb_idl_condition_destroy(&cond);
+    return seqno;
+}
+
+/* Adds the UUIDs column `col` of `row` refers to, as text (the raw datum:
+ * the parsed row omits references to rows not replicated yet). */
+static void
+add_refs(const struct ovsdb_idl_row *row, const struct ovsdb_idl_column *col, struct sset *out)
+{
+    /* What the server sent (ovsdb_idl_read() is for rows in a transaction). */
+    const struct ovsdb_datum *d
+        = row->old_datum ? &row->old_datum[col - row->table->class_->columns] : NULL;
+    for (size_t i = 0; d && i < d->n; i++) {
+        sset_add_and_free(out, xasprintf(UUID_FMT, UUID_ARGS(&d->keys[i].uuid)));
+    }
+}
 
 struct capsule_db *
 capsule_db_create(const char *remote, const char *chassis)
 {
     struct capsule_db *db = xzalloc(sizeof *db);
     db->chassis = xstrdup(chassis);
+    /* `remote` may list a clustered database's members ("tcp:A,tcp:B,..."):
+     * OVS's client session (ovsdb-cs) tries them in random order, stays only
+     * on the leader (status is written through it, and a member cut off from
+     * the cluster is never read), and on losing it finds the new leader and
+     * asks for the changes since the last transaction it saw
+     * (monitor_cond_since), keeping the conditions below. */
     db->idl = ovsdb_idl_create(remote, &capsulerec_idl_class, true, true);
-    ovsdb_idl_set_leader_only(db->idl, false);
+    ovsdb_idl_set_leader_only(db->idl, true);
+    cluster_session_init(&db->session, remote);
 
     /* Only this chassis' Host and VM rows (conditional monitoring). */
     struct ovsdb_idl_condition cond = OVSDB_IDL_CONDITION_INIT(&cond);
@@ -191,6 +268,16 @@ capsule_db_create(const char *remote, const char *chassis)
     capsulerec_vm_add_clause_chassis(&cond, OVSDB_F_EQ, chassis);
     capsulerec_vm_set_condition(db->idl, &cond);
     ovsdb_idl_condition_destroy(&cond);
+
+    /* Port, QoS and Calibration rows only once a row of ours refers to
+     * them (update_conditions()). */
+    sset_init(&db->port_uuids);
+    sset_init(&db->qos_uuids);
+    sset_init(&db->calibration_uuids);
+    set_uuid_condition(db->idl, &capsulerec_table_port, &db->port_uuids);
+    set_uuid_condition(db->idl, &capsulerec_table_qos, &db->qos_uuids);
+    db->cond_seqno = set_uuid_condition(db->idl, &capsulerec_table_calibration,
+                                        &db->calibration_uuids);
 
     /* What the agent writes itself must not wake it up. */
     ovsdb_idl_omit_alert(db->idl, &capsulerec_host_col_cur_cfg);
@@ -216,6 +303,10 @@ capsule_db_destroy(struct capsule_db *db)
     }
     json_destroy(db->pending);
     json_destroy(db->inflight);
+    cluster_session_destroy(&db->session);
+    sset_destroy(&db->port_uuids);
+    sset_destroy(&db->qos_uuids);
+    sset_destroy(&db->calibration_uuids);
     ovsdb_idl_destroy(db->idl);
     free(db->chassis);
     free(db);
@@ -356,11 +447,103 @@ find_host(const struct capsule_db *db)
     return NULL;
 }
 
+/* A row the server has sent: the IDL also keeps placeholders ("orphans")
+ * for rows that replicated rows refer to and that have not arrived, and
+ * returns them from *_get_for_uuid(). */
+static bool
+replicated(const struct ovsdb_idl_row *row)
+{
+    return row && row->old_datum;
+}
+
+/* Moves the condition of `tc` to `next` (consumed) if it differs from `cur`. */
+static void
+replace_condition(struct capsule_db *db, const struct ovsdb_idl_table_class *tc,
+                  struct sset *cur, struct sset *next)
+{
+    if (!sset_equals(cur, next)) {
+        db->cond_seqno = set_uuid_condition(db->idl, tc, next);
+        sset_swap(cur, next);
+    }
+    sset_destroy(next);
+}
+
+/* Follows this chassis' references: VM -> Port -> QoS, Host -> Calibration.
+ * Sets the conditions to exactly those rows and says whether every one of
+ * them has arrived (a snapshot before that would show a VM without its
+ * ports). */
+static bool
+update_conditions(struct capsule_db *db)
+{
+    struct sset ports = SSET_INITIALIZER(&ports);
+    struct sset qos = SSET_INITIALIZER(&qos);
+    struct sset calibration = SSET_INITIALIZER(&calibration);
+    bool complete = true;
+
+    const struct capsulerec_vm *vm;
+    CAPSULEREC_VM_FOR_EACH (vm, db->idl) {
+        if (!strcmp(vm->chassis, db->chassis)) {
+            add_refs(&vm->header_, &capsulerec_vm_col_ports, &ports);
+        }
+    }
+    const char *text;
+    SSET_FOR_EACH (text, &ports) {
+        struct uuid uuid;
+        const struct capsulerec_port *port = NULL;
+        if (uuid_from_string(&uuid, text)) {
+            port = capsulerec_port_get_for_uuid(db->idl, &uuid);
+        }
+        if (!port || !replicated(&port->header_)) {
+            complete = false;
+            continue;
+        }
+        add_refs(&port->header_, &capsulerec_port_col_qos, &qos);
+    }
+    SSET_FOR_EACH (text, &qos) {
+        struct uuid uuid;
+        const struct capsulerec_qos *qos_row = NULL;
+        if (uuid_from_string(&uuid, text)) {
+            qos_row = capsulerec_qos_get_for_uuid(db->idl, &uuid);
+        }
+        complete &= qos_row && replicated(&qos_row->header_);
+    }
+    const struct capsulerec_host *host = find_host(db);
+    if (host) {
+        add_refs(&host->header_, &capsulerec_host_col_calibration, &calibration);
+        complete &= host->n_calibration == sset_count(&calibration);
+    }
+    replace_condition(db, &capsulerec_table_port, &db->port_uuids, &ports);
+    replace_condition(db, &capsulerec_table_qos, &db->qos_uuids, &qos);
+    replace_condition(db, &capsulerec_table_calibration, &db->calibration_uuids, &calibration);
+    return complete;
+}
+
+unsigned long long
+capsule_db_updates(const struct capsule_db *db)
+{
+    return db->updates;
+}
+
+void
+capsule_db_monitored(const struct capsule_db *db, size_t *vms, size_t *ports, size_t *qos,
+                     size_t *calibrations)
+{
+    const struct capsulerec_vm *vm;
+    *vms = 0;
+    CAPSULEREC_VM_FOR_EACH (vm, db->idl) {
+        (*vms)++;
+    }
+    *ports = sset_count(&db->port_uuids);
+    *qos = sset_count(&db->qos_uuids);
+    *calibrations = sset_count(&db->calibration_uuids);
+}
+
 char *
 capsule_db_snapshot(const struct capsule_db *db)
 {
     struct json *snap = json_object_create();
     json_object_put(snap, "connected", json_boolean_create(capsule_db_connected(db)));
+    json_object_put(snap, "complete", json_boolean_create(db->complete));
     json_object_put_string(snap, "chassis", db->chassis);
     const struct capsulerec_host *host = find_host(db);
     if (host) {
@@ -579,7 +762,7 @@ static void
 write_vm_by_uuid(struct capsule_db *db, const struct uuid *uuid, const struct json *v)
 {
     const struct capsulerec_vm *vm = capsulerec_vm_get_for_uuid(db->idl, uuid);
-    if (vm) {
+    if (vm && replicated(&vm->header_)) {
         write_vm(vm, v);
     }
 }
@@ -588,7 +771,7 @@ static void
 write_port_by_uuid(struct capsule_db *db, const struct uuid *uuid, const struct json *p)
 {
     const struct capsulerec_port *port = capsulerec_port_get_for_uuid(db->idl, uuid);
-    if (port) {
+    if (port && replicated(&port->header_)) {
         write_port(port, p);
     }
 }
@@ -673,6 +856,7 @@ capsule_db_run(struct capsule_db *db)
 {
     latch_poll(&wake_latch);
     ovsdb_idl_run(db->idl);
+    cluster_session_run(&db->session, db->idl, true);
     if (unixctl) {
         unixctl_server_run(unixctl);
     }
@@ -686,6 +870,10 @@ capsule_db_run(struct capsule_db *db)
     unsigned int seqno = ovsdb_idl_get_seqno(db->idl);
     bool changed = seqno != db->seqno;
     db->seqno = seqno;
+    if (changed) {
+        db->updates++;
+        db->complete = update_conditions(db);
+    }
     return changed;
 }
 
@@ -693,6 +881,7 @@ void
 capsule_db_wait_and_block(struct capsule_db *db, long long timeout_ms)
 {
     ovsdb_idl_wait(db->idl);
+    cluster_session_wait(&db->session);
     if (unixctl) {
         unixctl_server_wait(unixctl);
     }

@@ -93,6 +93,7 @@ Result<Snapshot> parse_snapshot(const std::string& text) {
     json j = json::parse(text);
     Snapshot s;
     s.connected = j.value("connected", false);
+    s.complete = j.value("complete", true);
     s.chassis = j.value("chassis", std::string());
     if (auto it = j.find("host"); it != j.end() && it->is_object()) {
       const json& h = *it;
@@ -166,5 +167,13 @@ Status DbConnection::set_status(const StatusUpdate& update) {
 unsigned long long DbConnection::commits() const { return capsule_db_commits(db_); }
 
 bool DbConnection::status_pending() const { return capsule_db_status_pending(db_); }
+
+unsigned long long DbConnection::updates() const { return capsule_db_updates(db_); }
+
+MonitoredRows DbConnection::monitored() const {
+  MonitoredRows m;
+  capsule_db_monitored(db_, &m.vms, &m.ports, &m.qos, &m.calibrations);
+  return m;
+}
 
 }  // namespace capsule::ovs

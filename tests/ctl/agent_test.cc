@@ -388,12 +388,13 @@ TEST(PortFromRow, ValidatesLikeTheDocsSay) {
 // Durations far beyond the kernel's nanoseconds (what fuzz_rows found
 // overflowing) are refused with the column and the value.
 TEST(DesiredFromRow, RefusesDurationsOutOfRangeWithTheirColumn) {
+  const auto host = kernel_reservations(rsv::AdmissionConfig{});
   auto row = vm_row("vm1", ::getpid(), 1000, 9'223'363'238'420'179'308);
-  EXPECT_EQ(desired_from_row(row).error().message,
+  EXPECT_EQ(desired_from_row(row, *host).error().message,
             "period_us 9223363238420179308 is out of range (0 .. 9223372036854775 µs)");
   row.period_us = 10000;
   row.net_runtime_us = -3;
-  EXPECT_EQ(desired_from_row(row).error().message, "net_runtime_us -3 is out of range (0 .. 9223372036854775 µs)");
+  EXPECT_EQ(desired_from_row(row, *host).error().message, "net_runtime_us -3 is out of range (0 .. 9223372036854775 µs)");
 }
 
 // A datapath that outlived the previous agent holds VMs: they are this

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -224,4 +225,42 @@ TEST(CapsuleService, AddsTheDatabaseToOvsOwnServer) {
 }
 
 }  // namespace
+// A clustered Capsule database made by capsule-service, as ovn-ctl makes
+// OVN's: member 0 creates it (ovsdb-tool create-cluster), members 1 and 2
+// join it (join-cluster), each also listening on a TCP client remote; a
+// host that runs only capsuled reaches it through the list of those remotes.
+TEST(CapsuleServiceCluster, CreatesJoinsAndRunsClusterMembers) {
+  std::vector<std::unique_ptr<Service>> members;
+  std::string remotes;
+  int first_raft = 0;
+  for (int i = 0; i < 3; ++i) {
+    const int raft = harness::free_tcp_port(), client = harness::free_tcp_port();
+    if (i == 0) first_raft = raft;
+    std::vector<std::string> opts{"--no-capsuled", "--db-cluster-local-addr", "tcp:127.0.0.1:" + std::to_string(raft),
+                                  "--db-listen", "ptcp:" + std::to_string(client) + ":127.0.0.1"};
+    if (i > 0) opts.insert(opts.end(), {"--db-cluster-remote-addr", "tcp:127.0.0.1:" + std::to_string(first_raft)});
+    members.push_back(std::make_unique<Service>("member" + std::to_string(i), opts));
+    auto r = (*members.back())("start");
+    ASSERT_EQ(r.rc, 0) << r.out << r.err;
+    EXPECT_NE(r.out.find(i ? "Joining the Capsule cluster" : "Creating a Capsule cluster"), std::string::npos) << r.out;
+    EXPECT_EQ(harness::run({harness::find_program("ovsdb-tool"), "db-is-clustered", members.back()->file("capsule.db")}).rc,
+              0);
+    remotes += (i ? "," : "") + std::string("tcp:127.0.0.1:") + std::to_string(client);
+  }
+  auto st = (*members[2])("status");
+  EXPECT_EQ(st.rc, 0) << st.out << st.err;
+  EXPECT_NE(st.out.find("Capsule cluster member: cluster member"), std::string::npos) << st.out;
+
+  Service host("host-c", {"--no-ovsdb-server", "--db", remotes, "--metrics-port", "0"});
+  auto r = host("start");
+  ASSERT_EQ(r.rc, 0) << r.out << r.err;
+  auto state = harness::ctl(remotes, {"get", "Host", "host-c", "status:state"});
+  EXPECT_EQ(state.rc, 0) << state.err;
+  EXPECT_NE(state.out.find("running"), std::string::npos) << state.out;
+  // Starting a member again leaves its database as it is.
+  r = (*members[1])("start");
+  EXPECT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.out.find("Joining"), std::string::npos) << r.out;
+}
+
 }  // namespace capsule

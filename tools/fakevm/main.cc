@@ -5,6 +5,7 @@
 //
 //   capsule-fakevm [--vcpus N] [--accel KVM|TCG] [--iothreads N]
 //                  [--load busy|idle] [--pidfile FILE] [--seconds S]
+//                  [--idle-ms MS]
 //
 // It prints "pid <pid>" and one "vcpu <n> tid <tid>" line per vCPU, then runs
 // until SIGTERM/SIGINT (or --seconds) and exits 0.
@@ -13,6 +14,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -30,7 +32,8 @@ void on_signal(int) { g_stop.store(true); }
 int usage() {
   std::fprintf(stderr,
                "usage: capsule-fakevm [--vcpus N] [--accel KVM|TCG] [--iothreads N]\n"
-               "                      [--load busy|idle] [--pidfile FILE] [--seconds S]\n");
+               "                      [--load busy|idle] [--pidfile FILE] [--seconds S]\n"
+               "                      [--idle-ms MS] (an idle vCPU wakes every MS, default 5)\n");
   return 2;
 }
 
@@ -39,6 +42,7 @@ int usage() {
 int main(int argc, char** argv) {
   int vcpus = 1, iothreads = 0;
   double seconds = 0;
+  int idle_ms = 5;
   std::string accel = "KVM", load = "busy", pidfile;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -49,9 +53,11 @@ int main(int argc, char** argv) {
     else if (a == "--load") load = next();
     else if (a == "--pidfile") pidfile = next();
     else if (a == "--seconds") seconds = std::atof(next().c_str());
+    else if (a == "--idle-ms") idle_ms = std::atoi(next().c_str());
     else return usage();
   }
-  if (vcpus < 1 || vcpus > 64 || (accel != "KVM" && accel != "TCG") || (load != "busy" && load != "idle"))
+  if (vcpus < 1 || vcpus > 64 || (accel != "KVM" && accel != "TCG") || (load != "busy" && load != "idle") ||
+      idle_ms < 1 || idle_ms > 10000)
     return usage();
   struct sigaction sa {};
   sa.sa_handler = on_signal;
@@ -70,7 +76,7 @@ int main(int argc, char** argv) {
       volatile unsigned long long x = 0;
       while (!g_stop.load(std::memory_order_relaxed)) {
         if (is_vcpu && load == "busy") x = x + 1;
-        else std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        else std::this_thread::sleep_for(std::chrono::milliseconds(idle_ms));
       }
     });
   }
@@ -83,7 +89,7 @@ int main(int argc, char** argv) {
 
   const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
   while (!g_stop.load() && (seconds <= 0 || std::chrono::steady_clock::now() < end))
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::max(20, idle_ms)));
   g_stop.store(true);
   for (auto& t : threads) t.join();
   if (!pidfile.empty()) unlink(pidfile.c_str());

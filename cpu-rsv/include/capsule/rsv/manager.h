@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 
 #include "capsule/result.h"
@@ -45,6 +46,22 @@ class ReservationManager {
   std::map<std::string, std::vector<std::string>> drift() const;
   Status repair(const std::string& name);
 
+  // A pass over many VMs (capsuled's reconcile after one transaction added
+  // hundreds) as one batch, so that its cost grows with the VMs that change,
+  // not with their square:
+  //  - admission reads the system's other SCHED_DEADLINE threads from /proc
+  //    once, at the first reserve() of the batch, instead of once per VM; the
+  //    threads this manager changes meanwhile are its own (booked or
+  //    restored), never someone else's load;
+  //  - `expected` (new VMs the pass is about to reserve) is recorded in the
+  //    journal at once, with every thread's state now: a reserve() whose
+  //    write-ahead record is exactly that one does not write it again, and
+  //    the record of what is in force is written once, by end_batch().
+  // A VM whose threads or placement differ from `expected` is recorded on
+  // its own, as outside a batch. Without a journal only the scan is shared.
+  void begin_batch(const std::vector<VmReservationSpec>& expected = {});
+  void end_batch();
+
   // Restores the VM's threads and frees its bandwidth. Unknown VM: error.
   Status release(const std::string& name);
   void release_all();
@@ -62,6 +79,22 @@ class ReservationManager {
   std::map<std::string, std::unique_ptr<VmReservation>> vms_;
   std::map<std::string, AdmissionDecision> decisions_;
   std::optional<Journal> journal_;
+
+  // Batch state (begin_batch): the shared scan, the threads changed since
+  // it, the write-ahead records already on disk, and whether what is in
+  // force still has to be written.
+  bool in_batch_ = false;
+  std::optional<std::vector<DeadlineThread>> batch_scan_;
+  std::set<pid_t> batch_touched_;
+  std::map<std::string, JournalVm> batch_expected_;      // written by begin_batch()
+  std::map<std::string, std::string> batch_recorded_;  // the same, as journal text
+  bool batch_dirty_ = false;
+
+  // The system's other SCHED_DEADLINE threads, as admission needs them.
+  std::vector<DeadlineThread> external_threads();
+  void touched(const VmReservationSpec& spec);
+  // After a change: writes what is in force (in a batch: at end_batch()).
+  void settled();
 
   // Writes what is in force, with `vm`'s entry replaced by `intended`
   // (threads a change is about to touch) when given.

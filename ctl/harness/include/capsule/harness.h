@@ -50,6 +50,47 @@ class Ovsdb {
   std::unique_ptr<testkit::ChildProcess> proc_;
 };
 
+// A clustered Capsule database (Raft) on loopback: `members` ovsdb-servers,
+// each with its own Raft port and client port, created with ovsdb-tool
+// create-cluster (member 0) and join-cluster (the others), as
+// capsule-service does on real hosts. Everything lives in `dir`.
+class OvsdbCluster {
+ public:
+  static Result<std::unique_ptr<OvsdbCluster>> start(const std::string& dir, int members = 3);
+  ~OvsdbCluster();
+  int size() const { return int(members_.size()); }
+  // Every member's client remote, comma-separated (what capsuled and
+  // capsule-ctl take), or one member's.
+  std::string remotes() const;
+  std::string remote(int i) const { return "tcp:127.0.0.1:" + std::to_string(members_[i].client_port); }
+  pid_t pid(int i) const { return members_[i].proc ? members_[i].proc->pid() : 0; }
+  // The member that is leader now (cluster/status), -1 if none is.
+  int leader() const;
+  // Waits until some member is leader and every running member has joined.
+  bool wait_healthy(std::chrono::milliseconds timeout = std::chrono::seconds(30)) const;
+  // Raft's election timer (ms; OVS's default is 1000): how long followers
+  // wait for the leader before electing another. Set through the leader,
+  // doubling at most per step as ovsdb-server allows.
+  Status set_election_timer(int ms);
+  // SIGKILL (a crash), reaped; start_again() runs it on its database file.
+  void kill(int i);
+  Status start_again(int i);
+
+ private:
+  struct Member {
+    std::string db, ctl, log;
+    int raft_port = 0, client_port = 0;
+    std::unique_ptr<testkit::ChildProcess> proc;
+  };
+  Status launch(int i);
+  std::string cluster_status(int i) const;
+  std::string dir_;
+  std::vector<Member> members_;
+};
+
+// A free TCP port on 127.0.0.1 (bound and released: take it at once).
+int free_tcp_port();
+
 // capsuled on an Ovsdb, in the foreground, with its control socket and log
 // in `dir`. The metrics endpoint listens on a free loopback port. capsuled
 // starts capsule-datapathd (pidfile, socket and log in `dir` too), which is
@@ -58,6 +99,10 @@ class Ovsdb {
 class Capsuled {
  public:
   static Result<std::unique_ptr<Capsuled>> start(const Ovsdb& db, const std::string& dir, const std::string& chassis,
+                                                 const std::vector<std::string>& extra_args = {});
+  // The same on any remote (a cluster's comma-separated list).
+  static Result<std::unique_ptr<Capsuled>> start(const std::string& remote, const std::string& dir,
+                                                 const std::string& chassis,
                                                  const std::vector<std::string>& extra_args = {});
   ~Capsuled();
   pid_t pid() const { return proc_->pid(); }
@@ -70,7 +115,8 @@ class Capsuled {
   // (-1 if it was not running). capsule-datapathd keeps running.
   int kill();
   // Starts it again (after stop() or kill()) with the same arguments.
-  Status restart(const Ovsdb& db);
+  Status restart(const Ovsdb& db) { return restart(db.remote()); }
+  Status restart(const std::string& remote);
 
   // The datapath daemon capsuled runs its VMs' datapath in: its pid from
   // <dir>/datapathd.pid while that process lives, else 0.
@@ -92,6 +138,8 @@ bool end_process(pid_t pid, std::chrono::milliseconds grace = std::chrono::secon
 
 // capsule-ctl --db=<db> --timeout=<timeout> ARGS...
 CmdResult ctl(const Ovsdb& db, const std::vector<std::string>& args,
+              std::chrono::seconds timeout = std::chrono::seconds(20));
+CmdResult ctl(const std::string& remote, const std::vector<std::string>& args,
               std::chrono::seconds timeout = std::chrono::seconds(20));
 // Per-second rate of Port `port`'s statistics:KEY as capsuled writes it
 // (every --stats-interval): the median of `windows` back-to-back windows of

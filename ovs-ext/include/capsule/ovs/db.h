@@ -7,6 +7,7 @@
 // can cross threads.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -86,6 +87,9 @@ struct HostRow {
 
 struct Snapshot {
   bool connected = false;
+  // False while rows this chassis' rows refer to (ports, QoS, calibration)
+  // have not arrived yet: a VM would look as if it had lost its ports.
+  bool complete = true;
   std::string chassis;
   std::optional<HostRow> host;  // absent until the Host row exists
   std::vector<VmRow> vms;       // this chassis' VMs only
@@ -110,6 +114,11 @@ struct StatusUpdate {
 };
 std::string to_json(const StatusUpdate& update);
 
+// Rows of each table the conditional monitor holds for this chassis.
+struct MonitoredRows {
+  std::size_t vms = 0, ports = 0, qos = 0, calibrations = 0;
+};
+
 class DbConnection {
  public:
   DbConnection(const std::string& remote, const std::string& chassis);
@@ -126,6 +135,9 @@ class DbConnection {
   Status set_status(const StatusUpdate& update);
   unsigned long long commits() const;
   bool status_pending() const;
+  // Monitor updates that changed this chassis' rows (agent wake-ups).
+  unsigned long long updates() const;
+  MonitoredRows monitored() const;
 
  private:
   capsule_db* db_;

@@ -37,6 +37,9 @@ void capsule_ovs_set_no_chdir(void);
 void capsule_ovs_daemonize_start(void);
 void capsule_ovs_daemonize_complete(void);
 const char *capsule_ovs_rundir(void);
+/* Key, certificate and CA certificate for ssl: remotes (OVS's
+ * --private-key, --certificate, --ca-cert); NULL leaves one unset. */
+void capsule_ovs_set_ssl(const char *private_key, const char *certificate, const char *ca_cert);
 
 /* ---- Logging (any thread) ---- */
 
@@ -66,9 +69,10 @@ void capsule_unixctl_destroy(void);
 
 struct capsule_db;
 /* Connects to `remote` (an OVSDB remote such as unix:/run/capsule/db.sock)
- * and monitors the Host row of `chassis` and the VM rows whose chassis column
- * is `chassis` (conditional monitoring: other hosts' rows never arrive), plus
- * the Port and QoS rows. */
+ * and monitors the Host row of `chassis`, the VM rows whose chassis column
+ * is `chassis`, and only the Port, QoS and Calibration rows those refer to
+ * (conditional monitoring by _uuid): other hosts' rows never arrive, and a
+ * change to them never wakes this chassis' agent. */
 struct capsule_db *capsule_db_create(const char *remote, const char *chassis);
 void capsule_db_destroy(struct capsule_db *);
 
@@ -81,9 +85,17 @@ bool capsule_db_connected(const struct capsule_db *);
  * timeouts) and blocks until one fires. */
 void capsule_db_wait_and_block(struct capsule_db *, long long timeout_ms);
 
+/* Monitor updates that changed this chassis' rows so far (each one is a
+ * wake-up of the agent), and how many rows of each table are monitored. */
+unsigned long long capsule_db_updates(const struct capsule_db *);
+void capsule_db_monitored(const struct capsule_db *, size_t *vms, size_t *ports, size_t *qos,
+                          size_t *calibrations);
+
 /* JSON text of the monitored rows (free() it):
- *   {"connected": bool, "host": {...} | null, "vms": [{...}, ...]}
- * with each row's columns as plain JSON values (see db.cc). */
+ *   {"connected": bool, "complete": bool, "host": {...} | null, "vms": [...]}
+ * "complete" is false while rows that this chassis' rows refer to are still
+ * on their way (the monitor condition follows the references). Each row's
+ * columns are plain JSON values (see db.cc). */
 char *capsule_db_snapshot(const struct capsule_db *);
 
 /* Replaces the status to be written (JSON text, see db.cc): the newest one

@@ -1,0 +1,38 @@
+/* Reaching a clustered database's leader quickly after it changed (C, OVS
+ * headers; used by the shim and by capsule-ctl).
+ *
+ * OVS's client session tries each member of a remote list once for free,
+ * then backs off exponentially, up to 8 s between tries. During a Raft
+ * election every member refuses a leader-only client for a second or two
+ * (followers until a new leader is elected, the dead leader always), so the
+ * session is often deep in its backoff when a leader exists again: seconds
+ * of needless unavailability. While an IDL on a list of remotes is not
+ * connected, cluster_session_run() starts a new round over the members after
+ * CLUSTER_SESSION_RETRY_MS, then at doubling intervals up to OVS's 8 s,
+ * spread at random (the same members, rotated: a new session with
+ * fresh tries; the IDL keeps its rows and its last transaction id, so it
+ * still asks only for what changed). A single remote is left to OVS. */
+#ifndef CAPSULE_CLUSTER_SESSION_H
+#define CAPSULE_CLUSTER_SESSION_H 1
+
+#include <stdbool.h>
+
+struct ovsdb_idl;
+
+#define CLUSTER_SESSION_RETRY_MS 500
+
+struct cluster_session {
+    char *remote;              /* the list as the IDL has it now */
+    long long int down_since;  /* when the IDL lost its connection, 0: connected */
+    long long int retry_at;
+    int interval;              /* ms between rounds now */
+};
+
+void cluster_session_init(struct cluster_session *, const char *remote);
+void cluster_session_destroy(struct cluster_session *);
+/* After ovsdb_idl_run(); `retry` as given to ovsdb_idl_create(). */
+void cluster_session_run(struct cluster_session *, struct ovsdb_idl *, bool retry);
+/* Before poll_block(): wakes up for the next round while not connected. */
+void cluster_session_wait(const struct cluster_session *);
+
+#endif
