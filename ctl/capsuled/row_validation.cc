@@ -17,6 +17,15 @@ Result<PortConfig> port_from_row(const ovs::PortRow& row) {
   PortConfig p;
   p.name = row.name;
   const std::string where = "port " + row.name + ": ";
+  // The kernel, DPDK and the QoS rules read C strings: a NUL inside a value
+  // would make them check and use less than the row says (fuzz_rows).
+  auto has_nul = [](const std::string& v) { return v.find('\0') != std::string::npos; };
+  bool nul = has_nul(row.name) || has_nul(row.vhost_path) || (row.mac && has_nul(*row.mac));
+  if (row.qos) {
+    nul = nul || has_nul(row.qos->type);
+    for (const auto& [k, v] : row.qos->other_config) nul = nul || has_nul(k) || has_nul(v);
+  }
+  if (nul) return Error{where + "a column holds a NUL byte", EINVAL};
   if (row.vhost_path.empty() || row.vhost_path[0] != '/')
     return Error{where + "vhost_path \"" + row.vhost_path + "\" is not an absolute path", EINVAL};
   p.vhost_path = row.vhost_path;

@@ -379,6 +379,9 @@ TEST(PortFromRow, ValidatesLikeTheDocsSay) {
   EXPECT_NE(port_from_row(p).error().message.find("not a non-negative integer"), std::string::npos);
   p.qos->other_config = {{"pir", "99999999999999999999999"}};
   EXPECT_FALSE(port_from_row(p).ok());
+  // "12\0abc" would pass the rules as 12 (they read C strings).
+  p.qos->other_config = {{"pir", std::string("12\0abc", 6)}};
+  EXPECT_EQ(port_from_row(p).error().message, "port p: a column holds a NUL byte");
   p.qos.reset();
   p.ingress_policing_rate = -1;  // the schema forbids it; another client's row is checked anyway
   EXPECT_EQ(port_from_row(p).error().message,
