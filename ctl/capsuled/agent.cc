@@ -159,15 +159,35 @@ bool Agent::configure_datapath(const ovs::HostRow* host) {
     for (const auto& [k, v] : m) key << k << '=' << v << ';';
   }
   // Same settings: keep it, unless it is gone (its daemon exited).
-  if (key.str() == datapath_key_ && !datapath_->lost()) return false;
+  if (key.str() == datapath_key_ && !datapath_->lost()) {
+    refused_datapath_key_.clear();
+    datapath_refused_.clear();
+    return false;
+  }
+  if (key.str() == refused_datapath_key_ && !datapath_->lost()) return false;
   const std::string lost = datapath_->lost() ? datapath_->detail() : "";
   if (!lost.empty()) log(CAPSULE_LOG_WARN, lost + ": starting a new datapath");
-  // VMs hold threads of the old datapath: release them all, then admit them
-  // again on the new one.
-  release_all();
-  datapath_ = std::make_unique<DetachedDatapath>();
+  Result<std::unique_ptr<Datapath>> made = Error{"", 0};
+  if (datapath_->attached() && lost.empty()) {
+    // A running datapath is replaced only once its replacement exists:
+    // settings it refuses (its daemon checks them before it stops anything)
+    // change nothing, and no VM loses its network over a bad Host row.
+    made = datapath_factory_(settings);
+    if (!made) {
+      refused_datapath_key_ = key.str();
+      datapath_refused_ = made.error().message + "; the datapath keeps its previous settings";
+      log(CAPSULE_LOG_ERR, "datapath " + settings.type + ": new settings refused: " + datapath_refused_);
+      return false;
+    }
+    release_all();  // VMs held threads of the old datapath: admitted again on the new one
+  } else {
+    release_all();
+    datapath_ = std::make_unique<DetachedDatapath>();
+    made = datapath_factory_(settings);
+  }
+  refused_datapath_key_.clear();
+  datapath_refused_.clear();
   datapath_key_ = key.str();
-  auto made = datapath_factory_(settings);
   if (made) {
     datapath_ = std::move(*made);
     log(CAPSULE_LOG_INFO, "datapath " + datapath_->name() + " ready (" + settings.type + ")");
@@ -633,6 +653,7 @@ ovs::StatusUpdate Agent::status() const {
   h.status["pid"] = std::to_string(::getpid());
   h.status["datapath"] = datapath_->attached() ? datapath_->name() : datapath_->detail();
   if (!datapath_last_exit_.empty()) h.status["datapath_last_exit"] = datapath_last_exit_;
+  if (!datapath_refused_.empty()) h.status["datapath_refused"] = datapath_refused_;
   h.status["vms_running"] = std::to_string(running);
   h.status["vms_rejected"] = std::to_string(rejected);
   if (!config_.metrics_url.empty()) h.status["metrics"] = config_.metrics_url;

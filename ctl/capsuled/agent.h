@@ -119,6 +119,9 @@ class Agent {
   DatapathFactory datapath_factory_;
   std::unique_ptr<Datapath> datapath_;
   std::string datapath_key_;  // the Host settings datapath_ was made with
+  // Settings the running datapath refused (not tried again until they
+  // change), and why: the datapath kept what it had.
+  std::string refused_datapath_key_, datapath_refused_;
   std::string datapath_last_exit_;  // the last datapath that went away, and when it was replaced
   std::unique_ptr<Reservations> rsv_;
   std::string admission_key_;  // the Host settings rsv_ was made with

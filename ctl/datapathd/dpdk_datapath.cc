@@ -173,8 +173,8 @@ Result<VmDatapathStats> CapsuleDpdkDatapath::stats(const std::string& vm) const 
   c.rx_bytes = s->from_vm_bytes;
   c.tx_packets = s->to_vm_packets;
   c.tx_bytes = s->to_vm_bytes;
-  c.drops["policer_from_vm"] = s->from_vm_drops_yellow + s->from_vm_drops_red + s->from_vm_drops_pps;
-  c.drops["policer_to_vm"] = s->to_vm_drops_yellow + s->to_vm_drops_red + s->to_vm_drops_pps;
+  c.drops["policer_from_vm"] = s->from_vm_drops_red + s->from_vm_drops_pps;
+  c.drops["policer_to_vm"] = s->to_vm_drops_red + s->to_vm_drops_pps;
   c.drops["port_security"] = s->from_vm_drops_port_security;
   c.drops["ring_full"] = s->ring_full_drops;
   c.drops["vhost_enqueue"] = s->vhost_enqueue_drops;

@@ -10,6 +10,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <thread>
 
@@ -33,9 +34,9 @@ inline void bump(std::atomic<uint64_t>& c, uint64_t v = 1) {
 
 struct alignas(64) PmdCounters {  // written by the VM's PMD thread only
   std::atomic<uint64_t> from_vm_packets{0}, from_vm_bytes{0}, to_vm_packets{0}, to_vm_bytes{0};
-  std::atomic<uint64_t> from_vm_drops_yellow{0}, from_vm_drops_red{0}, from_vm_drops_pps{0};
+  std::atomic<uint64_t> from_vm_drops_red{0}, from_vm_drops_pps{0};
   std::atomic<uint64_t> from_vm_drops_port_security{0};
-  std::atomic<uint64_t> to_vm_drops_yellow{0}, to_vm_drops_red{0}, to_vm_drops_pps{0};
+  std::atomic<uint64_t> to_vm_drops_red{0}, to_vm_drops_pps{0};
   std::atomic<uint64_t> vhost_enqueue_drops{0}, not_connected_drops{0}, uplink_tx_drops{0};
   std::atomic<uint64_t> busy_iterations{0}, idle_iterations{0}, busy_cycles{0};
   std::atomic<uint64_t> blocks{0}, wakeups_by_kick{0}, wakeups_by_ring{0}, wakeups_by_room{0}, wakeups_by_policer{0};
@@ -69,10 +70,10 @@ struct Vm {
   // rate-limited, each VM on its own (one flapping guest hides no other's).
   log::RateLimit device_log_rl;
   // Datapath::log_drops (a control thread, under the datapath's mutex): the
-  // counters it last reported, when (steady ms; add_vm starts it), and its
-  // own rate limit.
+  // counters it last reported, when (add_vm starts it), and its own rate
+  // limit.
   VmStats drops_reported;
-  int64_t drops_reported_ms = 0;
+  std::chrono::steady_clock::time_point drops_reported_at;
   log::RateLimit drop_log_rl;
 
   // PMD thread state.

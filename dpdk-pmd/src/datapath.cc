@@ -27,13 +27,6 @@ namespace capsule::pmd {
 
 using namespace detail;
 
-namespace {
-int64_t steady_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-}  // namespace
-
 Result<PollPolicy> parse_poll_policy(const std::string& t) {
   if (t == "interrupt") return PollPolicy::kInterrupt;
   if (t == "busy") return PollPolicy::kBusy;
@@ -264,7 +257,7 @@ Status Datapath::add_vm(const VmConfig& v) {
   vm->txq = core.uplink ? core.uplink->queue_for_slot(vm->slot) : 0;
   vm->policers.store(pol.value().release());
   vm->ring_cap = impl_->cfg.ring_size;
-  vm->drops_reported_ms = steady_ms();
+  vm->drops_reported_at = std::chrono::steady_clock::now();
   // The eventfd first: nothing else to undo when it fails.
   vm->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (vm->wake_fd < 0) return errno_error("VM '" + v.name + "': eventfd", errno);
@@ -334,11 +327,9 @@ VmStats read_stats(const Vm& vm) {
   s.from_vm_bytes = r(c.from_vm_bytes);
   s.to_vm_packets = r(c.to_vm_packets);
   s.to_vm_bytes = r(c.to_vm_bytes);
-  s.from_vm_drops_yellow = r(c.from_vm_drops_yellow);
   s.from_vm_drops_red = r(c.from_vm_drops_red);
   s.from_vm_drops_pps = r(c.from_vm_drops_pps);
   s.from_vm_drops_port_security = r(c.from_vm_drops_port_security);
-  s.to_vm_drops_yellow = r(c.to_vm_drops_yellow);
   s.to_vm_drops_red = r(c.to_vm_drops_red);
   s.to_vm_drops_pps = r(c.to_vm_drops_pps);
   s.ring_full_drops = r(vm.ring_full_drops);
@@ -370,16 +361,17 @@ Result<VmStats> Datapath::stats(const std::string& name) const {
 
 void Datapath::log_drops() {
   std::lock_guard lk(impl_->mu);
-  const int64_t now_ms = steady_ms();
+  const auto at = std::chrono::steady_clock::now();
   for (auto& [name, vm] : impl_->vms) {
     const VmStats now = read_stats(*vm);
-    const auto d = drops_between(vm->drops_reported, now, double(now_ms - vm->drops_reported_ms) / 1000);
+    const auto d =
+        drops_between(vm->drops_reported, now, std::chrono::duration<double>(at - vm->drops_reported_at).count());
     // Policing, or a guest not there, is what the operator set up: a debug
     // line. Any other loss is news.
     if (d.total)
       vm->drop_log_rl.write(d.only_expected ? log::Level::kDbg : log::Level::kWarn, "pmd", "VM " + name + ": " + d.text);
     vm->drops_reported = now;
-    vm->drops_reported_ms = now_ms;
+    vm->drops_reported_at = at;
   }
   const uint64_t refusals = impl_->core.fdb.refusals();
   if (refusals > impl_->fdb_refusals_reported)

@@ -10,10 +10,10 @@ DropReport drops_between(const VmStats& before, const VmStats& now, double secon
   // Counters only grow while a VM exists; a smaller one is a new VM's.
   auto d = [](uint64_t b, uint64_t n) { return n >= b ? n - b : n; };
   const std::pair<const char*, uint64_t> expected[] = {
-      {"policer from the VM", d(before.from_vm_drops_red + before.from_vm_drops_yellow + before.from_vm_drops_pps,
-                                now.from_vm_drops_red + now.from_vm_drops_yellow + now.from_vm_drops_pps)},
-      {"policer to the VM", d(before.to_vm_drops_red + before.to_vm_drops_yellow + before.to_vm_drops_pps,
-                              now.to_vm_drops_red + now.to_vm_drops_yellow + now.to_vm_drops_pps)},
+      {"policer from the VM", d(before.from_vm_drops_red + before.from_vm_drops_pps,
+                                now.from_vm_drops_red + now.from_vm_drops_pps)},
+      {"policer to the VM", d(before.to_vm_drops_red + before.to_vm_drops_pps,
+                              now.to_vm_drops_red + now.to_vm_drops_pps)},
       {"guest not connected", d(before.not_connected_drops, now.not_connected_drops)},
   };
   const std::pair<const char*, uint64_t> lost[] = {

@@ -26,7 +26,7 @@
 
 namespace capsule::pmd::detail {
 
-enum class Verdict : uint8_t { kPass, kDropYellow, kDropRed, kDropPps };
+enum class Verdict : uint8_t { kPass, kDropRed, kDropPps };  // yellow passes (RFC 4115)
 
 inline constexpr uint64_t kNever = std::numeric_limits<uint64_t>::max();
 
@@ -69,7 +69,6 @@ class TokenBucket {
   }
   // Tokens per second at `hz` cycles per second.
   double rate(double hz) const { return double(per_period_) * hz / double(period_); }
-  uint64_t depth() const { return depth_; }
 
  private:
   uint64_t period_ = 1, per_period_ = 0, depth_ = 0, credit_ = 0;
@@ -95,7 +94,6 @@ class DirectionMeter {
   // Frames wait for tokens (or no longer do): the buckets may fill past
   // their burst by the credit, or are held to it again.
   void set_waiting(bool waiting) { waiting_ = waiting; }
-  bool waiting() const { return waiting_; }
   // How many frames of this length the policer passes per second (green
   // and yellow): what sizes the queue that may wait.
   double frames_per_second(uint32_t frame_len) const;

@@ -154,7 +154,6 @@ void Pmd::arm_policer_timer(uint64_t wake_tsc, uint64_t now) {
 
 void Pmd::count_drops(const PolicerDrops& d, bool from_vm) {
   auto& c = vm_->c;
-  if (d.yellow) bump(from_vm ? c.from_vm_drops_yellow : c.to_vm_drops_yellow, d.yellow);
   if (d.red) bump(from_vm ? c.from_vm_drops_red : c.to_vm_drops_red, d.red);
   if (d.pps) bump(from_vm ? c.from_vm_drops_pps : c.to_vm_drops_pps, d.pps);
 }

@@ -26,10 +26,9 @@
 namespace capsule::pmd::detail {
 
 struct PolicerDrops {
-  uint64_t yellow = 0, red = 0, pps = 0;
+  uint64_t red = 0, pps = 0;
   void count(Verdict v) {
-    if (v == Verdict::kDropYellow) ++yellow;
-    else if (v == Verdict::kDropRed) ++red;
+    if (v == Verdict::kDropRed) ++red;
     else if (v == Verdict::kDropPps) ++pps;
   }
 };
@@ -53,7 +52,6 @@ class PolicedInput {
   // Frames wait for tokens: the input need not be polled before wake_tsc().
   bool waiting() const { return waiting_; }
   uint64_t wake_tsc() const { return wake_tsc_; }
-  unsigned queued() const { return n_; }
 
   // Takes from `src` (Source: unsigned take(rte_mbuf**, unsigned),
   // unsigned backlog() = frames still in the input, unsigned capacity())

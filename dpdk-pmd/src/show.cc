@@ -15,10 +15,8 @@ void vm_block(std::ostringstream& o, const Datapath& dp, const std::string& name
   o << "  to VM: " << s.to_vm_packets << " packets, " << s.to_vm_bytes << " bytes\n";
   o << "  drops by cause:\n";
   o << "    port_security: " << s.from_vm_drops_port_security << "\n";
-  o << "    policer from VM (yellow/red/pps): " << s.from_vm_drops_yellow << "/" << s.from_vm_drops_red << "/"
-    << s.from_vm_drops_pps << "\n";
-  o << "    policer to VM (yellow/red/pps): " << s.to_vm_drops_yellow << "/" << s.to_vm_drops_red << "/"
-    << s.to_vm_drops_pps << "\n";
+  o << "    policer from VM (red/pps): " << s.from_vm_drops_red << "/" << s.from_vm_drops_pps << "\n";
+  o << "    policer to VM (red/pps): " << s.to_vm_drops_red << "/" << s.to_vm_drops_pps << "\n";
   o << "    ring_full: " << s.ring_full_drops << "\n";
   o << "    vhost_enqueue: " << s.vhost_enqueue_drops << "\n";
   o << "    not_connected: " << s.not_connected_drops << "\n";

@@ -305,8 +305,34 @@ TEST_F(AgentTest, DatapathIsMadeFromTheHostRowAndRemadeWhenItChanges) {
   EXPECT_EQ(rec->vms.count("vm1"), 1u);
   EXPECT_EQ(agent.status().vms.at(row.uuid).status.at("state"), "running");
 
-  // A datapath that cannot start: VMs keep their vCPU reservations, and
-  // every status says why there is no datapath.
+  // Settings the datapath cannot start with: refused, and nothing changes
+  // (the same datapath, the VM's network and its datapath thread's budget);
+  // Host status says why, until the row is mended.
+  agent.update(snapshot({row}, -1, "bogus"));
+  agent.reconcile();
+  EXPECT_EQ(made, 3);
+  ASSERT_TRUE(agent.datapath().attached());
+  auto st = agent.status();
+  EXPECT_EQ(st.host.status.at("datapath_refused"),
+            "unknown driver bogus; the datapath keeps its previous settings");
+  EXPECT_EQ(st.vms.at(row.uuid).status.at("state"), "running");
+  EXPECT_EQ(st.vms.at(row.uuid).status.at("datapath"), "attached");
+  EXPECT_TRUE(rsv::get_sched_params(pmd_.tid())->is_deadline());
+  agent.reconcile();
+  EXPECT_EQ(made, 3) << "refused settings are not tried again until they change";
+  agent.update(snapshot({row}, -1, "net_null1"));
+  agent.reconcile();
+  EXPECT_EQ(made, 3) << "the settings in force again: nothing to make";
+  EXPECT_EQ(agent.status().host.status.count("datapath_refused"), 0u);
+}
+
+// With no datapath running, one that cannot start leaves the VMs their
+// vCPU reservations, and every status says why there is no datapath.
+TEST_F(AgentTest, ADatapathThatCannotStartLeavesVcpuReservations) {
+  RecordingDatapath* rec = nullptr;
+  Agent agent(config(), recording(pmd_.tid(), &rec));
+  auto row = vm_row("vm1", vm_->pid(), 2000, 20000);
+  row.net_runtime_us = 1000;
   agent.update(snapshot({row}, -1, "bogus"));
   agent.reconcile();
   EXPECT_FALSE(agent.datapath().attached());
@@ -314,7 +340,7 @@ TEST_F(AgentTest, DatapathIsMadeFromTheHostRowAndRemadeWhenItChanges) {
   EXPECT_EQ(st.host.status.at("datapath"), "not attached: unknown driver bogus");
   EXPECT_EQ(st.vms.at(row.uuid).status.at("state"), "running");
   EXPECT_EQ(st.vms.at(row.uuid).status.at("datapath"), "not attached");
-  EXPECT_FALSE(rsv::get_sched_params(pmd_.tid())->is_deadline()) << "the old PMD thread kept its reservation";
+  EXPECT_FALSE(rsv::get_sched_params(pmd_.tid())->is_deadline());
   for (pid_t tid : vcpus(vm_->pid())) EXPECT_TRUE(rsv::get_sched_params(tid)->is_deadline());
 }
 

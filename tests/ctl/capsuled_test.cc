@@ -250,7 +250,7 @@ TEST_F(CapsuledTest, ServerModePortThatCannotComeUpSaysWhyInItsStatus) {
        "add-port", "vm1", "p1", dir + "/missing/vm1.sock", "vhost_mode=server", "--", "add-port", "vm1", "p2", file,
        "vhost_mode=server", "--", "add-port", "vm1", "p3", dir + "/vm1.sock", "vhost_mode=server"});
   auto port_status = [&](const std::string& port, const std::string& key) {
-    return testing::trim(ctl({"--if-exists", "get", "Port", port, "status:" + key}).out);
+    return column("Port", port, "status:" + key);
   };
   ASSERT_TRUE(testkit::wait_until([&] { return !port_status("p1", "reason").empty(); }, 10s));
   EXPECT_EQ(port_status("p1", "state"), "rejected");

@@ -6,12 +6,14 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <iostream>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "capsule/harness.h"
+#include "capsule/testkit.h"
 
 namespace capsule::testing {
 
@@ -49,14 +51,33 @@ class ControlPlaneTest : public ::testing::Test {
     EXPECT_EQ(r.rc, 0) << "capsule-ctl " << (args.empty() ? "" : args.front()) << " failed: " << r.err;
     return r.out;
   }
-  // VM `vm`'s status:KEY, unquoted ("" when absent).
-  std::string status(const std::string& vm, const std::string& key) {
-    return trim(ctl({"--if-exists", "get", "VM", vm, "status:" + key}).out);
+  // A column (or COLUMN:KEY) of a row, unquoted ("" when absent).
+  std::string column(const std::string& table, const std::string& row, const std::string& col) {
+    return trim(ctl({"--if-exists", "get", table, row, col}).out);
   }
+  // VM `vm`'s status:KEY.
+  std::string status(const std::string& vm, const std::string& key) { return column("VM", vm, "status:" + key); }
+  // host-a's status:KEY.
+  std::string host_status(const std::string& key) { return column("Host", "host-a", "status:" + key); }
 
   harness::TempDir dir_;
   std::unique_ptr<harness::Ovsdb> db_;
   std::unique_ptr<harness::Capsuled> agent_;
+};
+
+// The same, once capsuled has its capsule DPDK datapath (in
+// capsule-datapathd) up.
+class CapsuleDatapathTest : public ControlPlaneTest {
+ protected:
+  using ControlPlaneTest::ControlPlaneTest;
+  void SetUp() override {
+    ControlPlaneTest::SetUp();
+    if (HasFatalFailure()) return;
+    ASSERT_TRUE(wait_datapath()) << ctl({"show"}).out;
+  }
+  bool wait_datapath() {
+    return testkit::wait_until([&] { return host_status("datapath") == "capsule-dpdk"; }, std::chrono::seconds(20));
+  }
 };
 
 }  // namespace capsule::testing

@@ -27,15 +27,9 @@ namespace {
 using namespace std::chrono_literals;
 using testing::EmulatedVm;
 
-class DatapathTest : public testing::ControlPlaneTest {
+class DatapathTest : public testing::CapsuleDatapathTest {
  protected:
-  DatapathTest() : ControlPlaneTest("capsule-dp-test") {}
-  void SetUp() override {
-    ControlPlaneTest::SetUp();
-    if (HasFatalFailure()) return;
-    ASSERT_TRUE(testkit::wait_until([&] { return ctl({"show"}).out.find("capsule-dpdk") != std::string::npos; }, 20s))
-        << ctl({"show"}).out;
-  }
+  DatapathTest() : CapsuleDatapathTest("capsule-dp-test") {}
   // The datapath thread of a VM ("cpmd-<vm>" in capsule-datapathd), 0 if none.
   pid_t pmd_thread(const std::string& vm) const { return rsv::find_capsule_pmd(agent_->datapathd_pid(), vm); }
   double port_rate(const std::string& port, const std::string& key, std::chrono::milliseconds window,

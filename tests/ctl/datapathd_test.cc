@@ -42,23 +42,9 @@ bool exists(const std::string& path) {
   return ::lstat(path.c_str(), &st) == 0;
 }
 
-class DatapathdTest : public testing::ControlPlaneTest {
+class DatapathdTest : public testing::CapsuleDatapathTest {
  protected:
-  DatapathdTest() : ControlPlaneTest("capsule-dpd-test") {}
-  void SetUp() override {
-    ControlPlaneTest::SetUp();
-    if (HasFatalFailure()) return;
-    ASSERT_TRUE(testkit::wait_until([&] { return host_status("datapath") == "capsule-dpdk"; }, 20s))
-        << ctl({"show"}).out;
-  }
-  std::string get(const std::string& table, const std::string& row, const std::string& column) {
-    auto r = ctl({"--if-exists", "get", table, row, column});
-    std::string v = r.out;
-    while (!v.empty() && (v.back() == '\n')) v.pop_back();
-    if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
-    return v;
-  }
-  std::string host_status(const std::string& key) { return get("Host", "host-a", "status:" + key); }
+  DatapathdTest() : CapsuleDatapathTest("capsule-dpd-test") {}
   pid_t pmd_thread(const std::string& vm) const { return rsv::find_capsule_pmd(agent_->datapathd_pid(), vm); }
 
   // Two best-effort VMs, a sending 5 kpps of 256-byte frames to b.
@@ -71,7 +57,7 @@ class DatapathdTest : public testing::ControlPlaneTest {
                   "add-port", "b", "b0", b_->socket(), "mac=\"" + std::string(kMacB) + "\""});
     ASSERT_EQ(r.rc, 0) << r.out << r.err;
     ASSERT_TRUE(testkit::wait_until([&] { return b_->counter("rx_to_me") > 1000; }, 20s)) << a_->output() << b_->output();
-    ASSERT_TRUE(testkit::wait_until([&] { return get("Port", "b0", "status:state") == "attached"; }, 5s))
+    ASSERT_TRUE(testkit::wait_until([&] { return column("Port", "b0", "status:state") == "attached"; }, 5s))
         << ctl({"list", "Port", "b0"}).out;
   }
   // b counts more frames within `timeout`.
@@ -102,17 +88,17 @@ TEST_F(DatapathdTest, AgentSigkillKeepsTrafficFlowingAndTheNextAgentAdoptsTheDat
 
   ASSERT_TRUE(agent_->restart(*db_).ok());
   // It adopts: the same daemon, the same PMD threads, status as before.
-  ASSERT_TRUE(testkit::wait_until([&] { return host_status("datapath") == "capsule-dpdk"; }, 20s)) << ctl({"show"}).out;
+  ASSERT_TRUE(wait_datapath()) << ctl({"show"}).out;
   EXPECT_EQ(agent_->datapathd_pid(), daemon);
   EXPECT_EQ(pmd_thread("a"), pmd_a);
   EXPECT_EQ(pmd_thread("b"), pmd_b);
   for (const char* vm : {"a", "b"})
-    EXPECT_TRUE(testkit::wait_until([&] { return get("VM", vm, "status:state") == "running"; }, 10s))
+    EXPECT_TRUE(testkit::wait_until([&] { return status(vm, "state") == "running"; }, 10s))
         << ctl({"list", "VM", vm}).out;
   // Port status is written afresh by the new agent (its pid in the Host
   // row, its first statistics sample) and says attached.
   EXPECT_TRUE(testkit::wait_until([&] {
-    return get("Port", "a0", "status:state") == "attached" && get("Port", "b0", "status:state") == "attached";
+    return column("Port", "a0", "status:state") == "attached" && column("Port", "b0", "status:state") == "attached";
   }, 5s)) << ctl({"list", "Port"}).out;
   EXPECT_NE(harness::run({"/bin/cat", agent_->log_file()}).out.find("adopted the datapath in capsule-datapathd (pid " +
                                                                     std::to_string(daemon) + ") (same settings): 2 VMs"),
@@ -136,7 +122,7 @@ TEST_F(DatapathdTest, AgentSigkillKeepsTheReservedPmdThreadAndItsBudget) {
                 "add-port", "b", "b0", b_->socket(), "mac=\"" + std::string(kMacB) + "\""});
   ASSERT_EQ(r.rc, 0) << r.out << r.err;
   ASSERT_TRUE(testkit::wait_until([&] {
-    return get("VM", "b", "status:state") == "running" && get("VM", "a", "status:state") == "running";
+    return status("b", "state") == "running" && status("a", "state") == "running";
   }, 20s));
   ASSERT_TRUE(b_receives(1000, 20s)) << b_->output();
   const pid_t pmd_b = pmd_thread("b");
@@ -146,7 +132,7 @@ TEST_F(DatapathdTest, AgentSigkillKeepsTheReservedPmdThreadAndItsBudget) {
   agent_->kill();
   EXPECT_TRUE(b_receives(10'000, 10s)) << b_->output();
   ASSERT_TRUE(agent_->restart(*db_).ok());
-  ASSERT_TRUE(testkit::wait_until([&] { return get("VM", "b", "status:state") == "running"; }, 10s))
+  ASSERT_TRUE(testkit::wait_until([&] { return status("b", "state") == "running"; }, 10s))
       << ctl({"list", "VM", "b"}).out;
   EXPECT_EQ(pmd_thread("b"), pmd_b);
   auto p = rsv::get_sched_params(pmd_b);
@@ -154,7 +140,7 @@ TEST_F(DatapathdTest, AgentSigkillKeepsTheReservedPmdThreadAndItsBudget) {
   EXPECT_EQ(p->policy, rsv::kSchedDeadline);
   EXPECT_EQ(p->runtime, 4ms);
   EXPECT_EQ(p->period, 20ms);
-  EXPECT_TRUE(testkit::wait_until([&] { return get("Port", "b0", "status:state") == "attached"; }, 5s));
+  EXPECT_TRUE(testkit::wait_until([&] { return column("Port", "b0", "status:state") == "attached"; }, 5s));
   ASSERT_TRUE(b_receives(2'000, 5s)) << b_->output();
   EXPECT_LE(b_->longest_gap_ms("rx_to_me", killed_at - 1000), 2000);
 }
@@ -207,7 +193,7 @@ TEST_F(DatapathdTest, KilledDatapathDaemonIsReportedAndReplaced) {
   std::cout << "[ info     ] traffic " << (back ? "back" : "NOT back") << " " << secs
             << " s after SIGKILL of capsule-datapathd\n";
   EXPECT_TRUE(back) << "b: " << b_->output() << "\na: " << a_->output() << "\n" << ctl({"list", "Port"}).out;
-  EXPECT_TRUE(testkit::wait_until([&] { return get("Port", "b0", "status:state") == "attached"; }, 5s))
+  EXPECT_TRUE(testkit::wait_until([&] { return column("Port", "b0", "status:state") == "attached"; }, 5s))
       << ctl({"list", "Port", "b0"}).out;
 }
 
@@ -216,19 +202,19 @@ TEST_F(DatapathdTest, PortIsAttachedOnlyWhileItsVmIsConnected) {
   auto r = ctl({"--wait", "add-vm", "c", "pid=" + std::to_string(::getpid()), "--", "add-port", "c", "c0",
                 dir_.file("c.sock"), "mac=\"02:00:00:00:00:0c\""});
   ASSERT_EQ(r.rc, 0) << r.out << r.err;
-  EXPECT_TRUE(testkit::wait_until([&] { return get("Port", "c0", "status:state") == "waiting"; }, 5s))
+  EXPECT_TRUE(testkit::wait_until([&] { return column("Port", "c0", "status:state") == "waiting"; }, 5s))
       << ctl({"list", "Port", "c0"}).out;
-  EXPECT_EQ(get("Port", "c0", "status:reason").rfind("the VM has not connected to " + dir_.file("c.sock") + " (since 20", 0),
+  EXPECT_EQ(column("Port", "c0", "status:reason").rfind("the VM has not connected to " + dir_.file("c.sock") + " (since 20", 0),
             0u)
-      << get("Port", "c0", "status:reason");
+      << column("Port", "c0", "status:reason");
 
   start_traffic();  // b0 attached
   if (HasFatalFailure()) return;
-  EXPECT_FALSE(get("Port", "b0", "status:connected_at").empty());
+  EXPECT_FALSE(column("Port", "b0", "status:connected_at").empty());
   b_->finish();  // the VM goes away
-  EXPECT_TRUE(testkit::wait_until([&] { return get("Port", "b0", "status:state") == "waiting"; }, 5s))
+  EXPECT_TRUE(testkit::wait_until([&] { return column("Port", "b0", "status:state") == "waiting"; }, 5s))
       << ctl({"list", "Port", "b0"}).out;
-  EXPECT_EQ(get("Port", "b0", "status:reason").rfind("VM disconnected at 20", 0), 0u) << get("Port", "b0", "status:reason");
+  EXPECT_EQ(column("Port", "b0", "status:reason").rfind("VM disconnected at 20", 0), 0u) << column("Port", "b0", "status:reason");
   EXPECT_NE(harness::appctl(*agent_, {"capsule/show"}).out.find("port b0: waiting (VM disconnected at 20"),
             std::string::npos)
       << harness::appctl(*agent_, {"capsule/show"}).out;

@@ -66,7 +66,7 @@ bool delivery_settled(Datapath& dp, const std::string& vm, std::chrono::millisec
   auto seen = [&] {
     const auto s = stats_of(dp, vm);
     return s.to_vm_packets + s.ring_full_drops + s.vhost_enqueue_drops + s.not_connected_drops + s.to_vm_drops_red +
-           s.to_vm_drops_yellow + s.to_vm_drops_pps;
+           s.to_vm_drops_pps;
   };
   uint64_t last = seen();
   auto since = std::chrono::steady_clock::now();

@@ -45,16 +45,16 @@ TEST_P(PmdPolicer, HoldsItsRateAtTwiceTheOfferedLoad) {
   // The initial burst (cbs) is spent once the policer drops.
   auto drops_so_far = [&] {
     auto s = stats_of(*dp, pc.on_to_vm ? "b" : "a");
-    return pc.on_to_vm ? s.to_vm_drops_yellow + s.to_vm_drops_red + s.to_vm_drops_pps
-                       : s.from_vm_drops_yellow + s.from_vm_drops_red + s.from_vm_drops_pps;
+    return pc.on_to_vm ? s.to_vm_drops_red + s.to_vm_drops_pps
+                       : s.from_vm_drops_red + s.from_vm_drops_pps;
   };
   ASSERT_TRUE(testkit::wait_until([&] { return drops_so_far() > 0; }, 5s)) << pc.name << ": the policer never dropped";
   // Frames the policer saw (passed + dropped) and frames that passed.
   auto seen_passed = [&] {
     auto s = stats_of(*dp, pc.on_to_vm ? "b" : "a");
-    return pc.on_to_vm ? std::pair{s.to_vm_packets + s.to_vm_drops_yellow + s.to_vm_drops_red + s.to_vm_drops_pps,
+    return pc.on_to_vm ? std::pair{s.to_vm_packets + s.to_vm_drops_red + s.to_vm_drops_pps,
                                    s.to_vm_packets}
-                       : std::pair{s.from_vm_packets + s.from_vm_drops_yellow + s.from_vm_drops_red + s.from_vm_drops_pps,
+                       : std::pair{s.from_vm_packets + s.from_vm_drops_red + s.from_vm_drops_pps,
                                    s.from_vm_packets};
   };
   // The offered load must really be twice the rate in the window, or the
@@ -79,14 +79,13 @@ TEST_P(PmdPolicer, HoldsItsRateAtTwiceTheOfferedLoad) {
   auto sa = stats_of(*dp, "a");
   auto sb = stats_of(*dp, "b");
   const auto& s = pc.on_to_vm ? sb : sa;
-  const uint64_t drops = pc.on_to_vm ? s.to_vm_drops_red + s.to_vm_drops_yellow + s.to_vm_drops_pps
-                                     : s.from_vm_drops_red + s.from_vm_drops_yellow + s.from_vm_drops_pps;
+  const uint64_t drops = pc.on_to_vm ? s.to_vm_drops_red + s.to_vm_drops_pps
+                                     : s.from_vm_drops_red + s.from_vm_drops_pps;
   EXPECT_GT(drops, uint64_t(pc.expected * 2 * 0.7)) << "drops not counted";
   if (pc.qos.from_vm.packets.enabled() || pc.qos.to_vm.packets.enabled()) {
     EXPECT_EQ(drops, pc.on_to_vm ? s.to_vm_drops_pps : s.from_vm_drops_pps);
   } else {
-    // srTCM with ebs 0 and RFC 4115 both drop red only.
-    EXPECT_EQ(pc.on_to_vm ? s.to_vm_drops_yellow : s.from_vm_drops_yellow, 0u);
+    EXPECT_EQ(drops, pc.on_to_vm ? s.to_vm_drops_red : s.from_vm_drops_red);
   }
   // What passed arrived (nothing lost behind the policer).
   a.finish();
@@ -174,17 +173,17 @@ class PmdPolicerInCapsule : public DatapathTest, public ::testing::WithParamInte
     // Until the queue that may wait has filled: the policer drops.
     auto drops_so_far = [&] {
       auto s = stats_of(*dp, pc.on_to_vm ? "b" : "a");
-      return pc.on_to_vm ? s.to_vm_drops_yellow + s.to_vm_drops_red + s.to_vm_drops_pps
-                         : s.from_vm_drops_yellow + s.from_vm_drops_red + s.from_vm_drops_pps;
+      return pc.on_to_vm ? s.to_vm_drops_red + s.to_vm_drops_pps
+                         : s.from_vm_drops_red + s.from_vm_drops_pps;
     };
     EXPECT_TRUE(testkit::wait_until([&] { return drops_so_far() > 0; }, 5s)) << pc.name << ": the policer never dropped";
     const auto s0 = stats_of(*dp, pc.on_to_vm ? "b" : "a");
     const double rate = passed_rate(pc, 3s);
     const auto s1 = stats_of(*dp, pc.on_to_vm ? "b" : "a");
-    const uint64_t drops = pc.on_to_vm ? (s1.to_vm_drops_red + s1.to_vm_drops_yellow + s1.to_vm_drops_pps) -
-                                             (s0.to_vm_drops_red + s0.to_vm_drops_yellow + s0.to_vm_drops_pps)
-                                       : (s1.from_vm_drops_red + s1.from_vm_drops_yellow + s1.from_vm_drops_pps) -
-                                             (s0.from_vm_drops_red + s0.from_vm_drops_yellow + s0.from_vm_drops_pps);
+    const uint64_t drops = pc.on_to_vm ? (s1.to_vm_drops_red + s1.to_vm_drops_pps) -
+                                             (s0.to_vm_drops_red + s0.to_vm_drops_pps)
+                                       : (s1.from_vm_drops_red + s1.from_vm_drops_pps) -
+                                             (s0.from_vm_drops_red + s0.from_vm_drops_pps);
     // The sender offered clearly more than the rate: the rest was dropped.
     EXPECT_GT(double(drops), pc.expected) << pc.name << ": the policer dropped too little of what really exceeded it";
     std::printf("%s: %.0f frames/s passed of %.0f configured (%+.2f %%), %.0f dropped/s, %lu policer wake-ups\n",

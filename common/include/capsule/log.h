@@ -54,8 +54,8 @@ inline void warnings_to_stderr(Level level, const char* module, const std::strin
 }
 
 // Set once by the program before it starts threads that log; nullptr puts
-// stderr back.
-inline void set_sink(Sink s) { detail::sink().store(s ? s : &detail::stderr_sink); }
+// stderr back. Returns the sink it replaces.
+inline Sink set_sink(Sink s) { return detail::sink().exchange(s ? s : &detail::stderr_sink); }
 
 inline void write(Level level, const char* module, const std::string& message) {
   detail::sink().load()(level, module, message);

@@ -148,12 +148,11 @@ struct VmStats {
   uint64_t from_vm_bytes = 0;
   uint64_t to_vm_packets = 0;    // enqueued into the VM's virtio ring
   uint64_t to_vm_bytes = 0;
-  // Policer drops by colour (srTCM policers never colour yellow with ebs 0).
-  uint64_t from_vm_drops_yellow = 0;
+  // Policer drops: red (over the rate; yellow passes, as in OVS) and over
+  // the packet rate.
   uint64_t from_vm_drops_red = 0;
   uint64_t from_vm_drops_pps = 0;
   uint64_t from_vm_drops_port_security = 0;  // source MAC not the VM's (port security)
-  uint64_t to_vm_drops_yellow = 0;
   uint64_t to_vm_drops_red = 0;
   uint64_t to_vm_drops_pps = 0;
   uint64_t ring_full_drops = 0;     // senders found this VM's rx ring full

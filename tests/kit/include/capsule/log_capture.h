@@ -14,9 +14,9 @@ class LogCapture {
  public:
   LogCapture() {
     clear();
-    log::set_sink(&capture);
+    previous_ = log::set_sink(&capture);
   }
-  ~LogCapture() { log::set_sink(nullptr); }
+  ~LogCapture() { log::set_sink(previous_); }
   LogCapture(const LogCapture&) = delete;
   LogCapture& operator=(const LogCapture&) = delete;
 
@@ -46,6 +46,7 @@ class LogCapture {
     std::lock_guard lk(state().mu);
     state().lines.push_back(std::string(log::level_name(level)) + "|" + module + "|" + message);
   }
+  log::Sink previous_;
   static void clear() {
     std::lock_guard lk(state().mu);
     state().lines.clear();
