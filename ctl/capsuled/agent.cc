@@ -179,11 +179,18 @@ bool Agent::configure_datapath(const ovs::HostRow* host) {
       log(CAPSULE_LOG_ERR, "datapath " + settings.type + ": new settings refused: " + datapath_refused_);
       return false;
     }
-    release_all();  // VMs held threads of the old datapath: admitted again on the new one
   } else {
-    release_all();
     datapath_ = std::make_unique<DetachedDatapath>();
     made = datapath_factory_(settings);
+  }
+  // The VMs' ports and datapath threads were the old datapath's: this pass
+  // puts them on the new one, and each capsule swaps its old datapath
+  // thread for the new one. The vCPUs keep their budgets throughout.
+  for (auto& [name, st] : vms_) {
+    st.net_added = false;
+    st.net = {};
+    st.net_key.clear();
+    st.dp_stats.reset();
   }
   refused_datapath_key_.clear();
   datapath_refused_.clear();

@@ -351,11 +351,20 @@ TEST_F(AgentTest, LostDatapathIsReplacedAndOnlyAGracefulStopEndsIt) {
   int made = 0;
   Agent agent(config(), recording(pmd_.tid(), &rec, &made));
   auto row = vm_row("vm1", vm_->pid(), 2000, 20000);
+  row.net_runtime_us = 1000;
   row.ports.push_back(port_row());
   row.ports[0].mac = "02:00:00:00:00:01";
   agent.update(snapshot({row}));
   agent.reconcile();
   ASSERT_EQ(made, 1);
+  ASSERT_TRUE(rsv::get_sched_params(pmd_.tid())->is_deadline());
+  const auto applies = [&] {
+    const std::string m = agent.metrics();
+    const auto at = m.find("capsule_apply_total{");
+    return at == std::string::npos ? std::string() : m.substr(at, m.find('\n', at) - at);
+  };
+  const std::string applies_before = applies();
+  ASSERT_FALSE(applies_before.empty());
   agent.sample();
   EXPECT_EQ(agent.status().ports.at(row.ports[0].uuid).status.at("state"), "attached");
   rec->guest_connected = false;
@@ -378,7 +387,9 @@ TEST_F(AgentTest, LostDatapathIsReplacedAndOnlyAGracefulStopEndsIt) {
   EXPECT_EQ(st.host.status.at("datapath_last_exit").rfind("recording datapath exited at noon; replaced at 20", 0), 0u)
       << st.host.status.at("datapath_last_exit");
   EXPECT_EQ(st.vms.at(row.uuid).status.at("state"), "running");
-  EXPECT_FALSE(rec->shut_down);
+  EXPECT_EQ(applies(), applies_before) << "the capsule was released and admitted again";
+  for (pid_t tid : vcpus(vm_->pid())) EXPECT_EQ(rsv::get_sched_params(tid)->runtime, 2ms);
+  EXPECT_TRUE(rsv::get_sched_params(pmd_.tid())->is_deadline()) << "the datapath thread left its capsule";
   agent.shutdown();
   EXPECT_TRUE(rec->shut_down);
 }
