@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <limits>
 #include <string>
 
 #include "row_validation.h"
@@ -64,9 +65,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   ovs::VmRow vm;
   vm.name = in.ConsumeRandomLengthString(16);
-  // This process (no vCPU threads) or a pidfile that is not there: the
+  // A pid or a pidfile that is not there: the
   // checks before the kernel is asked are what is fuzzed.
-  if (in.ConsumeBool()) vm.pid = in.ConsumeBool() ? int64_t(::getpid()) : in.ConsumeIntegral<int64_t>() % 4;
+  if (in.ConsumeBool()) {
+    // Any number; one that names a process is this one (no vCPU threads).
+    const int64_t pid = in.ConsumeIntegral<int64_t>();
+    vm.pid = pid > 0 && pid <= std::numeric_limits<pid_t>::max() ? int64_t(::getpid()) : pid;
+  }
   if (in.ConsumeBool()) vm.pidfile = "/nonexistent/capsule-fuzz.pid";
   auto opt = [&]() -> std::optional<int64_t> {
     if (!in.ConsumeBool()) return std::nullopt;

@@ -364,14 +364,14 @@ void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluat
   }
   if (!desired) {
     // The process is gone: nothing left to hold. A configuration error: keep
-    // what was admitted before (like OVS keeps the last good configuration).
+    // what was admitted before, ports included (like OVS keeps the last good
+    // configuration).
     // ENOENT on a reserved VM: its vCPU threads or its pidfile went away,
     // which is a VM on its way out, not a bad row.
-    if (desired.error().errnum == ESRCH || desired.error().errnum == ENOENT || !st.reserved) {
+    if (desired.error().errnum == ESRCH || desired.error().errnum == ENOENT)
       release_vm(row.name, st);
-    } else {
+    else if (st.reserved)
       st.in_force = describe(*rsv_->find(row.name));
-    }
     reject(row.name, st, desired.error().message);
     return;
   }

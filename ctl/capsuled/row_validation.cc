@@ -3,13 +3,28 @@
 #include <cerrno>
 #include <limits>
 #include <regex>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "capsule/rsv/discovery.h"
 #include "capsule/rsv/spec.h"
 #include "qos/qos-rules.h"
 
 namespace capsule::agent {
+namespace {
+
+// The kernel, DPDK and the QoS rules read C strings: a NUL inside a value
+// would make them check and use less than the row says (fuzz_rows found
+// "12\0..." passing as 12). The message shows the NUL as \0.
+Status no_nul(const std::string& column, const std::string& text) {
+  if (text.find('\0') == std::string::npos) return Status::Ok();
+  std::string shown;
+  for (char c : text) shown += c ? std::string(1, c) : std::string("\\0");
+  return Error{column + " \"" + shown + "\" holds a NUL byte", EINVAL};
+}
+
+}  // namespace
 
 using std::chrono::microseconds;
 
@@ -17,15 +32,14 @@ Result<PortConfig> port_from_row(const ovs::PortRow& row) {
   PortConfig p;
   p.name = row.name;
   const std::string where = "port " + row.name + ": ";
-  // The kernel, DPDK and the QoS rules read C strings: a NUL inside a value
-  // would make them check and use less than the row says (fuzz_rows).
-  auto has_nul = [](const std::string& v) { return v.find('\0') != std::string::npos; };
-  bool nul = has_nul(row.name) || has_nul(row.vhost_path) || (row.mac && has_nul(*row.mac));
+  std::vector<std::pair<std::string, const std::string*>> texts{{"name", &row.name}, {"vhost_path", &row.vhost_path}};
+  if (row.mac) texts.emplace_back("mac", &*row.mac);
   if (row.qos) {
-    nul = nul || has_nul(row.qos->type);
-    for (const auto& [k, v] : row.qos->other_config) nul = nul || has_nul(k) || has_nul(v);
+    texts.emplace_back("QoS type", &row.qos->type);
+    for (const auto& [k, v] : row.qos->other_config) texts.emplace_back("QoS key", &k), texts.emplace_back("QoS " + k, &v);
   }
-  if (nul) return Error{where + "a column holds a NUL byte", EINVAL};
+  for (const auto& [column, text] : texts)
+    if (Status st = no_nul(column, *text); !st) return Error{where + st.error().message, EINVAL};
   if (row.vhost_path.empty() || row.vhost_path[0] != '/')
     return Error{where + "vhost_path \"" + row.vhost_path + "\" is not an absolute path", EINVAL};
   p.vhost_path = row.vhost_path;
@@ -34,6 +48,12 @@ Result<PortConfig> port_from_row(const ovs::PortRow& row) {
     static const std::regex mac_re("^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$");
     if (!std::regex_match(*row.mac, mac_re))
       return Error{where + "mac \"" + *row.mac + "\" is not an Ethernet address (xx:xx:xx:xx:xx:xx)", EINVAL};
+    // What the datapath can give a VM's port (dpdk-pmd refuses the rest too,
+    // later and without the port's name).
+    if (std::stoi(row.mac->substr(0, 2), nullptr, 16) & 1)
+      return Error{where + "mac \"" + *row.mac + "\" is a multicast address: a port needs a unicast MAC", EINVAL};
+    if (row.mac->find_first_not_of("0:") == std::string::npos)
+      return Error{where + "mac \"" + *row.mac + "\" is the zero address: a port needs a unicast MAC", EINVAL};
     p.mac = *row.mac;
   }
   if (row.qos) {
@@ -73,7 +93,15 @@ Result<DesiredVm> desired_from_row(const ovs::VmRow& row, const Reservations& ho
     d.net.ports.push_back(std::move(*p));
   }
 
+  if (Status st = no_nul("name", row.name); !st) return st.error();
+  if (row.pidfile)
+    if (Status st = no_nul("pidfile", *row.pidfile); !st) return st.error();
   if (row.pid && row.pidfile) return Error{"both pid and pidfile are set: set one of them", EINVAL};
+  // pid_t is 32 bits: a larger number would wrap onto some other process.
+  if (row.pid && (*row.pid <= 0 || *row.pid > std::numeric_limits<pid_t>::max()))
+    return Error{"pid " + std::to_string(*row.pid) + " is not a process id (1 .. " +
+                     std::to_string(std::numeric_limits<pid_t>::max()) + ")",
+                 EINVAL};
   if (!row.pid && !row.pidfile)
     return Error{"neither pid nor pidfile is set: capsuled cannot find the VM's threads", EINVAL};
   if (!row.vcpu_runtime_us || !row.period_us)

@@ -418,8 +418,14 @@ TEST(PortFromRow, ValidatesLikeTheDocsSay) {
   EXPECT_FALSE(port_from_row(p).ok());
   // "12\0abc" would pass the rules as 12 (they read C strings).
   p.qos->other_config = {{"pir", std::string("12\0abc", 6)}};
-  EXPECT_EQ(port_from_row(p).error().message, "port p: a column holds a NUL byte");
+  EXPECT_EQ(port_from_row(p).error().message, "port p: QoS pir \"12\\0abc\" holds a NUL byte");
   p.qos.reset();
+  p.mac = "01:00:5e:00:00:01";
+  EXPECT_EQ(port_from_row(p).error().message,
+            "port p: mac \"01:00:5e:00:00:01\" is a multicast address: a port needs a unicast MAC");
+  p.mac = "00:00:00:00:00:00";
+  EXPECT_FALSE(port_from_row(p).ok());
+  p.mac.reset();
   p.ingress_policing_rate = -1;  // the schema forbids it; another client's row is checked anyway
   EXPECT_EQ(port_from_row(p).error().message,
             "port p: ingress_policing_rate -1 is negative (0 turns the policer off)");
@@ -435,6 +441,38 @@ TEST(DesiredFromRow, RefusesDurationsOutOfRangeWithTheirColumn) {
   row.period_us = 10000;
   row.net_runtime_us = -3;
   EXPECT_EQ(desired_from_row(row, *host).error().message, "net_runtime_us -3 is out of range (0 .. 9223372036854775 µs)");
+  // A pid beyond pid_t would wrap onto another process.
+  row.net_runtime_us.reset();
+  row.pid = 4294967297;
+  EXPECT_EQ(desired_from_row(row, *host).error().message, "pid 4294967297 is not a process id (1 .. 2147483647)");
+}
+
+// A best-effort VM whose row then asks for an impossible reservation is
+// refused with the reason and keeps what it had: its port stays on the
+// datapath.
+TEST_F(AgentTest, ABadReservationOnABestEffortVmLeavesItsNetworkUp) {
+  RecordingDatapath* rec = nullptr;
+  Agent agent(config(), recording(pmd_.tid(), &rec));
+  auto row = vm_row("vm1", vm_->pid(), 0, 0);
+  row.vcpu_runtime_us.reset();
+  row.period_us.reset();
+  row.ports.push_back(port_row());
+  row.ports[0].mac = "02:00:00:00:00:01";
+  agent.update(snapshot({row}));
+  agent.reconcile();
+  ASSERT_EQ(rec->vms.count("vm1"), 1u);
+  ASSERT_EQ(agent.status().vms.at(row.uuid).status.at("state"), "running");
+
+  row.vcpu_runtime_us = 30000;  // above the period
+  row.period_us = 20000;
+  row.fingerprint += "+";
+  agent.update(snapshot({row}));
+  agent.reconcile();
+  const auto st = agent.status().vms.at(row.uuid).status;
+  EXPECT_EQ(st.at("state"), "rejected");
+  EXPECT_NE(st.at("reason").find("larger than the period"), std::string::npos) << st.at("reason");
+  EXPECT_EQ(rec->vms.count("vm1"), 1u) << "a refused row took the VM's port down";
+  EXPECT_EQ(rec->removes, 0);
 }
 
 // A datapath that outlived the previous agent holds VMs: they are this
