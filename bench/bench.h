@@ -3,6 +3,9 @@
 // last line); they are not tests and never assert.
 #pragma once
 
+#include <sys/types.h>
+
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -40,6 +43,14 @@ using capsule::median;
 using capsule::percentile;
 // R^2 of the least-squares line through (x, y) (capsule/stats.h).
 inline double r_squared(const std::vector<double>& x, const std::vector<double>& y) { return fit_line(x, y).r_squared; }
+
+// Milliseconds since t0 (steady clock).
+inline double ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+// A process's resident memory (KiB, -1 if gone) and CPU time so far (s).
+long rss_kib(pid_t pid);
+double cpu_seconds(pid_t pid);
 
 // "--key value" lookup with a default.
 std::string arg(const std::vector<std::string>& args, const std::string& key, const std::string& def);

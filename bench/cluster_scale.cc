@@ -34,43 +34,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double ms_since(Clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-}
-
-std::string slurp(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
-
 // RSS (KiB) and CPU time used so far (s) of a process.
-std::pair<long, double> usage(pid_t pid) {
-  long rss = -1;
-  std::ifstream st("/proc/" + std::to_string(pid) + "/status");
-  for (std::string line; std::getline(st, line);)
-    if (line.rfind("VmRSS:", 0) == 0) rss = std::atol(line.c_str() + 6);
-  const std::string stat = slurp("/proc/" + std::to_string(pid) + "/stat");
-  double cpu = 0;
-  if (auto paren = stat.rfind(')'); paren != std::string::npos) {
-    std::istringstream in(stat.substr(paren + 2));
-    std::string f;
-    unsigned long long utime = 0, stime = 0;
-    for (int field = 3; field <= 15 && in >> f; ++field) {
-      if (field == 14) utime = std::stoull(f);
-      if (field == 15) stime = std::stoull(f);
-    }
-    cpu = double(utime + stime) / double(::sysconf(_SC_CLK_TCK));
-  }
-  return {rss, cpu};
-}
+std::pair<long, double> usage(pid_t pid) { return {rss_kib(pid), cpu_seconds(pid)}; }
 
-int count(const std::string& text, const std::string& what) {
-  int n = 0;
-  for (std::size_t at = 0; (at = text.find(what, at)) != std::string::npos; at += what.size()) ++n;
-  return n;
-}
 
 std::string mac_of(int n) {
   char mac[32];
@@ -130,7 +96,7 @@ int cluster_scale(const std::vector<std::string>& args) {
   }
   auto running_hosts = [&] {
     auto r = ctl({"--bare", "--columns=chassis", "find", "Host", "status:state=running"});
-    return r.rc == 0 ? count(r.out, "sim-") : -1;
+    return r.rc == 0 ? testkit::count_of(r.out, "sim-") : -1;
   };
   if (!testkit::wait_until([&] { return running_hosts() == chassis; }, std::chrono::seconds(120))) {
     std::cerr << "only " << running_hosts() << " of " << chassis << " simulated hosts registered\n";
@@ -250,11 +216,11 @@ int cluster_scale(const std::vector<std::string>& args) {
 
   // Exactly once: every expected line in its agent's log.
   std::map<std::string, std::string> log_of;
-  for (std::size_t i = 0; i < names.size(); ++i) log_of[names[i]] = slurp(logs[i]);
+  for (std::size_t i = 0; i < names.size(); ++i) log_of[names[i]] = testkit::read_file(logs[i]);
   int lost = 0, doubled = 0;
   for (const auto& ch : done)
     for (const auto& e : ch.expect) {
-      const int n = count(log_of[ch.chassis], e);
+      const int n = testkit::count_of(log_of[ch.chassis], e);
       if (n == 0) {
         ++lost;
         std::cerr << "lost: " << ch.op << " " << ch.vm << " on " << ch.chassis << " (\"" << e << "\")\n";

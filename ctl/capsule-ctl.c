@@ -55,6 +55,8 @@ static bool dry_run;                   /* --dry-run */
 static bool wait_for_reload;           /* --wait */
 static const char *chassis_opt;        /* --chassis */
 static unsigned int timeout;           /* --timeout */
+/* Without --timeout, how long a list of members may go without a leader. */
+#define LEADERLESS_LIMIT_MS 15000
 static struct table_style table_style = TABLE_STYLE_DEFAULT;
 
 static struct ovsdb_idl *the_idl;
@@ -118,7 +120,13 @@ main(int argc, char *argv[])
     unsigned int seqno = ovsdb_idl_get_seqno(the_idl);
     for (;;) {
         ovsdb_idl_run(the_idl);
-        cluster_session_run(&the_session, the_idl, strchr(db, ',') != NULL);
+        cluster_session_run(&the_session, the_idl);
+        /* A list is retried for ever by the IDL: without --timeout, a list
+         * with no reachable leader (a typo, a cluster down) ends here. */
+        if (!timeout && cluster_session_leaderless_ms(&the_session) > LEADERLESS_LIMIT_MS) {
+            ctl_fatal("%s: no leader among these members within %d s (is the cluster up? "
+                      "--timeout=SECS waits longer)", db, LEADERLESS_LIMIT_MS / 1000);
+        }
         if (!ovsdb_idl_is_alive(the_idl)) {
             int retval = ovsdb_idl_get_last_error(the_idl);
             ctl_fatal("%s: database connection failed (%s)",
@@ -134,6 +142,9 @@ main(int argc, char *argv[])
         if (seqno == ovsdb_idl_get_seqno(the_idl)) {
             ovsdb_idl_wait(the_idl);
             cluster_session_wait(&the_session);
+            if (!timeout && cluster_session_leaderless_ms(&the_session)) {
+                poll_timer_wait(LEADERLESS_LIMIT_MS / 10);  /* to see the limit pass */
+            }
             poll_block();
         }
     }
@@ -183,7 +194,8 @@ Options:\n\
                               (default: %s); a clustered database's\n\
                               members comma-separated (tcp:A:6641,tcp:B:6641,\n\
                               ...): writes go through the leader, and the\n\
-                              members are tried until --timeout\n\
+                              members are tried until --timeout (without\n\
+                              it, for 15 s)\n\
   --chassis=NAME              the host add-vm uses and --wait waits for\n\
                               (default: the only Host row)\n\
   --wait                      wait until capsuled has applied the change;\n\
@@ -1111,7 +1123,7 @@ do_capsule_ctl(const char *args, struct ctl_command *commands, size_t n_commands
         ovsdb_idl_enable_reconnect(idl);
         for (;;) {
             ovsdb_idl_run(idl);
-            cluster_session_run(&the_session, idl, true);
+            cluster_session_run(&the_session, idl);
             const struct capsulerec_host *host;
             bool done = false;
             CAPSULEREC_HOST_FOR_EACH (host, idl) {

@@ -26,13 +26,6 @@
 namespace capsule::harness {
 namespace {
 
-std::string slurp(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
-
 }  // namespace
 
 std::string find_program(const std::string& name) {
@@ -80,8 +73,8 @@ CmdResult run(const std::vector<std::string>& argv, std::chrono::milliseconds ti
     ::waitpid(pid, &status, 0);
   }
   r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  r.out = slurp(out_tmpl);
-  r.err = slurp(err_tmpl);
+  r.out = testkit::read_file(out_tmpl);
+  r.err = testkit::read_file(err_tmpl);
   if (!done) r.err += "\n(killed after timeout)";
   ::unlink(out_tmpl);
   ::unlink(err_tmpl);
@@ -123,7 +116,7 @@ Status Ovsdb::launch() {
   if (!testkit::wait_until([&] { return socket_answers(sock) || !proc_->running(); },
                            std::chrono::seconds(10)) ||
       !proc_->running())
-    return Error{"ovsdb-server did not come up: " + slurp(dir_ + "/ovsdb-server.log"), EIO};
+    return Error{"ovsdb-server did not come up: " + testkit::read_file(dir_ + "/ovsdb-server.log"), EIO};
   return Status::Ok();
 }
 
@@ -199,7 +192,7 @@ Status OvsdbCluster::launch(int i) {
   if (!testkit::wait_until([&] { return cluster_status(i).find("Status:") != std::string::npos || !m.proc->running(); },
                            std::chrono::seconds(10)) ||
       !m.proc->running())
-    return Error{"cluster member " + std::to_string(i) + " did not come up: " + slurp(m.log), EIO};
+    return Error{"cluster member " + std::to_string(i) + " did not come up: " + testkit::read_file(m.log), EIO};
   return Status::Ok();
 }
 
@@ -299,7 +292,7 @@ double port_statistic_rate(const Ovsdb& db, const std::string& port, const std::
 
 bool process_alive(pid_t pid) {
   if (pid <= 0 || (::kill(pid, 0) != 0 && errno == ESRCH)) return false;
-  const std::string stat = slurp("/proc/" + std::to_string(pid) + "/stat");
+  const std::string stat = testkit::read_file("/proc/" + std::to_string(pid) + "/stat");
   const auto paren = stat.rfind(')');
   return paren != std::string::npos && paren + 2 < stat.size() && stat[paren + 2] != 'Z';
 }
@@ -352,7 +345,7 @@ Status Capsuled::restart(const std::string& db) {
                lines.find("\n" + pid + "\n") != std::string::npos;
       },
       std::chrono::seconds(15));
-  if (!up || !proc_->running()) return Error{"capsuled did not come up; its log:\n" + slurp(log_), EIO};
+  if (!up || !proc_->running()) return Error{"capsuled did not come up; its log:\n" + testkit::read_file(log_), EIO};
   return Status::Ok();
 }
 
@@ -369,7 +362,7 @@ int Capsuled::kill() {
 }
 
 pid_t Capsuled::datapathd_pid() const {
-  const pid_t pid = pid_t(std::atol(slurp(dir_ + "/datapathd.pid").c_str()));
+  const pid_t pid = pid_t(std::atol(testkit::read_file(dir_ + "/datapathd.pid").c_str()));
   return process_alive(pid) ? pid : 0;
 }
 

@@ -23,16 +23,20 @@ struct ovsdb_idl;
 
 struct cluster_session {
     char *remote;              /* the list as the IDL has it now */
-    long long int down_since;  /* when the IDL lost its connection, 0: connected */
+    long long int down_since;  /* when the IDL lost its leader, 0: it has one */
+    long long int connected_since;  /* when the current connection came up, 0: none */
     long long int retry_at;
     int interval;              /* ms between rounds now */
 };
 
 void cluster_session_init(struct cluster_session *, const char *remote);
 void cluster_session_destroy(struct cluster_session *);
-/* After ovsdb_idl_run(); `retry` as given to ovsdb_idl_create(). */
-void cluster_session_run(struct cluster_session *, struct ovsdb_idl *, bool retry);
+/* After ovsdb_idl_run(). The IDL must have been created with retry. */
+void cluster_session_run(struct cluster_session *, struct ovsdb_idl *);
 /* Before poll_block(): wakes up for the next round while not connected. */
 void cluster_session_wait(const struct cluster_session *);
+/* How long the members have been without a leader for this client, 0 while
+ * it has one (or for a single remote). */
+long long int cluster_session_leaderless_ms(const struct cluster_session *);
 
 #endif

@@ -856,7 +856,7 @@ capsule_db_run(struct capsule_db *db)
 {
     latch_poll(&wake_latch);
     ovsdb_idl_run(db->idl);
-    cluster_session_run(&db->session, db->idl, true);
+    cluster_session_run(&db->session, db->idl);
     if (unixctl) {
         unixctl_server_run(unixctl);
     }

@@ -18,12 +18,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-std::string slurp(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+using testkit::read_file;
 
 class RsvCliTest : public ::testing::Test {
  protected:
@@ -58,15 +53,15 @@ TEST_F(RsvCliTest, ReservationLastsWhileTheCommandRuns) {
       if (!p || !p->is_deadline()) return false;
     }
     return true;
-  }, 3s)) << slurp(out_);
+  }, 3s)) << read_file(out_);
   auto p = get_sched_params(vcpus_[1].tid);
   EXPECT_EQ(p->runtime, 4ms);
   EXPECT_EQ(p->period, 20ms);
   const int status = cli->wait_exit(5s);
-  ASSERT_TRUE(WIFEXITED(status)) << slurp(out_);
-  EXPECT_EQ(WEXITSTATUS(status), 0) << slurp(out_);
+  ASSERT_TRUE(WIFEXITED(status)) << read_file(out_);
+  EXPECT_EQ(WEXITSTATUS(status), 0) << read_file(out_);
   for (const auto& v : vcpus_) EXPECT_EQ(get_sched_params(v.tid)->policy, SCHED_OTHER);
-  EXPECT_NE(slurp(out_).find("threads restored"), std::string::npos);
+  EXPECT_NE(read_file(out_).find("threads restored"), std::string::npos);
 }
 
 TEST_F(RsvCliTest, SigtermEndsTheReservationAndRestores) {
@@ -74,7 +69,7 @@ TEST_F(RsvCliTest, SigtermEndsTheReservationAndRestores) {
                                            std::to_string(vm_->pid()), "--runtime", "2ms", "--period", "20ms"},
                                           out_);
   ASSERT_TRUE(testkit::wait_until([&] { return get_sched_params(vcpus_[0].tid)->is_deadline(); }, 3s))
-      << slurp(out_);
+      << read_file(out_);
   const int status = cli->terminate();
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0);
@@ -88,7 +83,7 @@ TEST_F(RsvCliTest, BudgetAbovePeriodIsRefusedAndChangesNothing) {
   const int status = cli->wait_exit(5s);
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 1);
-  const std::string out = slurp(out_);
+  const std::string out = read_file(out_);
   EXPECT_NE(out.find("budget 30 ms is larger than the period 20 ms"), std::string::npos) << out;
   for (const auto& v : vcpus_) EXPECT_EQ(get_sched_params(v.tid)->policy, SCHED_OTHER);
 }
@@ -100,5 +95,5 @@ TEST_F(RsvCliTest, UnknownProcessIsRefused) {
   const int status = cli->wait_exit(5s);
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 1);
-  EXPECT_NE(slurp(out_).find("process 999999999 does not exist"), std::string::npos) << slurp(out_);
+  EXPECT_NE(read_file(out_).find("process 999999999 does not exist"), std::string::npos) << read_file(out_);
 }

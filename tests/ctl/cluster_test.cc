@@ -22,13 +22,7 @@ namespace capsule {
 namespace {
 
 using namespace std::chrono_literals;
-
-std::string slurp(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
+using testkit::count_of;
 
 // A number from capsuled's capsule/db-show ("monitor updates received: N").
 long db_show_number(const harness::Capsuled& agent, const std::string& label) {
@@ -40,11 +34,8 @@ long db_show_number(const harness::Capsuled& agent, const std::string& label) {
 
 // How often capsuled's log says a reservation was put in force or changed.
 int applies_logged(const harness::Capsuled& agent, const std::string& vm) {
-  const std::string log = slurp(agent.log_file());
-  int n = 0;
-  for (const std::string& what : {"VM " + vm + ": reserved: ", "VM " + vm + ": reservation changed: "})
-    for (std::size_t at = 0; (at = log.find(what, at)) != std::string::npos; at += what.size()) ++n;
-  return n;
+  const std::string log = testkit::read_file(agent.log_file());
+  return count_of(log, "VM " + vm + ": reserved: ") + count_of(log, "VM " + vm + ": reservation changed: ");
 }
 
 std::string trim(const harness::CmdResult& r) { return testing::trim(r.out); }
@@ -97,6 +88,12 @@ TEST(ConditionalMonitoring, ChangesForHostANeverWakeHostB) {
   const std::string show_a2 = harness::appctl(**a, {"capsule/db-show"}).out;
   EXPECT_NE(show_a2.find("VM 1, Port 1, QoS 1, Calibration 1"), std::string::npos) << show_a2;
   EXPECT_GE(db_show_number(**a, "monitor updates received"), a_before + 5);
+  // The port and QoS changes reached A's datapath: the new MAC is in its
+  // forwarding table, and its datapath daemon changed the VM twice.
+  const std::string fdb_a = harness::appctl(**a, {"capsule/fdb-show"}).out;
+  EXPECT_NE(fdb_a.find("02:00:00:00:00:11"), std::string::npos) << fdb_a;
+  EXPECT_EQ(count_of(testkit::read_file((*a)->datapathd_log()), "VM vma: changed"), 2)
+      << testkit::read_file((*a)->datapathd_log());
 
   // B saw none of it (its own status writes do not wake it either), and
   // its VM is as it was.
@@ -110,11 +107,15 @@ TEST(ConditionalMonitoring, ChangesForHostANeverWakeHostB) {
 
   // A VM moved from A to B: A releases it, B applies it with its port.
   ctl({"--wait", "--chassis=host-b", "set", "VM", "vma", "chassis=host-b"});
-  EXPECT_TRUE(testkit::wait_until([&] { return has_deadline(vm_a.vcpu_tids().at(0), 1500us, 20ms); }, 5s));
+  EXPECT_EQ(applies_logged(**b, "vma"), 1);
+  EXPECT_TRUE(has_deadline(vm_a.vcpu_tids().at(0), 1500us, 20ms));
   const std::string show_b = harness::appctl(**b, {"capsule/db-show"}).out;
   EXPECT_NE(show_b.find("VM 2, Port 2, QoS 2"), std::string::npos) << show_b;
-  const std::string show_a3 = harness::appctl(**a, {"capsule/db-show"}).out;
-  EXPECT_NE(show_a3.find("VM 0, Port 0, QoS 0"), std::string::npos) << show_a3;
+  // A learns it on its own update (the --wait above was B's).
+  EXPECT_TRUE(testkit::wait_until([&] {
+    return testkit::read_file((*a)->log_file()).find("VM vma left the database") != std::string::npos &&
+           harness::appctl(**a, {"capsule/db-show"}).out.find("VM 0, Port 0, QoS 0") != std::string::npos;
+  }, 10s)) << harness::appctl(**a, {"capsule/db-show"}).out;
   EXPECT_EQ(trim(ctl({"get", "VM", "vma", "status:state"})), "running");
 }
 
@@ -130,10 +131,24 @@ class ClusterTest : public ::testing::Test {
     agent_ = std::move(*a);
   }
   void TearDown() override {
-    if (HasFailure() && agent_) std::cerr << "---- capsuled log ----\n" << slurp(agent_->log_file());
+    if (HasFailure() && agent_) std::cerr << "---- capsuled log ----\n" << testkit::read_file(agent_->log_file());
   }
   harness::CmdResult ctl(const std::vector<std::string>& args) {
     return harness::ctl(cluster_->remotes(), args, std::chrono::seconds(30));
+  }
+  // The member that leads once there is one (an election may be on).
+  int leader() {
+    int l = -1;
+    EXPECT_TRUE(testkit::wait_until([&] { return (l = cluster_->leader()) >= 0; }, 30s)) << "no leader";
+    return l;
+  }
+  // Sets vm1's budget through the cluster: applied to `vcpu`, and the n-th
+  // reservation the agent logged for it (once each, never twice).
+  void set_runtime_applied(pid_t vcpu, int runtime_us, int n) {
+    auto r = ctl({"--wait", "set", "VM", "vm1", "vcpu_runtime_us=" + std::to_string(runtime_us)});
+    ASSERT_EQ(r.rc, 0) << r.err;
+    EXPECT_TRUE(has_deadline(vcpu, std::chrono::microseconds(runtime_us), 20ms));
+    EXPECT_EQ(applies_logged(*agent_, "vm1"), n);
   }
 
   harness::TempDir dir_{"capsule-scale-cluster"};
@@ -151,45 +166,44 @@ TEST_F(ClusterTest, AgentKeepsApplyingThroughFollowerAndLeaderFailover) {
   ASSERT_EQ(applies_logged(*agent_, "vm1"), 1);
 
   // A follower dies: writes and the agent go on.
-  const int leader = cluster_->leader();
-  ASSERT_GE(leader, 0);
-  const int follower = (leader + 1) % 3;
+  const int follower = (leader() + 1) % 3;
   cluster_->kill(follower);
-  r = ctl({"--wait", "set", "VM", "vm1", "vcpu_runtime_us=1100"});
-  ASSERT_EQ(r.rc, 0) << r.err;
-  EXPECT_TRUE(has_deadline(vcpu, 1100us, 20ms));
+  ASSERT_NO_FATAL_FAILURE(set_runtime_applied(vcpu, 1100, 2));
   ASSERT_TRUE(cluster_->start_again(follower));
   ASSERT_TRUE(cluster_->wait_healthy());
-  r = ctl({"--wait", "set", "VM", "vm1", "vcpu_runtime_us=1200"});
-  ASSERT_EQ(r.rc, 0) << r.err;
-  EXPECT_TRUE(has_deadline(vcpu, 1200us, 20ms));
-  EXPECT_EQ(applies_logged(*agent_, "vm1"), 3);
+  ASSERT_NO_FATAL_FAILURE(set_runtime_applied(vcpu, 1200, 3));
 
-  // The leader dies. The change is written while the cluster elects a new
-  // one (capsule-ctl tries the members until one leads): the agent follows
-  // the new leader, applies it once, and what it held stays meanwhile.
-  const int old_leader = cluster_->leader();
+  // The leader dies. While the agent has no database, what it holds stays;
+  // the change is written while the cluster elects a new leader (capsule-ctl
+  // tries the members until one leads), and the agent, following the new
+  // leader, applies it once.
+  const int old_leader = leader();
   ASSERT_GE(old_leader, 0);
   cluster_->kill(old_leader);
+  EXPECT_TRUE(testkit::wait_until([&] {
+    return harness::appctl(*agent_, {"capsule/db-show"}).out.find("not connected") != std::string::npos;
+  }, 10s)) << harness::appctl(*agent_, {"capsule/db-show"}).out;
   EXPECT_TRUE(has_deadline(vcpu, 1200us, 20ms));
-  r = ctl({"--wait", "set", "VM", "vm1", "vcpu_runtime_us=1300"});
-  ASSERT_EQ(r.rc, 0) << r.err;
-  EXPECT_TRUE(has_deadline(vcpu, 1300us, 20ms));
-  const int new_leader = cluster_->leader();
-  EXPECT_GE(new_leader, 0);
-  EXPECT_NE(new_leader, old_leader);
-  EXPECT_EQ(applies_logged(*agent_, "vm1"), 4);
+  ASSERT_NO_FATAL_FAILURE(set_runtime_applied(vcpu, 1300, 4));
 
   // The old leader comes back as a follower; nothing is applied again.
   ASSERT_TRUE(cluster_->start_again(old_leader));
   ASSERT_TRUE(cluster_->wait_healthy());
-  r = ctl({"--wait", "set", "VM", "vm1", "vcpu_runtime_us=1400"});
-  ASSERT_EQ(r.rc, 0) << r.err;
-  EXPECT_TRUE(has_deadline(vcpu, 1400us, 20ms));
-  EXPECT_EQ(applies_logged(*agent_, "vm1"), 5);
+  ASSERT_NO_FATAL_FAILURE(set_runtime_applied(vcpu, 1400, 5));
   EXPECT_EQ(testing::trim(ctl({"get", "VM", "vm1", "status:state"}).out), "running");
-  EXPECT_EQ(testing::trim(ctl({"get", "Host", "host-a", "cur_cfg"}).out),
-            testing::trim(ctl({"get", "Host", "host-a", "next_cfg"}).out));
+}
+
+// A list of members none of which answers (a typo, a cluster down): without
+// --timeout, capsule-ctl gives up after a while and says so, instead of
+// waiting for ever.
+TEST(ClusterCtl, AListWithNoLeaderFailsWithTheReason) {
+  const int p1 = harness::free_tcp_port(), p2 = harness::free_tcp_port();
+  const std::string remotes = "tcp:127.0.0.1:" + std::to_string(p1) + ",tcp:127.0.0.1:" + std::to_string(p2);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = harness::run({harness::capsule_ctl_path(), "--db=" + remotes, "show"}, 60s);
+  EXPECT_EQ(r.rc, 1) << r.out << r.err;
+  EXPECT_NE(r.err.find(remotes + ": no leader among these members within 15 s"), std::string::npos) << r.err;
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 40s);
 }
 
 }  // namespace

@@ -10,6 +10,8 @@
 
 #include <climits>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
 namespace capsule::testkit {
 
@@ -122,6 +124,19 @@ bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds tim
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   return true;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+int count_of(const std::string& text, const std::string& what) {
+  int n = 0;
+  for (std::size_t at = 0; (at = text.find(what, at)) != std::string::npos; at += what.size()) ++n;
+  return n;
 }
 
 std::string sibling_binary(const std::string& name) {

@@ -89,4 +89,9 @@ bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds tim
 // Path of a binary built next to the running one (build/bin/NAME).
 std::string sibling_binary(const std::string& name);
 
+// A file's contents ("" if it cannot be read).
+std::string read_file(const std::string& path);
+// How often `what` occurs in `text` (a log line counted, ...).
+int count_of(const std::string& text, const std::string& what);
+
 }  // namespace capsule::testkit
