@@ -123,9 +123,17 @@ Result<pid_t> read_pidfile(const std::string& path) {
   if (!s) return Error{"cannot read pidfile " + path + ": " + s.error().message, s.error().errnum};
   pid_t pid = std::atoi(s->c_str());
   if (pid <= 0) return Error{"pidfile " + path + " does not hold a process id", EINVAL};
-  if (::kill(pid, 0) != 0 && errno == ESRCH)
+  if (!process_alive(pid))
     return Error{"pidfile " + path + " names process " + std::to_string(pid) + ", which is not running", ESRCH};
   return pid;
+}
+
+bool process_alive(pid_t pid) {
+  if (pid <= 0 || (::kill(pid, 0) != 0 && errno == ESRCH)) return false;
+  auto stat = read_text_file("/proc/" + std::to_string(pid) + "/stat");
+  if (!stat) return false;
+  const auto paren = stat->rfind(')');
+  return paren != std::string::npos && paren + 2 < stat->size() && (*stat)[paren + 2] != 'Z';
 }
 
 }  // namespace capsule::rsv

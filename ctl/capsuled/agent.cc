@@ -64,21 +64,6 @@ std::string describe(const rsv::VmReservationSpec& spec) {
   return s.str();
 }
 
-// Everything of a VmNetConfig, as text: equal keys mean nothing to change.
-std::string net_config_key(const VmNetConfig& c) {
-  std::ostringstream k;
-  for (const auto& p : c.ports) {
-    k << p.name << '|' << p.vhost_path << '|' << p.vhost_client << '|' << p.mac << '|' << p.ingress_kbps << '|'
-      << p.ingress_burst_kb << '|' << p.ingress_kpps << '|' << p.ingress_burst_kpkts << '|';
-    if (p.egress) {
-      k << p.egress->type;
-      for (const auto& [key, v] : p.egress->params) k << ',' << key << '=' << v;
-    }
-    k << ';';
-  }
-  return k.str();
-}
-
 }  // namespace
 
 Agent::Agent(AgentConfig config, DatapathFactory datapath_factory)
@@ -152,19 +137,13 @@ bool Agent::configure_datapath(const ovs::HostRow* host) {
   settings.type = host->datapath_type.value_or("capsule");
   settings.dpdk_options = host->dpdk_options;
   settings.uplink = host->uplink;
-  std::ostringstream key;
-  key << settings.type;
-  for (const auto& m : {settings.dpdk_options, settings.uplink}) {
-    key << '|';
-    for (const auto& [k, v] : m) key << k << '=' << v << ';';
-  }
   // Same settings: keep it, unless it is gone (its daemon exited).
-  if (key.str() == datapath_key_ && !datapath_->lost()) {
-    refused_datapath_key_.clear();
+  if (settings == datapath_settings_ && !datapath_->lost()) {
+    refused_settings_.reset();
     datapath_refused_.clear();
     return false;
   }
-  if (key.str() == refused_datapath_key_ && !datapath_->lost()) return false;
+  if (settings == refused_settings_ && !datapath_->lost()) return false;
   const std::string lost = datapath_->lost() ? datapath_->detail() : "";
   if (!lost.empty()) log(CAPSULE_LOG_WARN, lost + ": starting a new datapath");
   Result<std::unique_ptr<Datapath>> made = Error{"", 0};
@@ -174,7 +153,7 @@ bool Agent::configure_datapath(const ovs::HostRow* host) {
     // change nothing, and no VM loses its network over a bad Host row.
     made = datapath_factory_(settings);
     if (!made) {
-      refused_datapath_key_ = key.str();
+      refused_settings_ = settings;
       datapath_refused_ = made.error().message + "; the datapath keeps its previous settings";
       log(CAPSULE_LOG_ERR, "datapath " + settings.type + ": new settings refused: " + datapath_refused_);
       return false;
@@ -189,12 +168,11 @@ bool Agent::configure_datapath(const ovs::HostRow* host) {
   for (auto& [name, st] : vms_) {
     st.net_added = false;
     st.net = {};
-    st.net_key.clear();
     st.dp_stats.reset();
   }
-  refused_datapath_key_.clear();
+  refused_settings_.reset();
   datapath_refused_.clear();
-  datapath_key_ = key.str();
+  datapath_settings_ = settings;
   if (made) {
     datapath_ = std::move(*made);
     log(CAPSULE_LOG_INFO, "datapath " + datapath_->name() + " ready (" + settings.type + ")");
@@ -205,7 +183,6 @@ bool Agent::configure_datapath(const ovs::HostRow* host) {
       VmState& st = vms_[vm.vm];
       st.net_added = true;
       st.net = vm;
-      st.net_key = net_config_key(vm);
     }
     if (!lost.empty()) datapath_last_exit_ = lost + "; replaced at " + format_utc(unix_ms_now());
   } else {
@@ -250,7 +227,6 @@ void Agent::release_vm(const std::string& name, VmState& st) {
   }
   if (st.net_added) (void)datapath_->remove_vm(name);
   st.reserved = st.net_added = false;
-  st.net_key.clear();
   st.net = {};
   st.meter.reset();
   st.threads.clear();
@@ -268,14 +244,12 @@ void Agent::bring_up_ports(const ovs::VmRow& row, VmState& st) {
     if (!p) return;  // the port's own status says why
     net.ports.push_back(std::move(*p));
   }
-  const std::string key = net_config_key(net);
-  if (st.net_added && key == st.net_key) return;
+  if (st.net_added && net == st.net) return;
   if (Status s = datapath_->add_vm(net); !s) {
     log(CAPSULE_LOG_WARN, "VM " + row.name + ": datapath: " + s.error().message);
     return;
   }
   st.net_added = !net.ports.empty();
-  st.net_key = key;
   st.net = net;
 }
 
@@ -396,8 +370,7 @@ void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluat
   bool net_added_now = false, net_changed = false;
   const VmNetConfig net_before = st.net;
   if (datapath_->attached()) {
-    const std::string net_key = net_config_key(desired->net);
-    if (!st.net_added || net_key != st.net_key) {
+    if (!st.net_added || desired->net != st.net) {
       if (Status s = datapath_->add_vm(desired->net); !s) {
         if (st.reserved) st.in_force = describe(*rsv_->find(row.name));
         reject(row.name, st, "datapath: " + s.error().message);
@@ -406,7 +379,6 @@ void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluat
       net_added_now = !st.net_added;
       net_changed = st.net_added;
       st.net_added = true;
-      st.net_key = net_key;
       st.net = desired->net;
     }
     if (auto tid = datapath_->pmd_tid(row.name)) {
@@ -421,12 +393,10 @@ void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluat
     if (net_added_now) {
       (void)datapath_->remove_vm(row.name);
       st.net_added = false;
-      st.net_key.clear();
-      st.net = {};
+        st.net = {};
     } else if (net_changed) {
       if (Status s = datapath_->add_vm(net_before); !s)
         log(CAPSULE_LOG_ERR, "VM " + row.name + ": cannot restore its datapath configuration: " + s.error().message);
-      st.net_key = net_config_key(net_before);
       st.net = net_before;
     }
   };

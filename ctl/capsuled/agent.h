@@ -87,7 +87,6 @@ class Agent {
     bool reserved = false;
     bool net_added = false;
     VmNetConfig net;           // what the datapath holds for this VM
-    std::string net_key;       // the same, as text
     pid_t pid = 0;
     rsv::AdmissionDecision decision;
     std::unique_ptr<rsv::UtilisationMeter> meter;
@@ -118,10 +117,11 @@ class Agent {
   AgentConfig config_;
   DatapathFactory datapath_factory_;
   std::unique_ptr<Datapath> datapath_;
-  std::string datapath_key_;  // the Host settings datapath_ was made with
+  std::optional<DatapathSettings> datapath_settings_;  // what datapath_ was made with
   // Settings the running datapath refused (not tried again until they
   // change), and why: the datapath kept what it had.
-  std::string refused_datapath_key_, datapath_refused_;
+  std::optional<DatapathSettings> refused_settings_;
+  std::string datapath_refused_;
   std::string datapath_last_exit_;  // the last datapath that went away, and when it was replaced
   std::unique_ptr<Reservations> rsv_;
   std::string admission_key_;  // the Host settings rsv_ was made with

@@ -17,7 +17,6 @@
 #include <map>
 #include <memory>
 #include <optional>
-#include <set>
 #include <string>
 #include <vector>
 
@@ -31,6 +30,7 @@ namespace capsule::agent {
 struct PolicerConfig {
   std::string type;
   std::map<std::string, uint64_t> params;
+  bool operator==(const PolicerConfig&) const = default;
 };
 
 struct PortConfig {
@@ -41,11 +41,13 @@ struct PortConfig {
   std::optional<PolicerConfig> egress;  // VM -> wire
   uint64_t ingress_kbps = 0, ingress_burst_kb = 0;      // wire -> VM, 0 = off
   uint64_t ingress_kpps = 0, ingress_burst_kpkts = 0;
+  bool operator==(const PortConfig&) const = default;
 };
 
 struct VmNetConfig {
   std::string vm;
   std::vector<PortConfig> ports;
+  bool operator==(const VmNetConfig&) const = default;  // equal: nothing to change
 };
 
 struct PortCounters {
@@ -132,6 +134,7 @@ struct DatapathSettings {
   std::string type = "capsule";                   // Host:datapath_type
   std::map<std::string, std::string> dpdk_options;  // Host:dpdk_options (EAL)
   std::map<std::string, std::string> uplink;        // Host:uplink
+  bool operator==(const DatapathSettings&) const = default;
 };
 
 // Makes the datapath for the Host row's settings. capsuled calls it on the

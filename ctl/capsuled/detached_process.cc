@@ -72,13 +72,5 @@ Result<pid_t> spawn_detached(const std::vector<std::string>& argv, const std::st
   return daemon;
 }
 
-bool process_alive(pid_t pid) {
-  if (pid <= 0 || (::kill(pid, 0) != 0 && errno == ESRCH)) return false;
-  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  if (!std::getline(f, line)) return false;
-  const auto paren = line.rfind(')');
-  return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] != 'Z';
-}
 
 }  // namespace capsule::agent

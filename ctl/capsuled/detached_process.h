@@ -19,7 +19,4 @@ namespace capsule::agent {
 // failed to (then it exits 127 at once).
 Result<pid_t> spawn_detached(const std::vector<std::string>& argv, const std::string& output);
 
-// Whether `pid` is alive (a zombie is not).
-bool process_alive(pid_t pid);
-
 }  // namespace capsule::agent

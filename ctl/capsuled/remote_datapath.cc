@@ -11,6 +11,7 @@
 #include <fstream>
 
 #include "capsule/ovs/shim.h"
+#include "capsule/rsv/discovery.h"
 #include "capsule/wall_clock.h"
 #include "detached_process.h"
 #include "protocol.h"
@@ -32,12 +33,6 @@ std::string self_dir() {
   if (n <= 0) return ".";
   std::string p(buf, std::size_t(n));
   return p.substr(0, p.rfind('/'));
-}
-
-pid_t read_pid(const std::string& pidfile) {
-  std::ifstream f(pidfile);
-  long pid = 0;
-  return f >> pid ? pid_t(pid) : 0;
 }
 
 // The last lines of a log, for an error a user reads.
@@ -66,10 +61,10 @@ bool wait_for(const std::function<bool()>& pred, milliseconds timeout) {
 void stop_daemon(datapathd::Client& client, pid_t pid) {
   if (auto r = client.call({{"op", "shutdown"}}); !r)
     log(CAPSULE_LOG_WARN, who(pid) + ": shutdown: " + r.error().message);
-  if (!wait_for([&] { return !process_alive(pid); }, std::chrono::seconds(10))) {
+  if (!wait_for([&] { return !rsv::process_alive(pid); }, std::chrono::seconds(10))) {
     log(CAPSULE_LOG_WARN, who(pid) + " did not exit 10 s after shutdown: killed");
     ::kill(pid, SIGKILL);
-    wait_for([&] { return !process_alive(pid); }, std::chrono::seconds(5));
+    wait_for([&] { return !rsv::process_alive(pid); }, std::chrono::seconds(5));
   }
 }
 
@@ -79,8 +74,9 @@ Result<datapathd::Client> connect_or_start(const DatapathdOptions& o) {
   if (c) return c;
   // One that is starting (its pidfile is written once it listens, so this
   // is rare) is waited for; otherwise a new one is started.
-  pid_t pid = read_pid(o.pidfile);
-  if (!process_alive(pid)) {
+  auto running = rsv::read_pidfile(o.pidfile);
+  pid_t pid = running ? *running : 0;
+  if (!running) {
     if (::access(o.program.c_str(), X_OK) != 0)
       return errno_error("cannot start the datapath daemon " + o.program, errno);
     auto spawned = spawn_detached({o.program, "--socket=" + o.socket, "--pidfile=" + o.pidfile,
@@ -94,7 +90,7 @@ Result<datapathd::Client> connect_or_start(const DatapathdOptions& o) {
   wait_for([&] {
     c = datapathd::Client::connect(o.socket);
     if (c) return true;
-    died = !process_alive(pid);
+    died = !rsv::process_alive(pid);
     return died;
   }, o.start_timeout);
   if (c) return c;
@@ -128,7 +124,7 @@ RemoteDatapath::RemoteDatapath(datapathd::Client client, pid_t pid, std::string 
       on_lost_(std::move(on_lost)) {
   pidfd_ = int(::syscall(SYS_pidfd_open, pid_, 0));
   stop_fd_ = ::eventfd(0, EFD_CLOEXEC);
-  if (pidfd_ < 0 && !process_alive(pid_)) {
+  if (pidfd_ < 0 && !rsv::process_alive(pid_)) {
     exited_ms_ = unix_ms_now();
     exited_ = true;
   }

@@ -20,7 +20,6 @@
 #include <chrono>
 #include <functional>
 #include <memory>
-#include <set>
 #include <string>
 #include <thread>
 
@@ -59,7 +58,6 @@ class RemoteDatapath final : public Datapath {
   Result<std::string> pmd_stats_show(const std::string& vm) const override;
   Result<std::string> fdb_show() const override;
 
-  pid_t pid() const { return pid_; }
 
  private:
   Result<datapathd::json> call(const datapathd::json& request) const;

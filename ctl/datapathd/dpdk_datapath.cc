@@ -118,13 +118,15 @@ Status CapsuleDpdkDatapath::add_vm(const VmNetConfig& config) {
   if (config.ports.empty()) return remove_vm(config.vm);
   auto next = vm_config(config);
   if (!next) return next.error();
-  const std::string port = config.ports.front().name;
-  auto cur = in_force_.find(config.vm);
-  if (cur == in_force_.end()) {
+  auto cur = held_.find(config.vm);
+  int64_t since_ms = cur == held_.end() ? 0 : cur->second.since_ms;
+  if (cur == held_.end()) {
     if (Status st = dp_->add_vm(*next); !st) return st;
-    port_since_ms_[config.vm] = unix_ms_now();
+    since_ms = unix_ms_now();
+  } else if (cur->second.net == config) {
+    return Status::Ok();  // nothing to change: the port stays connected
   } else {
-    const pmd::VmConfig& old = cur->second;
+    const pmd::VmConfig& old = cur->second.cfg;
     const bool same_port = old.port.socket_path == next->port.socket_path && old.port.mode == next->port.mode &&
                            old.mac == next->mac;
     if (same_port) {
@@ -133,24 +135,38 @@ Status CapsuleDpdkDatapath::add_vm(const VmNetConfig& config) {
     } else {
       if (Status st = dp_->remove_vm(config.vm); !st) return st;
       if (Status st = dp_->add_vm(*next); !st) {
-        (void)dp_->add_vm(old);  // the previous port comes back: nothing in force changed
+        // The previous port comes back: nothing in force changed.
+        if (Status back = dp_->add_vm(old); !back) {
+          held_.erase(cur);
+          return Error{st.error().message + "; the previous port could not be restored either: " +
+                           back.error().message,
+                       st.error().errnum};
+        }
         return st;
       }
-      port_since_ms_[config.vm] = unix_ms_now();
+      since_ms = unix_ms_now();
     }
   }
-  in_force_[config.vm] = *next;
-  port_name_[config.vm] = port;
+  held_[config.vm] = Held{config, *next, since_ms};
   return Status::Ok();
 }
 
 Status CapsuleDpdkDatapath::remove_vm(const std::string& vm) {
-  if (!in_force_.count(vm)) return Status::Ok();
+  if (!held_.count(vm)) return Status::Ok();
   Status st = dp_->remove_vm(vm);
-  in_force_.erase(vm);
-  port_name_.erase(vm);
-  port_since_ms_.erase(vm);
+  held_.erase(vm);
   return st;
+}
+
+std::vector<VmNetConfig> CapsuleDpdkDatapath::in_force() const {
+  std::vector<VmNetConfig> out;
+  for (const auto& [name, h] : held_) out.push_back(h.net);
+  return out;
+}
+
+const VmNetConfig* CapsuleDpdkDatapath::find(const std::string& vm) const {
+  auto it = held_.find(vm);
+  return it == held_.end() ? nullptr : &it->second.net;
 }
 
 std::optional<pid_t> CapsuleDpdkDatapath::pmd_tid(const std::string& vm) const {
@@ -184,11 +200,13 @@ Result<VmDatapathStats> CapsuleDpdkDatapath::stats(const std::string& vm) const 
   c.connects = s->connects;
   c.last_connect_ms = s->last_connect_ms;
   c.last_disconnect_ms = s->last_disconnect_ms;
-  if (auto cfg = in_force_.find(vm); cfg != in_force_.end()) c.socket = cfg->second.port.socket_path;
-  if (auto since = port_since_ms_.find(vm); since != port_since_ms_.end()) c.since_ms = since->second;
   VmDatapathStats out;
-  auto it = port_name_.find(vm);
-  out.ports[it == port_name_.end() ? vm : it->second] = c;
+  auto it = held_.find(vm);
+  if (it != held_.end()) {
+    c.socket = it->second.cfg.port.socket_path;
+    c.since_ms = it->second.since_ms;
+  }
+  out.ports[it == held_.end() ? vm : it->second.net.ports.front().name] = c;
   out.cycles_per_packet = s->cycles_per_packet;
   return out;
 }

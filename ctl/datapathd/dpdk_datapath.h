@@ -28,13 +28,19 @@ class CapsuleDpdkDatapath final : public Datapath {
   Result<VmDatapathStats> stats(const std::string& vm) const override;
   Result<std::string> pmd_stats_show(const std::string& vm) const override;
   Result<std::string> fdb_show() const override;
+  std::vector<VmNetConfig> in_force() const override;
+  // The VM's configuration in force, or nullptr.
+  const VmNetConfig* find(const std::string& vm) const;
   void log_drops() { dp_->log_drops(); }
 
  private:
+  struct Held {
+    VmNetConfig net;     // as the agent gave it
+    pmd::VmConfig cfg;   // as the datapath runs it
+    int64_t since_ms;    // when its port was made
+  };
   std::unique_ptr<pmd::Datapath> dp_;
-  std::map<std::string, pmd::VmConfig> in_force_;  // what each VM runs with now
-  std::map<std::string, std::string> port_name_;   // VM -> its port's name
-  std::map<std::string, int64_t> port_since_ms_;   // VM -> when its port was made
+  std::map<std::string, Held> held_;  // by VM name
 };
 
 // Host:dpdk_options and Host:uplink -> pmd::DatapathConfig, refusing keys

@@ -49,7 +49,7 @@ usage: capsule-datapathd [OPTIONS]
 
 Runs the per-VM datapath (EAL, uplink, vhost-user ports, PMD threads) for
 capsuled, which configures it over a unix socket (newline-delimited JSON:
-hello, list, configure, add_vm, remove_vm, pmd_tid, stats, shutdown). It keeps
+protocol.h's ops: hello, configure, add_vm, ...). It keeps
 forwarding when capsuled dies; the next capsuled adopts it. capsuled starts it
 when nobody serves the socket; a graceful stop of capsuled stops it.
 
@@ -82,6 +82,11 @@ Options parse_options(int argc, char** argv) {
   for (;;) {
     const int c = getopt_long(argc, argv, "hV", long_options, nullptr);
     if (c == -1) break;
+    // An empty path would bind an abstract socket or write "/.tmp".
+    if ((c == OPT_SOCKET || c == OPT_PIDFILE || c == OPT_LOG_FILE) && optarg && !*optarg) {
+      std::cerr << kProgram << ": --" << long_options[c - OPT_SOCKET].name << "= needs a path (--help)\n";
+      std::exit(2);
+    }
     switch (c) {
       case OPT_SOCKET: o.socket = optarg; break;
       case OPT_PIDFILE: o.pidfile = optarg ? optarg : default_pidfile(); break;

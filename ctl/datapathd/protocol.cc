@@ -1,6 +1,9 @@
 #include "protocol.h"
 
 #include <cstdlib>
+#include <stdexcept>
+#include <type_traits>
+#include <vector>
 
 namespace capsule::datapathd {
 namespace {
@@ -10,11 +13,70 @@ std::string env_or(const char* name, const char* def) {
   return v && *v ? v : def;
 }
 
-// nlohmann's errors name the type mismatch; `what` says where.
+// A field that is missing or of the wrong type, by its path
+// ("vm.ports[0].name must be a string").
+struct BadField : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Reads the fields of one JSON object, saying which one is wrong.
+class Fields {
+ public:
+  Fields(const json& j, std::string path) : j_(j), path_(std::move(path)) {
+    if (!j_.is_object()) throw BadField(path_ + " must be an object");
+  }
+  template <typename T>
+  T get(const char* key) const {
+    if (!j_.contains(key)) throw BadField(at(key) + " is missing");
+    return as<T>(j_.at(key), at(key));
+  }
+  template <typename T>
+  T get(const char* key, T def) const {
+    return j_.contains(key) && !j_.at(key).is_null() ? as<T>(j_.at(key), at(key)) : def;
+  }
+  bool has(const char* key) const { return j_.contains(key) && !j_.at(key).is_null(); }
+  Fields object(const char* key) const {
+    if (!j_.contains(key)) throw BadField(at(key) + " is missing");
+    return Fields(j_.at(key), at(key));
+  }
+  // The objects of an array field, each with its path.
+  std::vector<Fields> objects(const char* key) const {
+    if (!j_.contains(key) || !j_.at(key).is_array()) throw BadField(at(key) + " must be an array");
+    std::vector<Fields> out;
+    for (std::size_t i = 0; i < j_.at(key).size(); ++i)
+      out.emplace_back(j_.at(key).at(i), at(key) + "[" + std::to_string(i) + "]");
+    return out;
+  }
+
+ private:
+  std::string at(const char* key) const { return path_ + "." + key; }
+  template <typename T>
+  static T as(const json& v, const std::string& path) {
+    if constexpr (std::is_same_v<T, std::string>) {
+      if (!v.is_string()) throw BadField(path + " must be a string");
+    } else if constexpr (std::is_same_v<T, bool>) {
+      if (!v.is_boolean()) throw BadField(path + " must be true or false");
+    } else if constexpr (std::is_same_v<T, uint64_t>) {
+      if (!v.is_number_unsigned()) throw BadField(path + " must be a non-negative integer");
+    } else {  // a map of strings or of non-negative integers
+      using V = typename T::mapped_type;
+      if (!v.is_object()) throw BadField(path + " must be an object");
+      T m;
+      for (const auto& [k, x] : v.items()) m[k] = as<V>(x, path + "." + k);
+      return m;
+    }
+    return v.get<T>();
+  }
+  const json& j_;
+  std::string path_;
+};
+
 template <typename T, typename F>
 Result<T> parse(const json& j, const char* what, F&& f) {
   try {
     return f(j);
+  } catch (const BadField& e) {
+    return Error{std::string("malformed ") + what + ": " + e.what(), EINVAL};
   } catch (const json::exception& e) {
     return Error{std::string("malformed ") + what + ": " + e.what(), EINVAL};
   }
@@ -63,33 +125,34 @@ json to_json(const agent::VmDatapathStats& s) {
 
 Result<agent::DatapathSettings> settings_from_json(const json& j) {
   return parse<agent::DatapathSettings>(j, "settings", [](const json& v) {
+    using Map = std::map<std::string, std::string>;
+    const Fields f(v, "settings");
     agent::DatapathSettings s;
-    s.type = v.at("type").get<std::string>();
-    s.dpdk_options = v.value("dpdk_options", json::object()).get<std::map<std::string, std::string>>();
-    s.uplink = v.value("uplink", json::object()).get<std::map<std::string, std::string>>();
+    s.type = f.get<std::string>("type");
+    s.dpdk_options = f.get<Map>("dpdk_options", {});
+    s.uplink = f.get<Map>("uplink", {});
     return s;
   });
 }
 
 Result<agent::VmNetConfig> vm_from_json(const json& j) {
   return parse<agent::VmNetConfig>(j, "VM configuration", [](const json& v) {
+    const Fields f(v, "vm");
     agent::VmNetConfig c;
-    c.vm = v.at("vm").get<std::string>();
-    for (const auto& p : v.at("ports")) {
+    c.vm = f.get<std::string>("vm");
+    for (const Fields& p : f.objects("ports")) {
       agent::PortConfig port;
-      port.name = p.at("name").get<std::string>();
-      port.vhost_path = p.at("vhost_path").get<std::string>();
-      port.vhost_client = p.value("vhost_client", true);
-      port.mac = p.value("mac", std::string());
-      port.ingress_kbps = p.value("ingress_kbps", uint64_t(0));
-      port.ingress_burst_kb = p.value("ingress_burst_kb", uint64_t(0));
-      port.ingress_kpps = p.value("ingress_kpps", uint64_t(0));
-      port.ingress_burst_kpkts = p.value("ingress_burst_kpkts", uint64_t(0));
-      if (p.contains("egress") && !p.at("egress").is_null()) {
-        agent::PolicerConfig pol;
-        pol.type = p.at("egress").at("type").get<std::string>();
-        pol.params = p.at("egress").value("params", json::object()).get<std::map<std::string, uint64_t>>();
-        port.egress = pol;
+      port.name = p.get<std::string>("name");
+      port.vhost_path = p.get<std::string>("vhost_path");
+      port.vhost_client = p.get<bool>("vhost_client", true);
+      port.mac = p.get<std::string>("mac", "");
+      port.ingress_kbps = p.get<uint64_t>("ingress_kbps", 0);
+      port.ingress_burst_kb = p.get<uint64_t>("ingress_burst_kb", 0);
+      port.ingress_kpps = p.get<uint64_t>("ingress_kpps", 0);
+      port.ingress_burst_kpkts = p.get<uint64_t>("ingress_burst_kpkts", 0);
+      if (p.has("egress")) {
+        const Fields e = p.object("egress");
+        port.egress = agent::PolicerConfig{e.get<std::string>("type"), e.get<std::map<std::string, uint64_t>>("params", {})};
       }
       c.ports.push_back(std::move(port));
     }

@@ -3,7 +3,7 @@
 // order, on each connection.
 //
 //   {"op":"hello"}                   -> {"ok":true,"pid":P,"version":V,"started_ms":T,
-//   {"op":"list"}                        "configured":B,"settings":S|null,"detail":D,
+//                                        "configured":B,"settings":S|null,"detail":D,
 //                                        "vms":[VmNetConfig...]}  (the VMs in force)
 //   {"op":"configure","settings":S}  -> {"ok":true,"changed":B,"detail":D}
 //                                       same settings: nothing changes; other settings:
@@ -12,7 +12,8 @@
 //   {"op":"remove_vm","vm":NAME}     -> {"ok":true}
 //   {"op":"pmd_tid","vm":NAME}       -> {"ok":true,"tid":TID|null}
 //   {"op":"stats","vm":NAME}         -> {"ok":true,"stats":VmDatapathStats}
-//   {"op":"pmd_stats_show","vm":NAME|""} -> {"ok":true,"text":T}  (capsule/pmd-stats-show)
+//   {"op":"pmd_stats_show"[,"vm":NAME]} -> {"ok":true,"text":T}  (capsule/pmd-stats-show;
+//                                       without "vm": every VM)
 //   {"op":"fdb_show"}                -> {"ok":true,"text":T}  (capsule/fdb-show)
 //   {"op":"shutdown"}                -> {"ok":true} once every VM is removed and the
 //                                       datapath stopped; then the daemon exits 0
@@ -37,6 +38,9 @@ using json = nlohmann::json;
 
 inline constexpr const char* kProgram = "capsule-datapathd";
 inline constexpr const char* kVersion = "0.1.0";
+// The ops above, for messages.
+inline constexpr const char* kOps =
+    "hello, configure, add_vm, remove_vm, pmd_tid, stats, pmd_stats_show, fdb_show, shutdown";
 
 // $CAPSULE_RUNDIR (default /run/capsule)/datapathd.sock, .../datapathd.pid;
 // $CAPSULE_LOGDIR (default /var/log/capsule)/datapathd.log.
@@ -47,8 +51,8 @@ std::string default_log_file();
 json to_json(const agent::DatapathSettings& s);
 json to_json(const agent::VmNetConfig& c);
 json to_json(const agent::VmDatapathStats& s);
-// A malformed value is refused with what was wrong ("vm.ports[0].mac must be
-// a string").
+// A malformed value is refused with what was wrong, by its path
+// ("malformed VM configuration: vm.ports[0].mac must be a string").
 Result<agent::DatapathSettings> settings_from_json(const json& j);
 Result<agent::VmNetConfig> vm_from_json(const json& j);
 Result<agent::VmDatapathStats> stats_from_json(const json& j);

@@ -14,10 +14,6 @@ std::string text(const std::map<std::string, std::string>& m) {
   return s + "}";
 }
 
-bool same(const agent::DatapathSettings& a, const agent::DatapathSettings& b) {
-  return a.type == b.type && a.dpdk_options == b.dpdk_options && a.uplink == b.uplink;
-}
-
 Result<std::string> vm_name(const json& request) {
   if (!request.contains("vm") || !request.at("vm").is_string() || request.at("vm").get<std::string>().empty())
     return Error{"request " + request.value("op", std::string("?")) + " needs \"vm\": the VM's name", EINVAL};
@@ -25,8 +21,6 @@ Result<std::string> vm_name(const json& request) {
 }
 
 }  // namespace
-
-int64_t Service::unix_ms() { return unix_ms_now(); }
 
 json Service::handle(const json& request) {
   // A field of the wrong JSON type anywhere below throws; every op reads
@@ -41,10 +35,9 @@ json Service::handle(const json& request) {
 
 json Service::dispatch(const json& request) {
   if (!request.is_object() || !request.contains("op") || !request.at("op").is_string())
-    return refusal("a request is a JSON object with \"op\" (hello, list, configure, add_vm, remove_vm, pmd_tid, "
-                   "stats, shutdown)");
+    return refusal(std::string("a request is a JSON object with \"op\" (") + kOps + ")");
   const std::string op = request.at("op").get<std::string>();
-  if (op == "hello" || op == "list") return hello();
+  if (op == "hello") return hello();
   if (op == "configure") return configure(request);
   if (op == "add_vm") return add_vm(request);
   if (op == "remove_vm") return remove_vm(request);
@@ -63,17 +56,18 @@ json Service::dispatch(const json& request) {
     return ok({{"text", *text}});
   }
   if (op == "shutdown") {
-    log_(LogLevel::kInfo, "shutdown requested: removing " + std::to_string(vms_.size()) + " VMs");
+    log_(LogLevel::kInfo, "shutdown requested: removing " + std::to_string(dp_ ? dp_->in_force().size() : 0) + " VMs");
     stop();
     shutdown_ = true;
     return ok();
   }
-  return refusal("unknown op \"" + op + "\" (hello, list, configure, add_vm, remove_vm, pmd_tid, stats, pmd_stats_show, fdb_show, shutdown)");
+  return refusal("unknown op \"" + op + "\" (" + kOps + ")");
 }
 
 json Service::hello() const {
   json vms = json::array();
-  for (const auto& [name, c] : vms_) vms.push_back(to_json(c));
+  if (dp_)
+    for (const auto& c : dp_->in_force()) vms.push_back(to_json(c));
   return ok({{"pid", ::getpid()},
              {"version", kVersion},
              {"started_ms", started_ms_},
@@ -87,7 +81,7 @@ json Service::configure(const json& request) {
   if (!request.contains("settings")) return refusal("configure needs \"settings\"");
   auto s = settings_from_json(request.at("settings"));
   if (!s) return refusal(s.error().message);
-  if (dp_ && settings_ && same(*settings_, *s)) return ok({{"changed", false}, {"detail", dp_->detail()}});
+  if (dp_ && settings_ == *s) return ok({{"changed", false}, {"detail", dp_->detail()}});
   // rte_eal_init runs once per process: other EAL options need a new daemon.
   if (eal_options_ && pmd::eal_running() && *eal_options_ != s->dpdk_options)
     return refusal("the EAL of this " + std::string(kProgram) + " runs with dpdk_options " + text(*eal_options_) +
@@ -97,9 +91,9 @@ json Service::configure(const json& request) {
     return refusal("datapath type '" + s->type + "' is not available in " + kProgram + " (use \"capsule\")");
   if (auto cfg = agent::datapath_config(*s); !cfg) return refusal(cfg.error().message);
   const auto old_settings = settings_;
-  const auto old_vms = vms_;
+  const auto old_vms = dp_ ? dp_->in_force() : std::vector<agent::VmNetConfig>{};
   if (dp_) {
-    log_(LogLevel::kInfo, "new settings: removing " + std::to_string(vms_.size()) + " VMs and the datapath");
+    log_(LogLevel::kInfo, "new settings: removing " + std::to_string(old_vms.size()) + " VMs and the datapath");
     stop();
   }
   const bool eal_before = pmd::eal_running();
@@ -112,9 +106,9 @@ json Service::configure(const json& request) {
       if (auto again = agent::make_capsule_dpdk_datapath(*old_settings)) {
         dp_ = std::move(*again);
         settings_ = old_settings;
-        for (const auto& [name, c] : old_vms)
-          if (dp_->add_vm(c)) vms_[name] = c;
-        restored = "; the previous datapath and its " + std::to_string(vms_.size()) + " VMs were restored";
+        for (const auto& c : old_vms) (void)dp_->add_vm(c);
+        restored = "; the previous datapath and " + std::to_string(dp_->in_force().size()) + " of its " +
+                   std::to_string(old_vms.size()) + " VMs were restored";
       }
     }
     return refusal(made.error().message + restored);
@@ -132,31 +126,25 @@ json Service::add_vm(const json& request) {
   auto c = vm_from_json(request.at("vm"));
   if (!c) return refusal(c.error().message);
   if (c->vm.empty()) return refusal("add_vm: the VM has no name");
-  auto cur = vms_.find(c->vm);
+  const agent::VmNetConfig* cur = dp_->find(c->vm);
   // The same configuration (an agent adopting what is in force): nothing to
   // do, so the port stays connected and the PMD thread keeps its tid.
-  if (cur != vms_.end() && to_json(cur->second) == to_json(*c)) return ok({{"changed", false}});
+  if (cur && *cur == *c) return ok({{"changed", false}});
+  const bool added = !cur;
   if (Status st = dp_->add_vm(*c); !st) {
     log_(LogLevel::kWarn, "VM " + c->vm + ": " + st.error().message);
     return refusal(st.error().message);
   }
-  log_(LogLevel::kInfo, "VM " + c->vm + (cur == vms_.end() ? ": added, " : ": changed, ") +
-                            std::to_string(c->ports.size()) + " ports" +
-                            (c->ports.empty() ? "" : " (" + c->ports.front().vhost_path + ")"));
-  if (c->ports.empty()) {
-    vms_.erase(c->vm);
-  } else {
-    vms_[c->vm] = *c;
-  }
+  log_(LogLevel::kInfo, "VM " + c->vm + (added ? ": added, " : ": changed, ") + std::to_string(c->ports.size()) +
+                            " ports" + (c->ports.empty() ? "" : " (" + c->ports.front().vhost_path + ")"));
   return ok({{"changed", true}});
 }
 
 json Service::remove_vm(const json& request) {
   auto name = vm_name(request);
   if (!name) return refusal(name.error().message);
-  if (!vms_.count(*name)) return ok();
+  if (!dp_ || !dp_->find(*name)) return ok();
   Status st = dp_->remove_vm(*name);
-  vms_.erase(*name);
   log_(LogLevel::kInfo, "VM " + *name + ": removed" + (st ? "" : " (" + st.error().message + ")"));
   return ok();
 }
@@ -165,7 +153,7 @@ json Service::pmd_tid(const json& request) const {
   auto name = vm_name(request);
   if (!name) return refusal(name.error().message);
   json tid = nullptr;  // also while its thread is starting (tid 0)
-  if (dp_ && vms_.count(*name))
+  if (dp_ && dp_->find(*name))
     if (auto t = dp_->pmd_tid(*name); t && *t > 0) tid = *t;
   return ok({{"tid", tid}});
 }
@@ -173,7 +161,7 @@ json Service::pmd_tid(const json& request) const {
 json Service::stats(const json& request) const {
   auto name = vm_name(request);
   if (!name) return refusal(name.error().message);
-  if (!dp_ || !vms_.count(*name)) return refusal("no VM '" + *name + "' in this datapath");
+  if (!dp_ || !dp_->find(*name)) return refusal("no VM '" + *name + "' in this datapath");
   auto s = dp_->stats(*name);
   if (!s) return refusal(s.error().message);
   return ok({{"stats", to_json(*s)}});
@@ -181,7 +169,7 @@ json Service::stats(const json& request) const {
 
 void Service::log_drops() {
   if (!dp_) return;
-  const int64_t now = unix_ms();
+  const int64_t now = unix_ms_now();
   if (now - drops_logged_ms_ < 1000) return;
   drops_logged_ms_ = now;
   dp_->log_drops();
@@ -189,8 +177,7 @@ void Service::log_drops() {
 
 void Service::stop() {
   if (!dp_) return;
-  for (const auto& [name, c] : vms_) (void)dp_->remove_vm(name);
-  vms_.clear();
+  for (const auto& c : dp_->in_force()) (void)dp_->remove_vm(c.vm);
   dp_.reset();
   settings_.reset();
 }

@@ -26,7 +26,7 @@ using LogFn = std::function<void(LogLevel, const std::string&)>;
 
 class Service {
  public:
-  explicit Service(LogFn log) : log_(std::move(log)), started_ms_(unix_ms()) {}
+  explicit Service(LogFn log) : log_(std::move(log)), started_ms_(unix_ms_now()) {}
   ~Service() { stop(); }
 
   // One request -> one response; never throws.
@@ -42,7 +42,6 @@ class Service {
 
  private:
   json dispatch(const json& request);  // handle() without the catch
-  static int64_t unix_ms();
   json hello() const;
   json configure(const json& request);
   json add_vm(const json& request);
@@ -55,7 +54,6 @@ class Service {
   std::optional<agent::DatapathSettings> settings_;      // configured and running
   std::optional<std::map<std::string, std::string>> eal_options_;  // what the EAL was started with
   std::unique_ptr<agent::CapsuleDpdkDatapath> dp_;
-  std::map<std::string, agent::VmNetConfig> vms_;        // in force, by name
   int64_t drops_logged_ms_ = 0;
   bool shutdown_ = false;
 };

@@ -290,12 +290,6 @@ double port_statistic_rate(const Ovsdb& db, const std::string& port, const std::
   return median(std::move(rates));
 }
 
-bool process_alive(pid_t pid) {
-  if (pid <= 0 || (::kill(pid, 0) != 0 && errno == ESRCH)) return false;
-  const std::string stat = testkit::read_file("/proc/" + std::to_string(pid) + "/stat");
-  const auto paren = stat.rfind(')');
-  return paren != std::string::npos && paren + 2 < stat.size() && stat[paren + 2] != 'Z';
-}
 
 bool end_process(pid_t pid, std::chrono::milliseconds grace) {
   if (!process_alive(pid)) return true;
@@ -362,8 +356,8 @@ int Capsuled::kill() {
 }
 
 pid_t Capsuled::datapathd_pid() const {
-  const pid_t pid = pid_t(std::atol(testkit::read_file(dir_ + "/datapathd.pid").c_str()));
-  return process_alive(pid) ? pid : 0;
+  auto pid = rsv::read_pidfile(dir_ + "/datapathd.pid");
+  return pid ? *pid : 0;
 }
 
 CmdResult appctl(const Capsuled& agent, const std::vector<std::string>& args) {

@@ -75,6 +75,8 @@ class CapsuleDatapathTest : public ControlPlaneTest {
     if (HasFatalFailure()) return;
     ASSERT_TRUE(wait_datapath()) << ctl({"show"}).out;
   }
+  // The datapath thread of a VM ("cpmd-<vm>" in capsule-datapathd), 0 if none.
+  pid_t pmd_thread(const std::string& vm) const { return rsv::find_capsule_pmd(agent_->datapathd_pid(), vm); }
   bool wait_datapath() {
     return testkit::wait_until([&] { return host_status("datapath") == "capsule-dpdk"; }, std::chrono::seconds(20));
   }

@@ -30,8 +30,6 @@ using testing::EmulatedVm;
 class DatapathTest : public testing::CapsuleDatapathTest {
  protected:
   DatapathTest() : CapsuleDatapathTest("capsule-dp-test") {}
-  // The datapath thread of a VM ("cpmd-<vm>" in capsule-datapathd), 0 if none.
-  pid_t pmd_thread(const std::string& vm) const { return rsv::find_capsule_pmd(agent_->datapathd_pid(), vm); }
   double port_rate(const std::string& port, const std::string& key, std::chrono::milliseconds window,
                    int windows = 1) {
     return harness::port_statistic_rate(*db_, port, key, window, windows);

@@ -45,7 +45,6 @@ bool exists(const std::string& path) {
 class DatapathdTest : public testing::CapsuleDatapathTest {
  protected:
   DatapathdTest() : CapsuleDatapathTest("capsule-dpd-test") {}
-  pid_t pmd_thread(const std::string& vm) const { return rsv::find_capsule_pmd(agent_->datapathd_pid(), vm); }
 
   // Two best-effort VMs, a sending 5 kpps of 256-byte frames to b.
   void start_traffic() {
@@ -227,28 +226,38 @@ TEST_F(DatapathdTest, DaemonRefusesBadRequestsAndKeepsWhatIsInForce) {
   if (HasFatalFailure()) return;
   auto c = datapathd::Client::connect(agent_->datapathd_socket());
   ASSERT_TRUE(c.ok()) << c.error().message;
+  const pid_t a_pmd = pmd_thread("a"), b_pmd = pmd_thread("b");
+  ASSERT_NE(a_pmd, 0);
+  auto before = c->call({{"op", "hello"}});
+  ASSERT_TRUE(before.ok()) << before.error().message;
   auto bad = c->call({{"op", "add_vm"}, {"vm", {{"vm", "a"}, {"ports", "not a list"}}}});
   ASSERT_FALSE(bad.ok());
-  EXPECT_NE(bad.error().message.find("malformed VM configuration"), std::string::npos) << bad.error().message;
+  EXPECT_NE(bad.error().message.find("malformed VM configuration: vm.ports must be an array"), std::string::npos) << bad.error().message;
   bad = c->call({{"op", "frobnicate"}});
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.error().message.find("unknown op \"frobnicate\""), std::string::npos);
   bad = c->call({{"op", "configure"}, {"settings", {{"type", "capsule"}, {"uplink", {{"bogus", "1"}}}}}});
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.error().message.find("unknown key 'bogus'"), std::string::npos) << bad.error().message;
-  // Fields of the wrong JSON type are refused too; the daemon lives on.
-  for (const json& req : {json{{"op", "pmd_stats_show"}, {"vm", 1}}, json{{"op", "remove_vm"}, {"vm", {"a"}}},
-                          json{{"op", "add_vm"}, {"vm", {{"vm", "a"}, {"ports", {{{"name", 5}}}}}}}}) {
+  // Fields of the wrong JSON type are refused too, naming the field; the
+  // daemon lives on.
+  for (const auto& [req, says] :
+       {std::pair{json{{"op", "pmd_stats_show"}, {"vm", 1}}, std::string("pmd_stats_show needs \"vm\": the VM's name")},
+        std::pair{json{{"op", "remove_vm"}, {"vm", {"a"}}}, std::string("remove_vm needs \"vm\": the VM's name")},
+        std::pair{json{{"op", "add_vm"}, {"vm", {{"vm", "a"}, {"ports", {{{"name", 5}}}}}}},
+                  std::string("malformed VM configuration: vm.ports[0].name must be a string")}}) {
     bad = c->call(req);
     ASSERT_FALSE(bad.ok()) << req.dump();
-    EXPECT_TRUE(bad.error().message.find("malformed") != std::string::npos ||
-                bad.error().message.find("needs \"vm\"") != std::string::npos)
-        << req.dump() << ": " << bad.error().message;
+    EXPECT_NE(bad.error().message.find(says), std::string::npos) << req.dump() << ": " << bad.error().message;
   }
-  // a's port and thread are what they were; b still receives.
-  auto hello = c->call({{"op", "list"}});
-  ASSERT_TRUE(hello.ok());
-  EXPECT_EQ(hello->at("vms").size(), 2u) << hello->dump();
+  // What is in force is what it was: the same VMs and configurations, the
+  // same datapath threads; b still receives.
+  auto after = c->call({{"op", "hello"}});
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->at("vms"), before->at("vms"));
+  EXPECT_EQ(after->at("vms").size(), 2u);
+  EXPECT_EQ(pmd_thread("a"), a_pmd);
+  EXPECT_EQ(pmd_thread("b"), b_pmd);
   EXPECT_TRUE(b_receives(1000, 5s));
 }
 

@@ -52,5 +52,8 @@ pid_t find_capsule_pmd(pid_t pid, const std::string& vm);
 
 // Reads a pidfile (as QEMU's -pidfile writes it) and checks the process lives.
 Result<pid_t> read_pidfile(const std::string& path);
+// Whether `pid` names a running process (a zombie, killed and not yet
+// reaped, is not one).
+bool process_alive(pid_t pid);
 
 }  // namespace capsule::rsv

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "capsule/result.h"
+#include "capsule/rsv/discovery.h"
 #include "capsule/testkit.h"
 
 namespace capsule::harness {
@@ -130,8 +131,8 @@ class Capsuled {
   std::vector<std::string> argv_;
 };
 
-// Whether `pid` is alive (a zombie is not).
-bool process_alive(pid_t pid);
+// Whether a process runs (rsv/discovery.h: a zombie does not).
+using rsv::process_alive;
 // SIGTERM, then SIGKILL after `grace`, to a process that is not our child;
 // true once it is gone.
 bool end_process(pid_t pid, std::chrono::milliseconds grace = std::chrono::seconds(10));
