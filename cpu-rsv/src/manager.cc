@@ -88,19 +88,28 @@ std::vector<DeadlineThread> ReservationManager::external_threads() {
 void ReservationManager::touched(const VmReservationSpec& spec) {
   if (!in_batch_) return;
   for (const auto& t : spec.threads) batch_touched_.insert(t.tid);
-  if (auto it = vms_.find(spec.name); it != vms_.end())
-    for (const auto& t : it->second->spec().threads) batch_touched_.insert(t.tid);
 }
 
 void ReservationManager::begin_batch(const std::vector<VmReservationSpec>& expected) {
   end_batch();
   in_batch_ = true;
   if (!journal_) return;
+  // A thread in two specs (two rows naming one process) or already held:
+  // at most one VM may get it, so neither is recorded ahead.
+  std::map<pid_t, int> claims;
+  for (const auto& [name, r] : vms_)
+    for (const auto& t : r->spec().threads) claims[t.tid] += 2;
+  for (const auto& spec : expected)
+    for (const auto& t : spec.threads) ++claims[t.tid];
   for (const auto& spec : expected) {
     if (vms_.count(spec.name) || spec.name.empty()) continue;
     JournalVm record = journal_vm(spec, {});
     bool ok = true;
     for (const auto& t : spec.threads) {
+      if (claims[t.tid] > 1) {
+        ok = false;
+        break;
+      }
       auto snap = ThreadSnapshot::capture(t.tid, partitions_.fs());
       // Gone, or someone else's deadline thread: apply() refuses it, and
       // records nothing either.
@@ -111,14 +120,10 @@ void ReservationManager::begin_batch(const std::vector<VmReservationSpec>& expec
       record.threads.push_back(JournalThread{t, std::move(*snap)});
     }
     if (!ok) continue;
-    batch_recorded_[spec.name] = journal_to_json({{spec.name, record}});
     batch_expected_[spec.name] = std::move(record);
   }
   if (batch_expected_.empty()) return;
-  if (!write_journal()) {  // then every VM writes its own, as outside a batch
-    batch_expected_.clear();
-    batch_recorded_.clear();
-  }
+  if (!write_journal()) batch_expected_.clear();  // then every VM writes its own, as outside a batch
 }
 
 void ReservationManager::end_batch() {
@@ -128,7 +133,6 @@ void ReservationManager::end_batch() {
   batch_scan_.reset();
   batch_touched_.clear();
   batch_expected_.clear();
-  batch_recorded_.clear();
   batch_dirty_ = false;
   if (write) record_in_force();  // what is in force, and nothing more
 }
@@ -145,7 +149,6 @@ Result<AdmissionDecision> ReservationManager::reserve(const VmReservationSpec& r
   if (Status st = validate(requested); !st) return st.error();
   auto decision = admission_.admit(requested, external_threads());
   if (!decision) return decision.error();
-  touched(requested);
 
   // Apply the placement admission chose.
   VmReservationSpec spec = requested;
@@ -165,19 +168,24 @@ Result<AdmissionDecision> ReservationManager::reserve(const VmReservationSpec& r
   // its original state, before the kernel is changed.
   const JournalHook journal = [&](const std::vector<JournalThread>& threads) {
     // Already on disk, exactly so, by begin_batch().
-    if (auto it = batch_recorded_.find(spec.name);
-        it != batch_recorded_.end() && it->second == journal_to_json({{spec.name, journal_vm(spec, threads)}}))
+    if (auto it = batch_expected_.find(spec.name);
+        it != batch_expected_.end() &&
+        journal_to_json({{spec.name, it->second}}) == journal_to_json({{spec.name, journal_vm(spec, threads)}}))
       return Status::Ok();
     Status st = write_journal(&spec, &threads);
     if (!st) return Status(Error{"cannot record the change first: " + st.error().message, st.error().errnum});
     return st;
   };
   if (auto it = vms_.find(spec.name); it != vms_.end()) {
+    const VmReservationSpec before = it->second->spec();
     if (Status st = it->second->change(spec, journal_ ? journal : nullptr); !st) {
       undo_booking();
       settled();
       return st.error();
     }
+    // Threads that left it were restored: no longer the deadline threads
+    // this pass's scan saw (booked ones admission tells apart itself).
+    touched(before);
   } else {
     auto r = VmReservation::apply(spec, &partitions_, journal_ ? journal : nullptr);
     if (!r) {

@@ -480,6 +480,11 @@ void Agent::reconcile() {
   std::vector<rsv::VmReservationSpec> expected;
   for (const auto& [name, row] : rows) {
     if (rsv_->find(name) || (row->enabled && !*row->enabled) || !row->vcpu_runtime_us || !row->period_us) continue;
+    // Refused as it is: it is tried again below, but not recorded ahead
+    // every pass (a journal write each time for a VM that waits for room).
+    if (auto st = vms_.find(name); st != vms_.end() && st->second.state == "rejected" &&
+                                   st->second.fingerprint == row->fingerprint && !readmit)
+      continue;
     auto d = planned.emplace(name, desired_from_row(*row, *rsv_)).first;
     if (d->second) expected.push_back(d->second->spec);
   }

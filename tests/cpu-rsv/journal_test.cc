@@ -207,3 +207,34 @@ TEST(Journal, DriftFromOutsideIsFoundAndRepaired) {
   m.release_all();
   EXPECT_EQ(look(a.tid()), a0);
 }
+
+// A pass over many new VMs (capsuled's reconcile) records them ahead in one
+// write; a thread two VMs name is recorded for neither (only one may get
+// it), and what the journal holds at the end is what is in force.
+TEST(Journal, ABatchRecordsNewVmsAheadOnceButNoContestedThread) {
+  testkit::TempDir dir("capsule-journal");
+  ASSERT_FALSE(dir.path().empty());
+  const std::string path = dir.path() + "/capsuled.journal";
+  testkit::BusyThread a("vcpu-a"), b("vcpu-b"), c("vcpu-c");
+  auto spec = [](const std::string& name, pid_t tid) {
+    return VmReservationSpec{name, 20ms, 0ns, false, {{tid, 1ms, -1, "vcpu0"}}};
+  };
+  ReservationManager m;
+  m.set_journal(Journal(path));
+  // x and y both name thread b (two rows naming one process).
+  m.begin_batch({spec("w", a.tid()), spec("x", b.tid()), spec("y", b.tid()), spec("z", c.tid())});
+  auto ahead = Journal(path).load();
+  ASSERT_TRUE(ahead) << ahead.error().message;
+  EXPECT_EQ(ahead->count("w"), 1u);
+  EXPECT_EQ(ahead->count("z"), 1u);
+  EXPECT_EQ(ahead->count("x") + ahead->count("y"), 0u) << "a contested thread was recorded ahead";
+
+  ASSERT_TRUE(m.reserve(spec("w", a.tid())));
+  ASSERT_TRUE(m.reserve(spec("x", b.tid())));  // written ahead by itself, as outside a batch
+  m.end_batch();                               // z was refused (not reserved): gone from the record
+  auto after = Journal(path).load();
+  ASSERT_TRUE(after) << after.error().message;
+  EXPECT_EQ(after->size(), 2u);
+  EXPECT_EQ(after->count("w") + after->count("x"), 2u);
+  m.release_all();
+}

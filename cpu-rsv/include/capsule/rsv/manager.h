@@ -86,12 +86,13 @@ class ReservationManager {
   bool in_batch_ = false;
   std::optional<std::vector<DeadlineThread>> batch_scan_;
   std::set<pid_t> batch_touched_;
-  std::map<std::string, JournalVm> batch_expected_;      // written by begin_batch()
-  std::map<std::string, std::string> batch_recorded_;  // the same, as journal text
+  std::map<std::string, JournalVm> batch_expected_;  // written by begin_batch()
   bool batch_dirty_ = false;
 
   // The system's other SCHED_DEADLINE threads, as admission needs them.
   std::vector<DeadlineThread> external_threads();
+  // In a batch: the spec's threads were restored by this manager (released,
+  // or left a changed VM), so the pass's scan no longer describes them.
   void touched(const VmReservationSpec& spec);
   // After a change: writes what is in force (in a batch: at end_batch()).
   void settled();
