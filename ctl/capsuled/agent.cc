@@ -507,10 +507,12 @@ void Agent::reconcile() {
   }
   check_drift();
   rsv_->end_batch();
+  load_ = rsv_->load();
   if (host) reconciled_cfg_ = host->next_cfg;
 }
 
 void Agent::sample() {
+  load_ = rsv_->load();  // outside SCHED_DEADLINE threads come and go between passes
   for (auto& [name, st] : vms_) {
     if (st.meter) {
       auto usage = st.meter->sample();
@@ -651,7 +653,7 @@ ovs::StatusUpdate Agent::status() const {
   h.capabilities["qos_types"] = "egress-policer,trtcm-policer,pkt-policer";
   h.capabilities["datapath_types"] = datapath_->attached() ? "capsule" : "";
   double capacity = 0, booked = 0, external = 0;
-  for (const auto& d : rsv_->load()) {
+  for (const auto& d : load_) {
     capacity += d.capacity;
     booked += d.capsule;
     external += d.external;
@@ -672,7 +674,7 @@ std::string Agent::show() const {
   o << "  admission: "
     << (rsv_->admission().config().mode == rsv::AdmissionMode::kPartitioned ? "partitioned" : "global")
     << ", bound " << fixed(rsv_->admission().bound(), 3) << " per cpu\n";
-  for (const auto& d : rsv_->load())
+  for (const auto& d : load_)
     o << "    " << d.name << ": capsule " << rsv::format_percent(d.capsule) << ", other DL "
       << rsv::format_percent(d.external) << ", free " << rsv::format_percent(d.free()) << " of "
       << rsv::format_percent(d.capacity) << "\n";
@@ -748,7 +750,7 @@ std::string Agent::metrics() const {
     << "capsule_reject_total{" << ch << "} " << rejections_ << "\n";
   o << "# HELP capsule_domain_utilization EDF bandwidth per scheduling domain.\n"
     << "# TYPE capsule_domain_utilization gauge\n";
-  for (const auto& d : rsv_->load()) {
+  for (const auto& d : load_) {
     const std::string l = ch + ",domain=\"" + label(d.name) + "\"";
     o << "capsule_domain_utilization{" << l << ",kind=\"capacity\"} " << d.capacity << "\n"
       << "capsule_domain_utilization{" << l << ",kind=\"capsule\"} " << d.capsule << "\n"

@@ -117,6 +117,10 @@ class Agent {
   AgentConfig config_;
   DatapathFactory datapath_factory_;
   std::unique_ptr<Datapath> datapath_;
+  // The bandwidth booked per domain, as of the last pass or statistics
+  // round: status, show and metrics read it (a scan of every thread on the
+  // host each time they are asked would be O(threads) per publish).
+  std::vector<rsv::DomainLoad> load_;
   std::optional<DatapathSettings> datapath_settings_;  // what datapath_ was made with
   // Settings the running datapath refused (not tried again until they
   // change), and why: the datapath kept what it had.
