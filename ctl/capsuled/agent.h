@@ -32,7 +32,7 @@ namespace capsule::agent {
 
 struct AgentConfig {
   std::string chassis;
-  std::string version = "0.1.0";
+  std::string version = CAPSULE_VERSION;
   std::string metrics_url;  // "" when /metrics is off
   std::string journal;      // reservation journal (rsv/journal.h); "" = none
   ReservationsFactory reservations;  // null: the kernel (kernel_reservations)

@@ -48,7 +48,7 @@ namespace asio = boost::asio;
 using namespace capsule;
 using std::chrono::milliseconds;
 
-constexpr const char* kVersion = "0.1.0";
+constexpr const char* kVersion = CAPSULE_VERSION;
 
 void log(capsule_ovs_log_level level, const std::string& msg) { capsule_ovs_log(level, msg.c_str()); }
 

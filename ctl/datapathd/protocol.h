@@ -37,7 +37,7 @@ namespace capsule::datapathd {
 using json = nlohmann::json;
 
 inline constexpr const char* kProgram = "capsule-datapathd";
-inline constexpr const char* kVersion = "0.1.0";
+inline constexpr const char* kVersion = CAPSULE_VERSION;
 // The ops above, for messages.
 inline constexpr const char* kOps =
     "hello, configure, add_vm, remove_vm, pmd_tid, stats, pmd_stats_show, fdb_show, shutdown";
