@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <map>
 #include <regex>
 #include <thread>
@@ -93,6 +94,8 @@ TEST_F(DatapathTest, PmdJoinsTheCapsuleAndQosOnAPortLimitsWhatItsVmReceives) {
   // its rate (frames wait for tokens in the datapath's ring for B,
   // dpdk-pmd/src/policed_input.h).
   EXPECT_NEAR(pps, expect, expect * 0.05) << "B received " << pps << " frames/s; policer allows " << expect;
+  std::printf("QoS on B's port: B received %.0f frames/s of %.0f allowed (%+.2f %%)\n", pps, expect,
+              100 * (pps / expect - 1));
 
   // Port statistics reach the database (drops by the policer among them:
   // A offers five times the rate). A's port polices nothing.
@@ -141,6 +144,8 @@ TEST_F(DatapathTest, IngressPolicingOnAPortLimitsWhatItsVmSends) {
   // A's vCPU sends in one stretch per period; the frames that wait for
   // tokens wait in A's own virtio ring (back-pressure).
   EXPECT_NEAR(pps, expect, expect * 0.05) << "B received " << pps << " frames/s; A's ingress policing allows " << expect;
+  std::printf("ingress policing on A's port: B received %.0f frames/s of %.0f allowed (%+.2f %%)\n", pps, expect,
+              100 * (pps / expect - 1));
   const long long drops = policer_drops();
   ASSERT_TRUE(testkit::wait_until([&] { return policer_drops() > drops; }, 5s)) << ctl({"list", "Port", "a0"}).out;
   // What A receives (nothing) met its QoS; B's port polices nothing.
