@@ -54,6 +54,12 @@ int auto_budget(const std::vector<std::string>& args) {
     std::stringstream list(arg(args, "--rates", "100000,250000,500000,1000000"));
     for (std::string r; std::getline(list, r, ',');) rates.push_back(std::stoull(r));
   }
+  for (uint64_t r : rates)
+    if (r == 0 || r % 1000) {
+      std::cerr << "auto-budget: --rates " << r << " is not a whole number of kpkt/s (ingress policing's unit)
+";
+      return 2;
+    }
   harness::TempDir dir("capsule-bench-auto");
   auto db = harness::Ovsdb::start(dir.path());
   if (!db) {
@@ -88,18 +94,20 @@ int auto_budget(const std::vector<std::string>& args) {
   if (cal.rc) return 1;
   pmd::EmuVm vm(dir.path(), kVm, dir.file("a.sock"), pmd::kMacA,
                 {"--mode", "tx", "--dst", pmd::kMacFar, "--rate", "0", "--size", "64"});
-  // A bucket of three periods' worth (see ctl/capsuled/net_budget.h).
+  // What the VM sends is policed by its port's ingress policing (OVS's
+  // meaning), in kpkt/s; a bucket of three periods' worth (see
+  // ctl/capsuled/net_budget.h), rounded up to whole kpkts.
   auto policer = [](uint64_t r) {
-    return std::vector<std::string>{"set-qos", kPort, "pkt-policer", "pir=" + std::to_string(r),
-                                    "pbs=" + std::to_string(3 * r / 50)};
+    return std::vector<std::string>{"set", "Port", kPort, "ingress_policing_kpkts_rate=" + std::to_string(r / 1000),
+                                    "ingress_policing_kpkts_burst=" + std::to_string((3 * r / 50 + 999) / 1000)};
   };
   std::vector<std::string> add = {"--wait", "add-vm", kVm, "pid=" + std::to_string(vm.pid()), "--", "add-port", kVm,
                                   kPort, dir.file("a.sock"), std::string("mac=\"") + pmd::kMacA + "\"", "--"};
   for (const auto& w : policer(rates.front())) add.push_back(w);
   if (ctl(add).rc || !vm.wait_ready()) return 1;
 
-  std::cout << "auto-budget: one emulated VM floods the uplink (net_null) with 64-byte frames; pkt-policer at R "
-               "(burst 3 periods); capsule: vCPU "
+  std::cout << "auto-budget: one emulated VM floods the uplink (net_null) with 64-byte frames; ingress policing at R "
+               "(kpkts, burst 3 periods); capsule: vCPU "
             << vcpu << " + datapath `auto` every 20 ms; CFS: the same VM best effort. Median of " << windows
             << " 1-s windows.\n\n" << cal.out << "\n";
 

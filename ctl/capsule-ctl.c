@@ -174,11 +174,14 @@ Capsule commands:\n\
                               and the host's calibration, plus\n\
                               --net-margin=PCT (default 30)\n\
   set-qos PORT TYPE [KEY=VALUE]...\n\
-                              police PORT's traffic from the VM: TYPE is\n\
+                              police what PORT's VM receives (OVS's QoS:\n\
+                              what the switch sends to the VM): TYPE is\n\
                               egress-policer (cir, cbs), trtcm-policer (cir,\n\
                               cbs, eir, ebs) in bytes/s and bytes as in OVS,\n\
                               or pkt-policer (pir packets/s, pbs packets);\n\
-                              TYPE none removes it\n\
+                              TYPE none removes it. What the VM sends:\n\
+                              set Port PORT ingress_policing_rate=KBPS\n\
+                              ingress_policing_burst=KB (or _kpkts_)\n\
   calibrate                   measure what the datapath thread moves per\n\
                               unit of CPU budget on this host and store it\n\
                               (the cost curve --net=auto uses); options\n\
@@ -221,8 +224,8 @@ Examples:\n\
   capsule-ctl calibrate && capsule-ctl --wait -- --net=auto set-rsv vm1 4ms 20ms\n\
   capsule-ctl add-vm vm2 pidfile=/run/qemu/vm2.pid vcpu_runtime_us=1000 period_us=10000\n\
   capsule-ctl add-port vm1 vm1-eth0 /run/vm1.sock mac=\\\"52:54:00:00:00:01\\\"\n\
-  capsule-ctl set-qos vm1-eth0 egress-policer cir=12500000 cbs=125000\n\
-  capsule-ctl set Port vm1-eth0 ingress_policing_rate=100000 ingress_policing_burst=10000\n\
+  capsule-ctl set-qos vm1-eth0 egress-policer cir=12500000 cbs=125000   (to vm1)\n\
+  capsule-ctl set Port vm1-eth0 ingress_policing_rate=100000 ingress_policing_burst=10000   (from vm1)\n\
   capsule-ctl --columns=name,status list VM\n\
   capsule-ctl --format=json find VM status:state=rejected\n\
   capsule-ctl get Host . cur_cfg    (\".\" is the only Host row)\n\
@@ -802,11 +805,12 @@ show_port(struct ds *out, const struct capsulerec_port *port)
             ds_put_format(out, " %s=%s", nodes[i]->key, nodes[i]->value);
         }
         free(nodes);
-        ds_put_char(out, '\n');
+        /* OVS's directions: QoS polices what the switch sends to the VM. */
+        ds_put_cstr(out, " (what the VM receives)\n");
     }
     if (port->ingress_policing_rate || port->ingress_policing_kpkts_rate) {
         ds_put_format(out, "            ingress_policing: %"PRId64" kbps burst %"PRId64
-                      " kb, %"PRId64" kpps burst %"PRId64" kpkts\n",
+                      " kb, %"PRId64" kpps burst %"PRId64" kpkts (what the VM sends)\n",
                       port->ingress_policing_rate, port->ingress_policing_burst,
                       port->ingress_policing_kpkts_rate, port->ingress_policing_kpkts_burst);
     }

@@ -38,8 +38,11 @@ struct PortConfig {
   std::string vhost_path;
   bool vhost_client = true;   // capsule connects to QEMU's socket (QEMU is server)
   std::string mac;            // "" = learn
-  std::optional<PolicerConfig> egress;  // VM -> wire
-  uint64_t ingress_kbps = 0, ingress_burst_kb = 0;      // wire -> VM, 0 = off
+  // Directions are OVS's, switch-centric: the port's QoS polices what the
+  // switch sends out of the port (its egress: traffic *to* the VM), ingress
+  // policing what the switch receives on it (traffic *from* the VM).
+  std::optional<PolicerConfig> egress;  // Port:qos: switch -> VM
+  uint64_t ingress_kbps = 0, ingress_burst_kb = 0;      // VM -> switch, 0 = off
   uint64_t ingress_kpps = 0, ingress_burst_kpkts = 0;
   bool operator==(const PortConfig&) const = default;
 };

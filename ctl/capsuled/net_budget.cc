@@ -67,7 +67,9 @@ std::optional<Bound> min_bound(std::optional<Bound> a, std::optional<Bound> b) {
   return a->pps <= b->pps ? a : b;
 }
 
-std::optional<Bound> from_vm_bound(const PortConfig& p, int64_t frame) {
+// OVS's directions: the port's QoS bounds what the switch sends to the VM
+// (to_vm), ingress policing what it receives from the VM (from_vm).
+std::optional<Bound> qos_bound(const PortConfig& p, int64_t frame) {
   if (!p.egress) return std::nullopt;
   const auto& q = p.egress->params;
   auto get = [&](const char* k) { return q.count(k) ? double(q.at(k)) : 0.0; };
@@ -80,7 +82,7 @@ std::optional<Bound> from_vm_bound(const PortConfig& p, int64_t frame) {
                trtcm ? get("cbs") + get("ebs") : get("cbs"), bytes, trtcm ? "bytes (cbs + ebs)" : "bytes (cbs)"};
 }
 
-std::optional<Bound> to_vm_bound(const PortConfig& p, int64_t frame) {
+std::optional<Bound> ingress_policing_bound(const PortConfig& p, int64_t frame) {
   std::optional<Bound> b;
   if (p.ingress_kbps) {
     // OVS: a burst of 0 kb means its default of 8000 kb.
@@ -135,15 +137,15 @@ Result<NetBudget> derive_net_budget(const VmNetConfig& net, const std::vector<ov
     std::string sources;
     std::vector<std::string> open_ports;
     for (const auto& p : net.ports) {
-      auto b = std::string(dir) == "from_vm" ? from_vm_bound(p, frame) : to_vm_bound(p, frame);
+      auto b = std::string(dir) == "to_vm" ? qos_bound(p, frame) : ingress_policing_bound(p, frame);
       if (!b) {
         open_ports.push_back(p.name);
         continue;
       }
       pps += b->pps;
       sources += (sources.empty() ? "" : " + ") + b->source + " on " + p.name;
-      // In a capsule the datapath thread of a VM that sends more than its
-      // policer passes spends its budget and waits for its next period: the
+      // In a capsule the datapath thread of a VM whose traffic exceeds what
+      // its policer passes spends its budget and waits for its next period: the
       // policer sees that traffic once per period, and its bucket must hold
       // a period's worth of tokens to pass the full rate.
       if (b->burst < b->refill * double(period_us) / 1e6) small_bursts.push_back({p.name, *b});
@@ -167,8 +169,9 @@ Result<NetBudget> derive_net_budget(const VmNetConfig& net, const std::vector<ov
     date = mine.front()->date;
   }
   if (!any)
-    return Error{"net budget auto needs a policer on a port of the VM (set-qos PORT pkt-policer pir=..., or "
-                 "ingress_policing_rate): without one its rate, and so its budget, has no bound",
+    return Error{"net budget auto needs a policer on a port of the VM (ingress_policing_rate or "
+                 "ingress_policing_kpkts_rate for what it sends, set-qos PORT pkt-policer pir=... for what it "
+                 "receives): without one its rate, and so its budget, has no bound",
                  EINVAL};
 
   const double with_margin = out.cpu_share * (1 + margin);
@@ -195,7 +198,7 @@ Result<NetBudget> derive_net_budget(const VmNetConfig& net, const std::vector<ov
     const double passes = std::min(1.0, (b.burst + b.refill * double(out.runtime_us) / 1e6) / need);
     warnings += "; warning: the burst of " + port + " (" + num(b.burst) + " " + b.unit +
                 ") is less than its rate times the period (" + num(std::ceil(need)) +
-                "): the datapath thread works in one stretch per period, so when the VM sends more the policer "
+                "): the datapath thread works in one stretch per period, so when more comes than it passes the policer "
                 "passes only about " + num(100 * passes) + " % of its rate; raise the burst to at least " +
                 num(std::ceil(need));
   }

@@ -2,9 +2,13 @@
 // VM's datapath thread needs each period to carry what its policers let
 // through, from the cost curves `capsule-ctl calibrate` measured.
 //
-// The policers bound a VM's traffic: from_vm by its port's QoS
-// (egress-policer, trtcm-policer: bytes/s; pkt-policer: packets/s), to_vm by
-// ingress_policing_rate (kbps) / ingress_policing_kpkts_rate (kpps). Byte
+// The policers bound a VM's traffic, in OVS's directions: to_vm (what the
+// switch sends to the VM) by its port's QoS (egress-policer, trtcm-policer:
+// bytes/s; pkt-policer: packets/s), from_vm (what the switch receives from
+// the VM) by ingress_policing_rate (kbps) / ingress_policing_kpkts_rate
+// (kpps). In the capsule datapath the VM's own thread does the work of both
+// directions (its dequeue and its copy into the VM), so both count in the
+// VM's budget, each priced by its own calibrated curve. Byte
 // rates become packets at an assumed frame size (the smallest calibrated
 // size unless the VM says otherwise: the worst case, since a byte policer
 // lets the most packets through at the smallest frames). A curve's measured
@@ -15,7 +19,8 @@
 // The budget is that share of the VM's period plus the margin, plus 1 % of
 // the period for the spread of what waking a throttled thread costs.
 //
-// A VM that sends more than its policer passes keeps its datapath thread
+// Traffic beyond what a policer passes (a VM sending more than its ingress
+// policing allows, or more sent to it than its QoS allows) keeps its datapath thread
 // busy until the budget is spent; the thread then waits for its next period,
 // so the policer sees the traffic in one stretch per period. Its bucket must
 // hold the rate times the period to pass the full rate; a smaller burst gets

@@ -90,21 +90,24 @@ Result<pmd::VmConfig> vm_config(const VmNetConfig& config) {
   vm.port.socket_path = p.vhost_path;
   vm.port.mode = p.vhost_client ? pmd::VhostPortConfig::Mode::kClient : pmd::VhostPortConfig::Mode::kServer;
   vm.mac = *mac;
+  // OVS's directions: the port's QoS polices what the switch sends to the
+  // VM (OVS runs it in netdev_dpdk_vhost_send), ingress policing what it
+  // receives from the VM (netdev_dpdk_vhost_rxq_recv).
   if (p.egress) {
     const auto& e = *p.egress;
     auto get = [&](const char* key) { auto it = e.params.find(key); return it == e.params.end() ? 0 : it->second; };
     if (e.type == "egress-policer")
-      vm.qos.from_vm.bytes = pmd::BytePolicerConfig::egress_policer(get("cir"), get("cbs"));
+      vm.qos.to_vm.bytes = pmd::BytePolicerConfig::egress_policer(get("cir"), get("cbs"));
     else if (e.type == "trtcm-policer")
-      vm.qos.from_vm.bytes = pmd::BytePolicerConfig::trtcm_policer(get("cir"), get("cbs"), get("eir"), get("ebs"));
+      vm.qos.to_vm.bytes = pmd::BytePolicerConfig::trtcm_policer(get("cir"), get("cbs"), get("eir"), get("ebs"));
     else if (e.type == "pkt-policer")
-      vm.qos.from_vm.packets = pmd::PacketPolicerConfig{get("pir"), get("pbs")};
+      vm.qos.to_vm.packets = pmd::PacketPolicerConfig{get("pir"), get("pbs")};
     else
       return Error{who + ", port '" + p.name + "': QoS type '" + e.type + "' is not supported by the capsule datapath",
                    EINVAL};
   }
-  if (p.ingress_kbps) vm.qos.to_vm.bytes = pmd::BytePolicerConfig::ingress_policing(p.ingress_kbps, p.ingress_burst_kb);
-  if (p.ingress_kpps) vm.qos.to_vm.packets = pmd::PacketPolicerConfig{p.ingress_kpps * 1000, p.ingress_burst_kpkts * 1000};
+  if (p.ingress_kbps) vm.qos.from_vm.bytes = pmd::BytePolicerConfig::ingress_policing(p.ingress_kbps, p.ingress_burst_kb);
+  if (p.ingress_kpps) vm.qos.from_vm.packets = pmd::PacketPolicerConfig{p.ingress_kpps * 1000, p.ingress_burst_kpkts * 1000};
   return vm;
 }
 

@@ -177,8 +177,8 @@ TEST_F(CtlCommandsTest, CapsuleCommands) {
       {{"set", "Port", "p1", "ingress_policing_rate=10000", "ingress_policing_burst=1000"}, 0, ""},
       {{"show"}, 0,
        "Host \"h1\"\n[\\s\\S]*VM \"vm1\"\n[\\s\\S]*Port \"p1\"\n +vhost: /run/vm1.sock \\(server\\)\n +mac: "
-       "52:54:00:00:00:01\n +qos: pkt-policer pbs=64 pir=10000\n +ingress_policing: 10000 kbps burst 1000 kb, 0 kpps "
-       "burst 0 kpkts\nHost \"h2\"\n[\\s\\S]*VM \"vm2\"\n[\\s\\S]*"},
+       "52:54:00:00:00:01\n +qos: pkt-policer pbs=64 pir=10000 \\(what the VM receives\\)\n +ingress_policing: 10000 "
+       "kbps burst 1000 kb, 0 kpps burst 0 kpkts \\(what the VM sends\\)\nHost \"h2\"\n[\\s\\S]*VM \"vm2\"\n[\\s\\S]*"},
       {{"set-qos", "p1", "none"}, 0, ""},
       {{"list", "QoS"}, 0, ""},
       {{"del-port", "vm2", "p1"}, 1, "", "port p1 is not on VM vm2"},
@@ -192,7 +192,7 @@ TEST_F(CtlCommandsTest, CapsuleCommands) {
       {{"del-vm", "vm1"}, 1, "", "no VM named vm1"},
       {{"--if-exists", "del-vm", "vm1"}, 0, ""},
       {{"--wait", "--chassis=h9", "add-vm", "vm9"}, 1, "", "no Host row for chassis \"h9\""},
-      {{"--version"}, 0, "[\\s\\S]*DB Schema 1.1.0\n"},
+      {{"--version"}, 0, "[\\s\\S]*DB Schema 2.0.0\n"},
       {{"--help"}, 0, "[\\s\\S]*Examples:[\\s\\S]*"},
   });
 }

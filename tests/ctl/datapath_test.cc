@@ -1,14 +1,17 @@
 // capsuled with the capsule DPDK datapath, end to end: a real ovsdb-server,
 // capsuled, and two emulated VMs (capsule-vm, virtio-user) whose ports the
 // VM rows name. The VM's datapath thread joins its reservation, traffic
-// flows VM to VM through capsuled's PMD threads and is policed at the rate
-// in the QoS row, and deleting the row stops the thread and restores.
+// flows VM to VM through capsuled's PMD threads and is policed in OVS's
+// directions (a Port's QoS limits what its VM receives, its ingress
+// policing what its VM sends) at the configured rate, and deleting the row
+// stops the thread and restores.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <map>
 #include <regex>
 #include <thread>
@@ -34,9 +37,14 @@ class DatapathTest : public testing::CapsuleDatapathTest {
                    int windows = 1) {
     return harness::port_statistic_rate(*db_, port, key, window, windows);
   }
+  // A Port statistics counter as capsuled last wrote it (0 while absent).
+  long long port_counter(const std::string& port, const std::string& key) {
+    auto s = ctl({"get", "Port", port, "statistics:" + key});
+    return s.rc == 0 ? std::atoll(s.out.c_str() + (s.out[0] == '"')) : 0;
+  }
 };
 
-TEST_F(DatapathTest, PmdJoinsTheCapsuleAndTrafficIsPolicedAtTheQosRate) {
+TEST_F(DatapathTest, PmdJoinsTheCapsuleAndQosOnAPortLimitsWhatItsVmReceives) {
   const std::string mac_a = "02:00:00:00:00:0a", mac_b = "02:00:00:00:00:0b";
   EmulatedVm b(dir_, "b", mac_b, {"--mode", "count"});
   // A offers 20 kpps of 1000-byte frames (19.7 MB/s of policed bytes) to B.
@@ -45,14 +53,17 @@ TEST_F(DatapathTest, PmdJoinsTheCapsuleAndTrafficIsPolicedAtTheQosRate) {
   // only once the backend has connected: capsuled brings the ports up first
   // and reserves the threads when they appear.
 
-  // 4 MB/s egress-policer on A's port: about 4e6 / 986 = 4057 frames/s
-  // (OVS's policers count frames without their 14-byte Ethernet header).
+  // 4 MB/s egress-policer as the QoS of B's port: it limits what B
+  // receives (OVS's meaning), about 4e6 / 986 = 4057 frames/s (OVS's
+  // policers count frames without their 14-byte Ethernet header). Read the
+  // other way round it would police what B sends (nothing) and B would get
+  // all 20 kpps.
   const uint64_t cir = 4'000'000;
   auto r = ctl({"--wait", "add-vm", "a", "pid=" + std::to_string(a.pid()), "--", "--net=6ms", "set-rsv", "a", "4ms",
-                "20ms", "--", "add-port", "a", "a0", a.socket(), "mac=\"" + mac_a + "\"", "--", "set-qos",
-                "a0", "egress-policer", "cir=" + std::to_string(cir), "cbs=20000", "--", "add-vm", "b",
+                "20ms", "--", "add-port", "a", "a0", a.socket(), "mac=\"" + mac_a + "\"", "--", "add-vm", "b",
                 "pid=" + std::to_string(b.pid()), "--", "--net=6ms", "set-rsv", "b", "4ms", "20ms", "--",
-                "add-port", "b", "b0", b.socket(), "mac=\"" + mac_b + "\""});
+                "add-port", "b", "b0", b.socket(), "mac=\"" + mac_b + "\"", "--", "set-qos", "b0",
+                "egress-policer", "cir=" + std::to_string(cir), "cbs=20000"});
   ASSERT_EQ(r.rc, 0) << r.out << r.err;
   ASSERT_TRUE(testkit::wait_until([&] {
     return ctl({"get", "VM", "a", "status:state"}).out.find("running") != std::string::npos &&
@@ -74,22 +85,23 @@ TEST_F(DatapathTest, PmdJoinsTheCapsuleAndTrafficIsPolicedAtTheQosRate) {
   // Traffic reaches B at the policed rate.
   ASSERT_TRUE(testkit::wait_until([&] { return b.counter("rx_to_me") > 1000; }, 20s)) << b.output() << a.output();
   // Measure once the policer drops: the initial burst is spent.
-  auto policer_drops = [&] {
-    auto s = ctl({"get", "Port", "a0", "statistics:drops_policer_from_vm"});
-    return s.rc == 0 ? std::atoll(s.out.c_str() + (s.out[0] == '"')) : 0;
-  };
-  ASSERT_TRUE(testkit::wait_until([&] { return policer_drops() > 0; }, 5s)) << ctl({"list", "Port", "a0"}).out;
+  auto policer_drops = [&] { return port_counter("b0", "drops_policer_to_vm"); };
+  ASSERT_TRUE(testkit::wait_until([&] { return policer_drops() > 0; }, 5s)) << ctl({"list", "Port", "b0"}).out;
   const double pps = b.own_rate("rx_to_me", 3s);
   const double expect = double(cir) / 986.0;
   // A's vCPU spends its 4 ms in one stretch per period, so its frames come
   // in bursts far above the policer's 20 kB burst; the policer still passes
-  // its rate (frames wait for tokens, dpdk-pmd/src/policed_input.h).
+  // its rate (frames wait for tokens in the datapath's ring for B,
+  // dpdk-pmd/src/policed_input.h).
   EXPECT_NEAR(pps, expect, expect * 0.05) << "B received " << pps << " frames/s; policer allows " << expect;
+  std::printf("QoS on B's port: B received %.0f frames/s of %.0f allowed (%+.2f %%)\n", pps, expect,
+              100 * (pps / expect - 1));
 
   // Port statistics reach the database (drops by the policer among them:
-  // A offers five times the rate).
+  // A offers five times the rate). A's port polices nothing.
   const long long drops = policer_drops();
-  ASSERT_TRUE(testkit::wait_until([&] { return policer_drops() > drops; }, 5s)) << ctl({"list", "Port", "a0"}).out;
+  ASSERT_TRUE(testkit::wait_until([&] { return policer_drops() > drops; }, 5s)) << ctl({"list", "Port", "b0"}).out;
+  EXPECT_EQ(port_counter("a0", "drops_policer_from_vm"), 0) << ctl({"list", "Port", "a0"}).out;
 
   // Deleting the VM stops its datapath thread and restores its vCPUs.
   const auto vcpus = a.vcpus();
@@ -97,6 +109,54 @@ TEST_F(DatapathTest, PmdJoinsTheCapsuleAndTrafficIsPolicedAtTheQosRate) {
   ASSERT_EQ(r.rc, 0) << r.err;
   EXPECT_TRUE(testkit::wait_until([&] { return pmd_thread("a") == 0; }, 5s));
   for (pid_t t : vcpus) EXPECT_EQ(rsv::get_sched_params(t)->policy, SCHED_OTHER);
+}
+
+// The other direction: a Port's ingress policing limits what its VM sends
+// (OVS's ingress_policing_rate), and the same port's QoS, which limits what
+// the VM receives, does not touch it.
+TEST_F(DatapathTest, IngressPolicingOnAPortLimitsWhatItsVmSends) {
+  const std::string mac_a = "02:00:00:00:00:0a", mac_b = "02:00:00:00:00:0b";
+  EmulatedVm b(dir_, "b", mac_b, {"--mode", "count"});
+  // A offers 20 kpps of 1000-byte frames (19.7 MB/s of policed bytes) to B.
+  EmulatedVm a(dir_, "a", mac_a, {"--mode", "tx", "--dst", mac_b, "--rate", "20000", "--size", "1000"});
+  // On A's port: ingress policing 32000 kbit/s = 4 MB/s, burst 160 kbit =
+  // 20 kB (about 4057 frames/s pass), and a QoS of 100 kB/s (101 frames/s)
+  // on what A receives. Read the other way round, A's 20 kpps would meet
+  // the 100 kB/s policer and B would get about 101 frames/s.
+  const uint64_t kbps = 32'000;
+  auto r = ctl({"--wait", "add-vm", "a", "pid=" + std::to_string(a.pid()), "--", "--net=6ms", "set-rsv", "a", "4ms",
+                "20ms", "--", "add-port", "a", "a0", a.socket(), "mac=\"" + mac_a + "\"",
+                "ingress_policing_rate=" + std::to_string(kbps), "ingress_policing_burst=160", "--", "set-qos", "a0",
+                "egress-policer", "cir=100000", "cbs=2000", "--", "add-vm", "b", "pid=" + std::to_string(b.pid()),
+                "--", "--net=6ms", "set-rsv", "b", "4ms", "20ms", "--", "add-port", "b", "b0", b.socket(),
+                "mac=\"" + mac_b + "\""});
+  ASSERT_EQ(r.rc, 0) << r.out << r.err;
+  ASSERT_TRUE(testkit::wait_until([&] {
+    return ctl({"get", "VM", "a", "status:state"}).out.find("running") != std::string::npos &&
+           ctl({"get", "VM", "b", "status:state"}).out.find("running") != std::string::npos;
+  }, 20s)) << a.output() << b.output();
+  ASSERT_TRUE(testkit::wait_until([&] { return b.counter("rx_to_me") > 1000; }, 20s)) << b.output() << a.output();
+  // Measure once A's policer drops: the initial burst is spent.
+  auto policer_drops = [&] { return port_counter("a0", "drops_policer_from_vm"); };
+  ASSERT_TRUE(testkit::wait_until([&] { return policer_drops() > 0; }, 5s)) << ctl({"list", "Port", "a0"}).out;
+  const double pps = b.own_rate("rx_to_me", 3s);
+  const double expect = double(kbps) * 1000 / 8 / 986.0;
+  // A's vCPU sends in one stretch per period; the frames that wait for
+  // tokens wait in A's own virtio ring (back-pressure).
+  EXPECT_NEAR(pps, expect, expect * 0.05) << "B received " << pps << " frames/s; A's ingress policing allows " << expect;
+  std::printf("ingress policing on A's port: B received %.0f frames/s of %.0f allowed (%+.2f %%)\n", pps, expect,
+              100 * (pps / expect - 1));
+  const long long drops = policer_drops();
+  ASSERT_TRUE(testkit::wait_until([&] { return policer_drops() > drops; }, 5s)) << ctl({"list", "Port", "a0"}).out;
+  // What A receives (nothing) met its QoS; B's port polices nothing.
+  EXPECT_EQ(port_counter("a0", "drops_policer_to_vm"), 0) << ctl({"list", "Port", "a0"}).out;
+  EXPECT_EQ(port_counter("b0", "drops_policer_to_vm"), 0) << ctl({"list", "Port", "b0"}).out;
+  // show says which way each polices.
+  const std::string show = ctl({"show"}).out;
+  EXPECT_NE(show.find("qos: egress-policer cbs=2000 cir=100000 (what the VM receives)"), std::string::npos) << show;
+  EXPECT_NE(show.find("ingress_policing: 32000 kbps burst 160 kb, 0 kpps burst 0 kpkts (what the VM sends)"),
+            std::string::npos)
+      << show;
 }
 
 TEST_F(DatapathTest, BestEffortVmGetsItsPortsAndLaterItsCapsule) {
@@ -179,13 +239,14 @@ TEST_F(DatapathTest, AutoNetBudgetCarriesThePolicedRateAndRefusesWhatCannotBeAdm
   // A floods the wire with 64-byte frames, far more than its policer lets
   // through (its vCPU has room to: 12 ms every 20 ms).
   EmulatedVm a(dir_, "a", mac_a, {"--mode", "tx", "--dst", "02:00:00:00:00:ff", "--rate", "0", "--size", "64", "--queue-size", "1024"});
-  // pkt-policer on A: 500 kpps, with a bucket that holds more than a
-  // period's worth (see net_budget.h: the datapath thread of a capsule that
-  // is sent more than it may pass works in one stretch per period).
+  // Ingress policing on A's port (what A sends): 500 kpps, with a bucket
+  // that holds more than a period's worth (see net_budget.h: the datapath
+  // thread of a capsule that is sent more than it may pass works in one
+  // stretch per period).
   const uint64_t rate = 500'000;
   r = ctl({"--wait", "add-vm", "a", "pid=" + std::to_string(a.pid()), "--", "--net=auto", "set-rsv", "a", "12ms",
-           "20ms", "--", "add-port", "a", "a0", a.socket(), "mac=\"" + mac_a + "\"", "--", "set-qos", "a0",
-           "pkt-policer", "pir=" + std::to_string(rate), "pbs=30000"});
+           "20ms", "--", "add-port", "a", "a0", a.socket(), "mac=\"" + mac_a + "\"",
+           "ingress_policing_kpkts_rate=" + std::to_string(rate / 1000), "ingress_policing_kpkts_burst=30"});
   ASSERT_EQ(r.rc, 0) << r.out << r.err;  // the VM waits for its port to come up
   // capsuled judges a VM once its threads are up; the reason lands in status.
   auto rejected_with = [&](const std::string& vm, const std::string& text) {
@@ -211,6 +272,8 @@ TEST_F(DatapathTest, AutoNetBudgetCarriesThePolicedRateAndRefusesWhatCannotBeAdm
   const std::string why = ctl({"get", "VM", "a", "status:net_budget"}).out;
   ASSERT_EQ(why.rfind("\"auto: ", 0), 0u) << why;
   EXPECT_EQ(why.find("warning"), std::string::npos) << why;
+  // Ingress policing bounds what A sends: the from_vm curve prices it.
+  EXPECT_NE(why.find("from_vm 500000 pps (ingress_policing_kpkts_rate 500 kpps on a0)"), std::string::npos) << why;
   const long long budget_us = std::stoll(why.substr(7));
   EXPECT_NE(ctl({"show"}).out.find("net budget: auto: " + std::to_string(budget_us) + " us of 20000 us"), std::string::npos)
       << ctl({"show"}).out;
@@ -260,15 +323,16 @@ TEST_F(DatapathTest, AutoNetBudgetCarriesThePolicedRateAndRefusesWhatCannotBeAdm
   // A rate one CPU cannot carry is refused with the arithmetic.
   EmulatedVm c(dir_, "c", mac_c, {"--mode", "count"});
   r = ctl({"--wait", "add-vm", "c", "pid=" + std::to_string(c.pid()), "--", "--net=auto", "set-rsv", "c", "2ms", "20ms",
-           "--", "add-port", "c", "c0", c.socket(), "mac=\"" + mac_c + "\"", "--", "set-qos", "c0", "pkt-policer",
-           "pir=" + std::to_string(uint64_t(2 * pps_per_cpu)), "pbs=1000"});
+           "--", "add-port", "c", "c0", c.socket(), "mac=\"" + mac_c + "\"",
+           "ingress_policing_kpkts_rate=" + std::to_string(uint64_t(2 * pps_per_cpu / 1000) + 1),
+           "ingress_policing_kpkts_burst=1"});
   EXPECT_TRUE(rejected_with("c", "more than the one CPU a thread can use")) << ctl({"get", "VM", "c", "status"}).out;
   // A rate a CPU can carry but this host cannot admit beside the vCPU
   // budget: refused by admission, the reason says where the budget came from.
   // (Half of a CPU's rate: with the margin it stays within the period even
   // where the measured curve bends, unlike 0.7, which once needed 100.2 %.)
-  r = ctl({"--wait", "--", "--net=auto", "set-rsv", "c", "19ms", "20ms", "--", "set-qos", "c0", "pkt-policer",
-           "pir=" + std::to_string(uint64_t(0.5 * pps_per_cpu)), "pbs=1000"});
+  r = ctl({"--wait", "--", "--net=auto", "set-rsv", "c", "19ms", "20ms", "--", "set", "Port", "c0",
+           "ingress_policing_kpkts_rate=" + std::to_string(uint64_t(0.5 * pps_per_cpu / 1000))});
   EXPECT_TRUE(rejected_with("c", "cannot be admitted")) << ctl({"get", "VM", "c", "status"}).out;
   EXPECT_EQ(ctl({"get", "VM", "c", "status:reason"}).out.rfind("\"net budget auto: ", 0), 0u)
       << ctl({"get", "VM", "c", "status:reason"}).out;

@@ -30,8 +30,10 @@ PortConfig port_with(const std::string& type, std::map<std::string, uint64_t> pa
 
 VmNetConfig vm(std::vector<PortConfig> ports) { return VmNetConfig{"vm1", std::move(ports)}; }
 
-const std::vector<ovs::CalibrationRow> kCurves = {curve("from_vm", 64, 1e6), curve("from_vm", 1514, 0.5e6),
-                                                  curve("to_vm", 64, 2e6)};
+// A port's QoS polices what the VM receives (to_vm, OVS's direction), its
+// ingress policing what the VM sends (from_vm).
+const std::vector<ovs::CalibrationRow> kCurves = {curve("to_vm", 64, 1e6), curve("to_vm", 1514, 0.5e6),
+                                                  curve("from_vm", 64, 2e6)};
 
 TEST(NetBudget, PacketPolicerRateOverTheSlopePlusMargin) {
   // 100 kpps at 1 Mpps per CPU = 10 % of a CPU; + 20 % = 12 % of 20 ms,
@@ -43,7 +45,9 @@ TEST(NetBudget, PacketPolicerRateOverTheSlopePlusMargin) {
   EXPECT_NEAR(b->cpu_share, 0.10, 1e-9);
   EXPECT_NE(b->explanation.find("pkt-policer pir 100000 pps on p0"), std::string::npos) << b->explanation;
   EXPECT_NE(b->explanation.find("20 % margin, + 200 us (1 % of the period)"), std::string::npos) << b->explanation;
-  EXPECT_NE(b->explanation.find("to_vm of p0 is not policed"), std::string::npos) << b->explanation;
+  EXPECT_NE(b->explanation.find("to_vm 100000 pps (pkt-policer pir 100000 pps on p0)"), std::string::npos)
+      << b->explanation;
+  EXPECT_NE(b->explanation.find("from_vm of p0 is not policed"), std::string::npos) << b->explanation;
 }
 
 TEST(NetBudget, ByteRatesCountAtTheSmallestCalibratedFrameUnlessTheVmSays) {
@@ -67,17 +71,17 @@ TEST(NetBudget, ByteRatesCountAtTheSmallestCalibratedFrameUnlessTheVmSays) {
 
 TEST(NetBudget, BothDirectionsAddUp) {
   PortConfig p = port_with("trtcm-policer", {{"cir", 2'500'000}, {"cbs", 2000}, {"eir", 2'500'000}, {"ebs", 2000}});
-  p.ingress_kpps = 200;  // 200 kpps to the VM at 2 Mpps per CPU = 10 %
+  p.ingress_kpps = 200;  // 200 kpps from the VM at 2 Mpps per CPU = 10 %
   auto b = derive_net_budget(vm({p}), kCurves, 10000, 0, {});
   ASSERT_TRUE(b.ok()) << b.error().message;
-  // from_vm: (cir + eir) / 50 = 100 kpps = 10 %.
+  // to_vm: (cir + eir) / 50 = 100 kpps = 10 %.
   EXPECT_NEAR(b->cpu_share, 0.20, 1e-9);
   EXPECT_EQ(b->runtime_us, 2100);
 }
 
 TEST(NetBudget, ABurstBelowRateTimesPeriodIsWarnedAbout) {
   // 100 kpps with a 1000-packet bucket: a 20 ms period needs 2000; about
-  // (1000 + 100k * 2.6 ms) / 2000 = 63 % passes when the VM sends more.
+  // (1000 + 100k * 2.6 ms) / 2000 = 63 % passes when more is sent to the VM.
   auto b = derive_net_budget(vm({port_with("pkt-policer", {{"pir", 100000}, {"pbs", 1000}})}), kCurves, 20000, 0.2, {});
   ASSERT_TRUE(b.ok()) << b.error().message;
   EXPECT_TRUE(b->warning);
@@ -99,7 +103,7 @@ TEST(NetBudget, MeasuredPointsAreInterpolatedAndTheirEndSegmentsExtended) {
   // 1, 5 and 10 % of 20 ms carried 50, 450 and 950 kpps: the lowest
   // segment says a throttled thread pays a per-period cost the straight
   // fit (here 10 Mpps per CPU through the origin) would miss.
-  auto c = curve("from_vm", 64, 10e6);
+  auto c = curve("to_vm", 64, 10e6);
   c.throughput = {{200, 50e3}, {1000, 450e3}, {2000, 950e3}, {3000, 900e3} /* noise: skipped */};
   auto at = [&](uint64_t pps) {
     auto b = derive_net_budget(vm({port_with("pkt-policer", {{"pir", pps}, {"pbs", pps}})}), {c}, 20000, 0, {});
@@ -115,7 +119,7 @@ TEST(NetBudget, InterceptAndHeadroom) {
   // A curve that carries 1000 pps at zero budget needs nothing for 500 pps:
   // the budget is the per-period headroom alone.
   auto b = derive_net_budget(vm({port_with("pkt-policer", {{"pir", 500}, {"pbs", 10}})}),
-                             {curve("from_vm", 64, 1e6, 1000)}, 20000, 0.2, {});
+                             {curve("to_vm", 64, 1e6, 1000)}, 20000, 0.2, {});
   ASSERT_TRUE(b.ok());
   EXPECT_EQ(b->runtime_us, 200);
 }
@@ -136,10 +140,16 @@ TEST(NetBudget, RefusalsSayWhatToDo) {
   ASSERT_FALSE(b.ok());
   EXPECT_NE(b.error().message.find("240.0 % of a CPU"), std::string::npos) << b.error().message;
 
-  PortConfig to_only;
-  to_only.name = "p0";
-  to_only.ingress_kbps = 1000;
-  b = derive_net_budget(vm({to_only}), {curve("from_vm", 64, 1e6)}, 20000, 0.2, {});
+  // Ingress policing bounds what the VM sends: it needs the from_vm curve.
+  PortConfig from_only;
+  from_only.name = "p0";
+  from_only.ingress_kbps = 1000;
+  b = derive_net_budget(vm({from_only}), {curve("to_vm", 64, 1e6)}, 20000, 0.2, {});
+  ASSERT_FALSE(b.ok());
+  EXPECT_NE(b.error().message.find("no from_vm curve"), std::string::npos) << b.error().message;
+  EXPECT_NE(b.error().message.find("ingress_policing_rate 1000 kbps"), std::string::npos) << b.error().message;
+  // ... and the QoS, what it receives, the to_vm curve.
+  b = derive_net_budget(policed, {curve("from_vm", 64, 1e6)}, 20000, 0.2, {});
   ASSERT_FALSE(b.ok());
   EXPECT_NE(b.error().message.find("no to_vm curve"), std::string::npos) << b.error().message;
 

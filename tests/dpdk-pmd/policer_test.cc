@@ -99,24 +99,33 @@ VmQos from_vm(BytePolicerConfig b, PacketPolicerConfig p = {}) {
   return q;
 }
 
-VmQos to_vm(BytePolicerConfig b) {
+VmQos to_vm(BytePolicerConfig b, PacketPolicerConfig p = {}) {
   VmQos q;
   q.to_vm.bytes = b;
+  q.to_vm.packets = p;
   return q;
 }
 
+// Each policer in the direction capsuled puts it (OVS's, schema 2.0.0): a
+// Port's QoS (egress-policer, trtcm-policer, pkt-policer) on what the VM
+// receives, its ingress policing (kbps, or kpps in thousands of packets)
+// on what the VM sends.
 INSTANTIATE_TEST_SUITE_P(
     Types, PmdPolicer,
     ::testing::Values(
-        // egress-policer cir 1 MB/s: 1e6 / 986 = 1014 pps
-        PolicerCase{"EgressPolicer", from_vm(BytePolicerConfig::egress_policer(1'000'000, 10'000)), 1e6 / kPolicedBytes, false},
-        // trtcm-policer: green up to cir, yellow up to eir more; red dropped
-        PolicerCase{"TrtcmPolicer", from_vm(BytePolicerConfig::trtcm_policer(500'000, 10'000, 500'000, 10'000)),
+        // QoS egress-policer cir 1 MB/s: 1e6 / 986 = 1014 pps, on what B receives
+        PolicerCase{"QosEgressPolicerToVm", to_vm(BytePolicerConfig::egress_policer(1'000'000, 10'000)),
+                    1e6 / kPolicedBytes, true},
+        // QoS trtcm-policer: green up to cir, yellow up to eir more; red dropped
+        PolicerCase{"QosTrtcmPolicerToVm", to_vm(BytePolicerConfig::trtcm_policer(500'000, 10'000, 500'000, 10'000)),
+                    1e6 / kPolicedBytes, true},
+        // QoS pkt-policer 1000 pps
+        PolicerCase{"QosPktPolicerToVm", to_vm({}, PacketPolicerConfig{1000, 16}), 1000, true},
+        // ingress policing 8000 kbps = 1e6 bytes/s, on what A sends
+        PolicerCase{"IngressPolicingFromVm", from_vm(BytePolicerConfig::ingress_policing(8000, 80)),
                     1e6 / kPolicedBytes, false},
-        // ingress policing 8000 kbps = 1e6 bytes/s, on traffic to the VM
-        PolicerCase{"IngressPolicing", to_vm(BytePolicerConfig::ingress_policing(8000, 80)), 1e6 / kPolicedBytes, true},
-        // packet rate 1000 pps
-        PolicerCase{"PacketRate", from_vm({}, PacketPolicerConfig{1000, 16}), 1000, false}),
+        // ingress_policing_kpkts_rate=1, _burst=1: 1000 pps, 1000 packets
+        PolicerCase{"IngressPolicingKpktsFromVm", from_vm({}, PacketPolicerConfig{1000, 1000}), 1000, false}),
     [](const auto& p) { return p.param.name; });
 
 // In capsules, as capsuled runs a VM: the sender's vCPU (1 ms of 20 ms,
@@ -215,21 +224,26 @@ VmQos capsule_qos(BytePolicerConfig b, PacketPolicerConfig p = {}, bool to = fal
   return q;
 }
 
+// In the directions capsuled uses (see Types above).
 INSTANTIATE_TEST_SUITE_P(
     Bursts, PmdPolicerInCapsule,
     ::testing::Values(
-        // egress-policer 1 MB/s = 1014 frames/s; bursts of one frame and of 20
-        CapsuleCase{"EgressPolicerOneFrame", capsule_qos(BytePolicerConfig::egress_policer(1'000'000, 1518)),
+        // QoS egress-policer 1 MB/s = 1014 frames/s on what B receives;
+        // bursts of one frame and of 20 kB
+        CapsuleCase{"QosEgressPolicerOneFrame",
+                    capsule_qos(BytePolicerConfig::egress_policer(1'000'000, 1518), {}, true), 1e6 / kPolicedBytes,
+                    true},
+        CapsuleCase{"QosEgressPolicer20kB", capsule_qos(BytePolicerConfig::egress_policer(1'000'000, 20'000), {}, true),
+                    1e6 / kPolicedBytes, true},
+        CapsuleCase{"QosTrtcmPolicerOneFrame",
+                    capsule_qos(BytePolicerConfig::trtcm_policer(500'000, 1518, 500'000, 1518), {}, true),
+                    1e6 / kPolicedBytes, true},
+        CapsuleCase{"QosPktPolicerOnePacket", capsule_qos({}, PacketPolicerConfig{1000, 1}, true), 1000, true},
+        // ingress policing 8000 kbps, burst 13 kb (1625 bytes: one frame), on what A sends
+        CapsuleCase{"IngressPolicingOneFrame", capsule_qos(BytePolicerConfig::ingress_policing(8000, 13)),
                     1e6 / kPolicedBytes, false},
-        CapsuleCase{"EgressPolicer20kB", capsule_qos(BytePolicerConfig::egress_policer(1'000'000, 20'000)),
-                    1e6 / kPolicedBytes, false},
-        CapsuleCase{"TrtcmPolicerOneFrame",
-                    capsule_qos(BytePolicerConfig::trtcm_policer(500'000, 1518, 500'000, 1518)), 1e6 / kPolicedBytes,
-                    false},
-        CapsuleCase{"PacketRateOnePacket", capsule_qos({}, PacketPolicerConfig{1000, 1}), 1000, false},
-        // ingress policing 8000 kbps, burst 13 kb (1625 bytes: one frame), on what B receives
-        CapsuleCase{"IngressPolicingOneFrame", capsule_qos(BytePolicerConfig::ingress_policing(8000, 13), {}, true),
-                    1e6 / kPolicedBytes, true}),
+        // ingress_policing_kpkts_rate=1, _burst=1 on what A sends
+        CapsuleCase{"IngressPolicingKpkts", capsule_qos({}, PacketPolicerConfig{1000, 1000}), 1000, false}),
     [](const auto& p) { return p.param.name; });
 
 TEST_F(PmdPolicerConfig, SetQosReplacesThePolicerWhileTrafficFlows) {

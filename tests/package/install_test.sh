@@ -126,7 +126,7 @@ libvirt_domain() {
   <memory unit='MiB'>128</memory>
   <vcpu placement='static'>1</vcpu>
   <metadata>
-    <capsule:capsule xmlns:capsule='http://capsule.example.org/xmlns/libvirt/domain/1.0'>
+    <capsule:capsule xmlns:capsule='http://capsule.example.org/xmlns/libvirt/domain/2.0'>
       <capsule:vcpu runtime='2ms' period='20ms'/>
       <capsule:interface mac='52:54:00:c5:0a:01' port='pkg-eth0'>
         <capsule:qos type='egress-policer' cir='12500000' cbs='125000'/>
@@ -177,6 +177,7 @@ done
 # added later (capsule-datapathd, started by capsuled from beside itself).
 [ ! -x "$BUILD/bin/capsule-datapathd" ] || [ -x /usr/sbin/capsule-datapathd ] || fail "capsule-datapathd not installed beside capsuled"
 [ -f /usr/share/capsule/capsule.ovsschema ] || fail "schema not in /usr/share/capsule"
+[ -x /usr/share/capsule/capsule-convert-policers ] || fail "capsule-convert-policers not in /usr/share/capsule"
 [ -f /etc/default/capsule ] || fail "/etc/default/capsule not installed"
 [ -f /usr/share/bash-completion/completions/capsule-ctl ] || fail "bash completion not installed"
 [ -x /etc/libvirt/hooks/qemu.d/capsule ] || fail "libvirt qemu hook not installed"

@@ -43,13 +43,14 @@ get() { ctl get "$@" | tr -d '"'; }
 
 # A domain as libvirt hands it over: two vhost-user NICs (QEMU serving one
 # socket, connecting to the other), a reservation, a fixed datapath budget,
-# a policer on one NIC and ingress policing on the other.
+# a policer on one NIC (what its VM receives) and ingress policing on the
+# other (what its VM sends).
 cat >"$TMP/domain.xml" <<EOD
 <domain type='qemu' id='7'>
   <name>$VM</name>
   <uuid>6f1c9d3a-5d7e-4b8e-9a43-0c1f2e3d4b5a</uuid>
   <metadata>
-    <capsule:capsule xmlns:capsule='http://capsule.example.org/xmlns/libvirt/domain/1.0'>
+    <capsule:capsule xmlns:capsule='http://capsule.example.org/xmlns/libvirt/domain/2.0'>
       <capsule:vcpu runtime='2ms' period='20ms'/>
       <capsule:net budget='1ms'/>
       <capsule:interface mac='52:54:00:C5:00:01' port='hook-eth0'>
@@ -127,14 +128,14 @@ step "one vhost-user NIC: prepare, start, started: capsuled takes QEMU's vCPU th
 # The same domain without its second vhost-user NIC.
 python3 - "$TMP/domain.xml" "$TMP/one.xml" <<'PY'
 import sys, xml.etree.ElementTree as ET
-ET.register_namespace("capsule", "http://capsule.example.org/xmlns/libvirt/domain/1.0")
+ET.register_namespace("capsule", "http://capsule.example.org/xmlns/libvirt/domain/2.0")
 tree = ET.parse(sys.argv[1]); dom = tree.getroot()
 devices = dom.find("devices")
 for iface in devices.findall("interface"):
     if iface.find("mac").get("address") == "52:54:00:c5:00:02":
         devices.remove(iface)
-meta = dom.find("metadata/{http://capsule.example.org/xmlns/libvirt/domain/1.0}capsule")
-for i in meta.findall("{http://capsule.example.org/xmlns/libvirt/domain/1.0}interface"):
+meta = dom.find("metadata/{http://capsule.example.org/xmlns/libvirt/domain/2.0}capsule")
+for i in meta.findall("{http://capsule.example.org/xmlns/libvirt/domain/2.0}interface"):
     if i.get("mac") == "52:54:00:c5:00:02":
         meta.remove(i)
 tree.write(sys.argv[2])
@@ -187,4 +188,16 @@ sed "s/cbs='125000'/cbz='125000'/" "$TMP/domain.xml" >"$TMP/bad.xml"
 if hook prepare begin "$TMP/bad.xml"; then fail "unknown QoS key accepted"; fi
 grep -q "cbz" "$TMP/hook.err" || fail "message: $(cat "$TMP/hook.err")"
 [ -z "$(ctl --bare --columns=name list VM)" ] || fail "refused domain left a VM row"
+
+step "metadata namespace 1.0 (policers the other way round): refused with policers, read without"
+sed "s|xmlns/libvirt/domain/2.0|xmlns/libvirt/domain/1.0|" "$TMP/domain.xml" >"$TMP/old.xml"
+if hook prepare begin "$TMP/old.xml"; then fail "1.0 metadata with policers accepted"; fi
+grep -q "namespace 1.0, where <capsule:qos> policed what the VM sends" "$TMP/hook.err" || fail "message: $(cat "$TMP/hook.err")"
+[ -z "$(ctl --bare --columns=name list VM)" ] || fail "refused 1.0 domain left a VM row"
+sed -e "s|xmlns/libvirt/domain/2.0|xmlns/libvirt/domain/1.0|" -e '/<capsule:qos /d' -e '/<capsule:ingress-policing /d' \
+  "$TMP/domain.xml" >"$TMP/old.xml"
+hook prepare begin "$TMP/old.xml" || fail "1.0 metadata without policers: $(cat "$TMP/hook.err")"
+[ "$(get VM $VM vcpu_runtime_us)" = 2000 ] || fail "1.0 metadata not read: $(ctl list VM)"
+hook release end "$TMP/old.xml" || fail "release of a 1.0 domain: $(cat "$TMP/hook.err")"
+[ -z "$(ctl --bare --columns=name list VM)" ] || fail "1.0 domain's VM row left: $(ctl list VM)"
 echo PASS

@@ -93,9 +93,11 @@ class NetworkDemo {
     auto cal = harness::ctl(*db_, calibrate, std::chrono::seconds(120));
     std::printf("%s", cal.out.c_str());
     if (cal.rc == 0) {
-      std::printf("\nPolicing what vm2 receives at 100 kpps and letting capsuled size its datapath budget:\n");
-      if (!ctl({"--wait", "set", "Port", "vm2-eth0", "ingress_policing_kpkts_rate=100",
-                "ingress_policing_kpkts_burst=6", "--", "--net=auto", "set-rsv", "vm2", "4ms", "20ms"}))
+      // A port's QoS polices what its VM receives (OVS's meaning).
+      std::printf("\nPolicing what vm2 receives at 100 kpps (its port's QoS) and letting capsuled size its "
+                  "datapath budget:\n");
+      if (!ctl({"--wait", "set-qos", "vm2-eth0", "pkt-policer", "pir=100000", "pbs=6000", "--", "--net=auto",
+                "set-rsv", "vm2", "4ms", "20ms"}))
         return 1;
       results.push_back(phase("vm2 flooded, auto 100 kpps", true));
     } else {

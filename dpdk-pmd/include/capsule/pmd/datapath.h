@@ -4,7 +4,7 @@
 //   auto dp = Datapath::create({.uplink_devargs = "net_tap0,iface=ctap0"});
 //   VmConfig vm{.name = "vm1", .port = {"/run/capsule/vm1.sock"},
 //               .mac = *MacAddr::parse("02:00:00:00:00:01")};
-//   vm.qos.from_vm.bytes = BytePolicerConfig::egress_policer(1'250'000, 15'000);
+//   vm.qos.to_vm.bytes = BytePolicerConfig::egress_policer(1'250'000, 15'000);
 //   dp.value()->add_vm(vm);                   // port + PMD thread "cpmd-vm1"
 //   pid_t tid = *dp.value()->pmd_tid("vm1");  // put it in vm1's reservation
 //   VmStats s = *dp.value()->stats("vm1");    // lock-free snapshot
@@ -103,11 +103,14 @@ struct DirectionQos {
 };
 
 // Which way is which: from_vm = traffic the VM sends (leaves its virtio tx
-// ring), to_vm = traffic the VM receives. Issue 3 puts `egress-policer` /
-// `trtcm-policer` on from_vm and ingress policing on to_vm. NB: OVS itself
-// applies QoS (egress-policer) to packets it sends *to* the VM and
-// ingress_policing_rate to packets it receives *from* the VM; capsuled picks
-// the direction explicitly here, so both readings can be served.
+// ring), to_vm = traffic the VM receives. capsuled maps the Capsule
+// database in OVS's switch-centric directions: a Port's QoS
+// (`egress-policer`, `trtcm-policer`, `pkt-policer`) goes on to_vm (OVS
+// polices it in netdev_dpdk_vhost_send), ingress policing on from_vm (OVS:
+// netdev_dpdk_vhost_rxq_recv). Both are policed in the VM's own thread, so
+// inside its capsule, before the frames move on: from_vm as it dequeues
+// from the guest, to_vm as it takes from the datapath's ring for the VM,
+// before the copy into guest memory.
 //
 // A frame a policer cannot pass yet waits for its tokens, in the VM's own
 // virtio tx ring (from_vm: back-pressure, as behind a NIC that shapes) or in
