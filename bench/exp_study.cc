@@ -251,7 +251,18 @@ class CapsuleRig : public Rig {
       if (!b) return b.error();
       g2.emplace(std::move(b.value()));
     }
-    return rate_kpps([&] { return dp_.stats("v1").value().to_vm_packets; }, warm, secs);
+    const auto s0 = dp_.stats("v1").value();
+    const double kpps = rate_kpps([&] { return dp_.stats("v1").value().to_vm_packets; }, warm, secs);
+    // Where VM 1's frames cost: its datapath thread's cycles per frame over
+    // the point (busy rounds only), and how often it parked.
+    const auto s1 = dp_.stats("v1").value();
+    const uint64_t frames = s1.to_vm_packets - s0.to_vm_packets;
+    std::cerr << "exp: " << (reserve_ ? "capsule" : "cfs") << " P=" << p.period_ms << " Q=" << p.q1 << " S=" << p.s
+              << ": VM 1 " << fmt("%.1f", kpps) << " kpps; its thread "
+              << fmt("%.0f", frames ? double(s1.busy_cycles - s0.busy_cycles) / double(frames) : 0.0)
+              << " cycles/frame, " << s1.blocks - s0.blocks << " blocks, " << s1.ring_full_drops - s0.ring_full_drops
+              << " ring-full drops\n";
+    return kpps;
   }
 
   ~CapsuleRig() override {
@@ -663,7 +674,17 @@ int exp_e3(const std::vector<std::string>& args) {
         if (g_stop) break;
         std::unique_ptr<RingFeeder> flood;
         if (load == std::string("flooded")) flood = make_feeder({kMac2});
+        const auto s0 = bed.dp->stats("v1").value(), n0 = bed.dp->stats("v2").value();
         record({sys, load}, run_probe(bed.dir, bed.dir + "/c.sock", n, sys + "-" + load));
+        // What VM 1's datapath thread did meanwhile: it must receive the
+        // requests only (one frame each), never the neighbour's flood.
+        const auto s1 = bed.dp->stats("v1").value(), n1 = bed.dp->stats("v2").value();
+        std::cerr << "exp-e3: " << sys << " " << load << ": VM 1's thread: " << s1.to_vm_packets - s0.to_vm_packets
+                  << " frames in, " << s1.from_vm_packets - s0.from_vm_packets << " out, "
+                  << (s1.blocks - s0.blocks) << " blocks, "
+                  << fmt("%.0f", s1.cycles_per_packet) << " cycles/frame; the neighbour's: "
+                  << n1.to_vm_packets - n0.to_vm_packets << " frames in, "
+                  << n1.ring_full_drops - n0.ring_full_drops << " ring-full drops\n";
       }
     } else if (sys == "ovs-dpdk") {
       OvsDpdk ovs({.pmd_cpu = kTestCpu, .pmd_maxsleep_us = -1});
@@ -721,8 +742,26 @@ int exp_e3(const std::vector<std::string>& args) {
 
 }  // namespace
 
-CAPSULE_BENCH("exp-e1", "E1: VM throughput against its own budget, capsule vs CFS vs OVS-DPDK (CSV)", exp_e1);
-CAPSULE_BENCH("exp-e2", "E2: VM throughput against a neighbour's share, capsule vs CFS vs OVS-DPDK (CSV)", exp_e2);
-CAPSULE_BENCH("exp-e3", "E3: 100 kB every 20 ms, completion times, neighbour idle/flooded (CSV)", exp_e3);
+using K = BenchOption::Kind;
+// Options exp-e1 and exp-e2 share (common_args).
+#define CAPSULE_EXP_COMMON                                                                       \
+  {"--systems", K::kText, "systems, in order", {"capsule", "cfs", "ovs-dpdk"}},                  \
+      {"--runs", K::kCount, "runs of every point"}, {"--warm", K::kSeconds, "seconds before a window"}, \
+      {"--seconds", K::kSeconds, "measurement window"},                                          \
+      {"--guest", K::kText, "how the emulated guest receives", {"interrupt", "busy-poll"}},        \
+      {"--csv", K::kText, "write every run's point here"}
+CAPSULE_BENCH("exp-e1", "E1: VM throughput against its own budget, capsule vs CFS vs OVS-DPDK (CSV)", exp_e1,
+              {CAPSULE_EXP_COMMON, {"--periods", K::kList, "periods P in ms"}, {"--q", K::kList, "budgets Q in % of P"}},
+              {"--runs", "1", "--warm", "0.1", "--seconds", "0.2", "--periods", "100", "--q", "10,50,90"});
+CAPSULE_BENCH("exp-e2", "E2: VM throughput against a neighbour's share, capsule vs CFS vs OVS-DPDK (CSV)", exp_e2,
+              {CAPSULE_EXP_COMMON, {"--period", K::kCount, "period P in ms"}, {"--q1", K::kList, "VM 1's shares in %"},
+               {"--shares", K::kList, "the neighbour's shares in %"},
+               {"--neighbours", K::kText, "kinds of neighbour", {"network", "compute"}}},
+              {"--runs", "1", "--warm", "0.1", "--seconds", "0.2", "--q1", "30", "--shares", "10,40"});
+CAPSULE_BENCH("exp-e3", "E3: 100 kB every 20 ms, completion times, neighbour idle/flooded (CSV)", exp_e3,
+              {{"--requests", K::kCount, "requests per case"},
+               {"--csv", K::kText, "write every completion time here"},
+               {"--systems", K::kText, "systems, in order", {"capsule", "cfs", "ovs-dpdk"}}},
+              {"--requests", "10"});
 
 }  // namespace capsule::bench

@@ -8,7 +8,10 @@
 #include <algorithm>
 #include <thread>
 
+#include <rte_ring.h>
+
 #include "capsule/rsv/discovery.h"
+#include "capsule/vm/ring_feeder.h"
 #include "pmd_fixture.h"
 
 namespace capsule::pmd::testing {
@@ -201,6 +204,48 @@ TEST_F(PmdForwarding, BroadcastFromAVmIsFloodedToTheOthers) {
                                                 stats_of(*dp, "b").to_vm_packets >= 1000; }, 2s));
   EXPECT_EQ(b.finish()["rx_test"], 1000u);
   EXPECT_EQ(c.finish()["rx_test"], 1000u);
+}
+
+// A flood on the wire for one VM (E3's neighbour), frames from the wire for
+// MACs nobody has, and a VM sending to an unknown MAC must not reach a VM
+// that none of them names: not its ring, not its guest, not even a wake-up
+// of its thread (its reservation would pay for it). Unknown unicast goes to
+// the uplink only, as with a learning switch whose table knows every local
+// MAC (each VM's MAC is configured).
+TEST_F(PmdForwarding, FloodsForOtherOrUnknownMacsNeverReachAnUninvolvedVm) {
+  auto up = make_datapath("net_ring0");
+  ASSERT_TRUE(up.ok()) << up.error().message;
+  dp = std::move(up.value());
+  for (auto [n, m] : {std::pair{"a", kMacA}, {"b", kMacB}, {"c", kMacC}})
+    ASSERT_TRUE(dp->add_vm(vm_config(n, dir.file(std::string(n) + ".sock"), m)).ok());
+  VmProcess b(dir, "b", dir.file("b.sock"), kMacB, {"--mode", "count"});
+  VmProcess c(dir, "c", dir.file("c.sock"), kMacC, {"--mode", "count"});
+  ASSERT_TRUE(b.wait_ready() && c.wait_ready()) << b.output() << c.output();
+  // c's thread has gone round its loop and parked before the floods start.
+  ASSERT_TRUE(testkit::wait_until([&] { return stats_of(*dp, "c").blocks > 0; }, 5s));
+  const auto c0 = stats_of(*dp, "c");
+  {
+    // The wire: frames for b and for two MACs nobody has, from a MAC behind
+    // the uplink (as the experiments' generator sends them).
+    vm::RingFeeder wire(rte_ring_lookup("ETH_RXTX0_net_ring0"),
+                        {kMacB, "02:00:00:00:00:97", kMacB, "02:00:00:00:00:98"}, 1514, -1, "02:00:00:00:00:fe");
+    ASSERT_TRUE(wire.ok());
+    // A VM sending to a MAC nobody has (and to b).
+    VmProcess a(dir, "a", dir.file("a.sock"), kMacA,
+                {"--mode", "tx", "--dst", "02:00:00:00:00:99", "--rate", "20000", "--count", "20000"});
+    ASSERT_TRUE(a.wait_ready()) << a.output();
+    a.wait_exit(10s);
+    ASSERT_TRUE(testkit::wait_until([&] { return stats_of(*dp, "b").to_vm_packets > 100'000; }, 10s))
+        << "the flood for b did not reach b";
+    EXPECT_GE(stats_of(*dp, "a").from_vm_packets, 20'000u);
+  }
+  ASSERT_TRUE(delivery_settled(*dp, "c", 3s));
+  const auto c1 = stats_of(*dp, "c");
+  EXPECT_EQ(c1.to_vm_packets, c0.to_vm_packets) << "frames for b or for unknown MACs were delivered to c";
+  EXPECT_EQ(c1.ring_full_drops, c0.ring_full_drops) << "frames for b or for unknown MACs were sent towards c";
+  EXPECT_EQ(c1.wakeups_by_ring, c0.wakeups_by_ring) << "c's thread was woken for frames that are not c's";
+  EXPECT_EQ(c.finish()["rx_test"], 0u) << c.output();
+  EXPECT_GT(dp->uplink_stats().rx_no_vm, 0u) << "the wire's frames for unknown MACs were not counted as for no VM";
 }
 
 TEST_F(PmdForwarding, RemovingAVmLeavesOtherTrafficIntact) {
