@@ -167,8 +167,16 @@ int main(int argc, char** argv) {
   auto& reg = registry();
   std::sort(reg.begin(), reg.end(), [](auto& a, auto& b) { return a.name < b.name; });
   if (argc == 2 && std::string(argv[1]) == "--list") {  // names only, for scripts (the smoke tests' coverage)
-    for (const auto& b : reg) std::cout << b.name << "\n";
-    return 0;
+    int rc = 0;
+    for (const auto& b : reg) {
+      std::cout << b.name << "\n";
+      // A benchmark's own --smoke arguments must pass its own checks.
+      if (std::string why = capsule::bench::check_options(b, b.smoke); !why.empty()) {
+        std::cerr << "capsule-bench " << b.name << ": its --smoke arguments: " << why << "\n";
+        rc = 1;
+      }
+    }
+    return rc;
   }
   if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
     std::cout << "usage: capsule-bench BENCHMARK [options]\n\nbenchmarks:\n";

@@ -6,7 +6,8 @@ set -euo pipefail
 bench=$1
 shift
 missing=()
-for name in $("$bench" --list); do
+names=$("$bench" --list) || { echo "bench-smoke.coverage: capsule-bench --list failed" >&2; exit 1; }
+for name in $names; do
   found=0
   for c in "$@"; do [ "$c" = "$name" ] && found=1; done
   [ $found = 1 ] || missing+=("$name")
@@ -15,4 +16,4 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "bench-smoke.coverage: no smoke test for: ${missing[*]} (add capsule_bench_smoke(...) in tests/bench/CMakeLists.txt)" >&2
   exit 1
 fi
-echo "bench-smoke.coverage: all $("$bench" --list | wc -l) benchmarks have a smoke test"
+echo "bench-smoke.coverage: all $(echo "$names" | wc -l) benchmarks have a smoke test"
