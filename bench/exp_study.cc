@@ -445,6 +445,7 @@ int exp_e1(const std::vector<std::string>& args) {
             << c.secs << " s per point\n";
   // (system, P, Q) -> kpps of every run
   std::map<std::tuple<std::string, int, int>, std::vector<double>> res;
+  bool failed = false;
   for (const std::string& sys : c.systems) {
     if (g_stop) break;
     auto rig = make_rig(bed, sys, Neighbour::kNone, c.busy);
@@ -462,6 +463,13 @@ int exp_e1(const std::vector<std::string>& args) {
           if (!k) {
             std::cerr << "exp-e1: " << sys << " P=" << period << " Q=" << q << ": " << k.error().message << "\n";
             continue;
+          }
+          // Every budget moves frames: none at all is a broken set-up (a
+          // VM restarted on its socket that never got traffic again), not
+          // a point of the curve.
+          if (k.value() <= 0) {
+            std::cerr << "exp-e1: " << sys << " P=" << period << " Q=" << q << ": VM 1 received nothing\n";
+            failed = true;
           }
           res[{sys, period, q}].push_back(k.value());
           if (csv.is_open())
@@ -493,6 +501,10 @@ int exp_e1(const std::vector<std::string>& args) {
       if (sys == "capsule" && !(r2 >= worst)) worst = r2;
     }
   }
+  if (failed) {
+    std::cerr << "exp-e1: a point received nothing (above); no summary line\n";
+    return 1;
+  }
   std::cout << "E1 R^2: " << fmt("%.4f", worst) << std::endl;
   return g_stop ? 130 : 0;
 }
@@ -522,6 +534,7 @@ int exp_e2(const std::vector<std::string>& args) {
   std::cout << "exp-e2: VM 1 and a neighbour (" << guest << " guests) on CPU " << kTestCpu << ", P = " << period
             << " ms; " << c.runs << " runs of " << c.secs << " s per point\n";
   std::map<std::tuple<std::string, std::string, int, int>, std::vector<double>> res;
+  bool failed = false;
   for (const std::string& sys : c.systems) {
     for (Neighbour n : kinds) {
       if (g_stop) break;
@@ -538,6 +551,10 @@ int exp_e2(const std::vector<std::string>& args) {
             if (!k) {
               std::cerr << "exp-e2: " << sys << " Q1=" << q1 << " S=" << s << ": " << k.error().message << "\n";
               continue;
+            }
+            if (k.value() <= 0) {  // as in exp-e1: a broken set-up, not a point
+              std::cerr << "exp-e2: " << sys << " Q1=" << q1 << " S=" << s << ": VM 1 received nothing\n";
+              failed = true;
             }
             res[{sys, to_string(n), q1, s}].push_back(k.value());
             if (csv.is_open())
@@ -567,6 +584,10 @@ int exp_e2(const std::vector<std::string>& args) {
         if (!worst.count(sys) || drop > worst[sys]) worst[sys] = drop;
       }
   auto w = [&](const char* s) { return worst.count(s) ? fmt("%.1f", worst[s]) : std::string("n/a"); };
+  if (failed) {
+    std::cerr << "exp-e2: a point received nothing (above); no summary line\n";
+    return 1;
+  }
   std::cout << "E2 worst drop: capsule " << w("capsule") << " % | ovs-dpdk " << w("ovs-dpdk") << " % | cfs " << w("cfs")
             << " %" << std::endl;
   return g_stop ? 130 : 0;
