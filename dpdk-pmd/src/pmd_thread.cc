@@ -447,28 +447,14 @@ void Pmd::run(std::promise<Status>& started) {
 
   auto& c = vm_->c;
   int last_vid = -1;
-  uint64_t last_attach = vm_->connects.load();
   while (!vm_->stop.load(std::memory_order_relaxed)) {
     vm_->iteration.store(vm_->iteration.load(std::memory_order_relaxed) + 1, std::memory_order_seq_cst);
-    // A device replaced while this thread was blocked can come back with the
-    // same vid (rte_vhost reuses the lowest free one): the attach count, not
-    // the vid, says whether the device is the one our state belongs to. With
-    // the vid alone, a VM restarted on its socket (E1 between its series)
-    // inherited the old device's "rx kicks on" and the frames waiting for its
-    // ring, and got nothing.
-    const uint64_t attach = vm_->connects.load(std::memory_order_seq_cst);
     const int vid = vm_->vid.load(std::memory_order_seq_cst);
-    if (vid != last_vid || attach != last_attach) {
+    if (vid != last_vid) {
       last_vid = vid;
-      last_attach = attach;
       guest_kicks_on_ = true;  // a new device starts with notifications on
       rx_kicks_on_ = false;    // ... and we switched them off on its rx ring
       if (unsigned lost = from_in_.clear()) bump(c.not_connected_drops, lost);  // of the device that went away
-      if (npending_) {  // frames that waited for room in the old device's ring
-        rte_pktmbuf_free_bulk(pending_, npending_);
-        bump(c.vhost_enqueue_drops, npending_);
-        npending_ = 0;
-      }
       rte_vhost_vring vr{};
       if (vid >= 0 && rte_vhost_get_vhost_vring(vid, kGuestTxQueue, &vr) == 0 && vr.size) guest_tx_size_ = vr.size;
     }

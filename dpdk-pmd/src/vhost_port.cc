@@ -57,11 +57,9 @@ int on_new_device(int vid) {
   // The guest need not kick us when it refills its rx ring.
   rte_vhost_enable_guest_notification(vid, kGuestRxQueue, 0);
   refresh_kick_fd(vm, vid);
-  // The attach count first: the PMD thread reads it before the vid, so a
-  // new device with a reused vid is never taken for the old one.
-  vm->connects.fetch_add(1);
   vm->vid.store(vid);
   vm->connected.store(true);
+  vm->connects.fetch_add(1);
   vm->last_connect_ms.store(unix_ms_now());
   vm->wake();
   return 0;
