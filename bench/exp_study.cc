@@ -216,8 +216,15 @@ class CapsuleRig : public Rig {
     if (rig->vm2_) rig->t2_ = {rig->vm2_->vcpu_tid(), n == Neighbour::kNet ? dp.pmd_tid("v2").value() : 0};
     std::vector<std::string> dsts = {kMac1};
     if (n == Neighbour::kNet) dsts.push_back(kMac2);
+    const uint64_t before = dp.stats("v1").value().to_vm_packets;
     rig->feeder_ = make_feeder(dsts);
     if (!rig->feeder_->ok()) return Error{"cannot feed net_ring0"};
+    // A VM that is up takes a moment before frames flow into it (after a VM
+    // replaced on its socket: about half a second here); a point measured
+    // before that reads 0. Wait for the frames, not a fixed time.
+    if (!testkit::wait_until([&] { return dp.stats("v1").value().to_vm_packets > before + 1000; }, 20s))
+      return Error{"VM 1 is up but no frames reach it (to_vm " +
+                   std::to_string(dp.stats("v1").value().to_vm_packets - before) + " in 20 s)"};
     return rig;
   }
 
