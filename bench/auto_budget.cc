@@ -147,7 +147,12 @@ int auto_budget(const std::vector<std::string>& args) {
 
 }  // namespace
 
-CAPSULE_BENCH("auto-budget", "policed rate carried by `auto` network budgets vs best effort (real stack)", auto_budget);
+using K = BenchOption::Kind;
+CAPSULE_BENCH("auto-budget", "policed rate carried by `auto` network budgets vs best effort (real stack)", auto_budget,
+              {{"--runs", K::kCount, "measurement windows per rate (median)"},
+               {"--vcpu", K::kText, "the VM's vCPU reservation (a duration: 12ms)"},
+               {"--rates", K::kList, "policed rates in packets/s"}},
+              {"--runs", "1", "--rates", "100000"});
 
 }  // namespace capsule::bench
 

@@ -15,17 +15,47 @@ namespace capsule::bench {
 
 using BenchFn = int (*)(const std::vector<std::string>& args);
 
+// One option a benchmark takes ("--runs 3"). main.cc checks every argument
+// against the benchmark's list before it runs, so an unknown option or a
+// malformed number is refused with the option's name instead of being
+// ignored or throwing from std::stoi.
+struct BenchOption {
+  enum class Kind {
+    kCount,    // a whole number >= 0 (fits an int)
+    kSeconds,  // a decimal number >= 0
+    kList,     // comma-separated whole numbers >= 0 ("10,20,30")
+    kText,     // any text; `choices`, if given, lists the accepted words
+  };
+  std::string name;  // with its dashes: "--runs"
+  Kind kind;
+  std::string help;
+  std::vector<std::string> choices = {};  // kText: the accepted values (each comma-separated item for a list)
+};
+
 struct BenchInfo {
   std::string name;
   std::string summary;
   BenchFn fn;
+  std::vector<BenchOption> options;
+  // What `--smoke` adds to the command line: tiny durations, one run, so
+  // that `./scripts/test` (ctest label bench-smoke) runs every benchmark
+  // to its summary line in seconds. Options the user gives come first and
+  // win (arg() takes the first).
+  std::vector<std::string> smoke;
 };
 
 std::vector<BenchInfo>& registry();
 
 struct Register {
-  Register(const char* name, const char* summary, BenchFn fn) { registry().push_back({name, summary, fn}); }
+  Register(const char* name, const char* summary, BenchFn fn, std::vector<BenchOption> options = {},
+           std::vector<std::string> smoke = {}) {
+    registry().push_back({name, summary, fn, std::move(options), std::move(smoke)});
+  }
 };
+
+// Checks `args` against `b.options`: the reason for the first argument that
+// is not a registered option or whose value does not parse, "" if all do.
+std::string check_options(const BenchInfo& b, const std::vector<std::string>& args);
 
 // A fixed-width text table: add rows of cells, print aligned.
 class Table {
@@ -52,14 +82,18 @@ inline double ms_since(std::chrono::steady_clock::time_point t0) {
 long rss_kib(pid_t pid);
 double cpu_seconds(pid_t pid);
 
-// "--key value" lookup with a default.
+// "--key value" lookup with a default. `key` must be one of the running
+// benchmark's registered options (a benchmark that reads an option it did
+// not register stops with a message naming it: its smoke test fails).
 std::string arg(const std::vector<std::string>& args, const std::string& key, const std::string& def);
 
 }  // namespace capsule::bench
 
 #define CAPSULE_BENCH_CAT2(a, b) a##b
 #define CAPSULE_BENCH_CAT(a, b) CAPSULE_BENCH_CAT2(a, b)
-// CAPSULE_BENCH("name", "one-line summary", function): any function name,
-// qualified or not, may be registered.
-#define CAPSULE_BENCH(name, summary, fn) \
-  static ::capsule::bench::Register CAPSULE_BENCH_CAT(capsule_bench_reg_, __COUNTER__)(name, summary, fn)
+// CAPSULE_BENCH("name", "one-line summary", function, {options}, {smoke
+// arguments}): any function name, qualified or not, may be registered.
+// Every benchmark has a smoke test (bench/CMakeLists.txt,
+// capsule_bench_smoke), which runs it with --smoke and checks its last line.
+#define CAPSULE_BENCH(name, summary, fn, ...) \
+  static ::capsule::bench::Register CAPSULE_BENCH_CAT(capsule_bench_reg_, __COUNTER__)(name, summary, fn, __VA_ARGS__)

@@ -275,7 +275,14 @@ int cluster_scale(const std::vector<std::string>& args) {
 
 CAPSULE_BENCH("cluster-scale",
               "clustered Capsule DB, --chassis N simulated hosts x --vms-per-chassis M: change -> applied, failover",
-              cluster_scale);
+              cluster_scale,
+              {{"--chassis", BenchOption::Kind::kCount, "simulated hosts (capsule-simhost)"},
+               {"--vms-per-chassis", BenchOption::Kind::kCount, "VMs per host"},
+               {"--changes", BenchOption::Kind::kCount, "row changes timed to applied"},
+               {"--members", BenchOption::Kind::kCount, "cluster members (3 or 5)"},
+               {"--seed", BenchOption::Kind::kCount, "random seed of the changes"},
+               {"--election-timer-ms", BenchOption::Kind::kCount, "Raft election timer"}},
+              {"--chassis", "2", "--vms-per-chassis", "2", "--changes", "5"});
 
 }  // namespace
 }  // namespace capsule::bench

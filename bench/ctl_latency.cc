@@ -201,8 +201,15 @@ int ctl_scale(const std::vector<std::string>& args) {
   return 0;
 }
 
-CAPSULE_BENCH("ctl-latency", "DB row written -> SCHED_DEADLINE applied, p50/p99 over --changes N", ctl_latency);
-CAPSULE_BENCH("ctl-scale", "bulk apply time, capsuled memory and capsule-ctl show time at --vms N [--ports 16 --idle-ms 100]", ctl_scale);
+CAPSULE_BENCH("ctl-latency", "DB row written -> SCHED_DEADLINE applied, p50/p99 over --changes N", ctl_latency,
+              {{"--changes", BenchOption::Kind::kCount, "row changes timed"},
+               {"--vcpus", BenchOption::Kind::kCount, "vCPU threads of the VM"}},
+              {"--changes", "5"});
+CAPSULE_BENCH("ctl-scale", "bulk apply time, capsuled memory and capsule-ctl show time at --vms N [--ports 16 --idle-ms 100]", ctl_scale,
+              {{"--vms", BenchOption::Kind::kCount, "VMs applied in one transaction"},
+               {"--idle-ms", BenchOption::Kind::kCount, "idle window for capsuled's CPU"},
+               {"--ports", BenchOption::Kind::kCount, "VMs with a datapath port (at most the datapath's slots)"}},
+              {"--vms", "10", "--ports", "2", "--idle-ms", "20"});
 
 }  // namespace
 }  // namespace capsule::bench

@@ -216,8 +216,15 @@ class CapsuleRig : public Rig {
     if (rig->vm2_) rig->t2_ = {rig->vm2_->vcpu_tid(), n == Neighbour::kNet ? dp.pmd_tid("v2").value() : 0};
     std::vector<std::string> dsts = {kMac1};
     if (n == Neighbour::kNet) dsts.push_back(kMac2);
+    const uint64_t before = dp.stats("v1").value().to_vm_packets;
     rig->feeder_ = make_feeder(dsts);
     if (!rig->feeder_->ok()) return Error{"cannot feed net_ring0"};
+    // A VM that is up takes a moment before frames flow into it (after a VM
+    // replaced on its socket: about half a second here); a point measured
+    // before that reads 0. Wait for the frames, not a fixed time.
+    if (!testkit::wait_until([&] { return dp.stats("v1").value().to_vm_packets > before + 1000; }, 20s))
+      return Error{"VM 1 is up but no frames reach it (to_vm " +
+                   std::to_string(dp.stats("v1").value().to_vm_packets - before) + " in 20 s)"};
     return rig;
   }
 
@@ -251,7 +258,18 @@ class CapsuleRig : public Rig {
       if (!b) return b.error();
       g2.emplace(std::move(b.value()));
     }
-    return rate_kpps([&] { return dp_.stats("v1").value().to_vm_packets; }, warm, secs);
+    const auto s0 = dp_.stats("v1").value();
+    const double kpps = rate_kpps([&] { return dp_.stats("v1").value().to_vm_packets; }, warm, secs);
+    // Where VM 1's frames cost: its datapath thread's cycles per frame over
+    // the point (busy rounds only), and how often it parked.
+    const auto s1 = dp_.stats("v1").value();
+    const uint64_t frames = s1.to_vm_packets - s0.to_vm_packets;
+    std::cerr << "exp: " << (reserve_ ? "capsule" : "cfs") << " P=" << p.period_ms << " Q=" << p.q1 << " S=" << p.s
+              << ": VM 1 " << fmt("%.1f", kpps) << " kpps; its thread "
+              << fmt("%.0f", frames ? double(s1.busy_cycles - s0.busy_cycles) / double(frames) : 0.0)
+              << " cycles/frame, " << s1.blocks - s0.blocks << " blocks, " << s1.ring_full_drops - s0.ring_full_drops
+              << " ring-full drops\n";
+    return kpps;
   }
 
   ~CapsuleRig() override {
@@ -434,6 +452,7 @@ int exp_e1(const std::vector<std::string>& args) {
             << c.secs << " s per point\n";
   // (system, P, Q) -> kpps of every run
   std::map<std::tuple<std::string, int, int>, std::vector<double>> res;
+  bool failed = false;
   for (const std::string& sys : c.systems) {
     if (g_stop) break;
     auto rig = make_rig(bed, sys, Neighbour::kNone, c.busy);
@@ -451,6 +470,13 @@ int exp_e1(const std::vector<std::string>& args) {
           if (!k) {
             std::cerr << "exp-e1: " << sys << " P=" << period << " Q=" << q << ": " << k.error().message << "\n";
             continue;
+          }
+          // Every budget moves frames: none at all is a broken set-up (a
+          // VM restarted on its socket that never got traffic again), not
+          // a point of the curve.
+          if (k.value() <= 0) {
+            std::cerr << "exp-e1: " << sys << " P=" << period << " Q=" << q << ": VM 1 received nothing\n";
+            failed = true;
           }
           res[{sys, period, q}].push_back(k.value());
           if (csv.is_open())
@@ -482,6 +508,10 @@ int exp_e1(const std::vector<std::string>& args) {
       if (sys == "capsule" && !(r2 >= worst)) worst = r2;
     }
   }
+  if (failed) {
+    std::cerr << "exp-e1: a point received nothing (above); no summary line\n";
+    return 1;
+  }
   std::cout << "E1 R^2: " << fmt("%.4f", worst) << std::endl;
   return g_stop ? 130 : 0;
 }
@@ -511,6 +541,7 @@ int exp_e2(const std::vector<std::string>& args) {
   std::cout << "exp-e2: VM 1 and a neighbour (" << guest << " guests) on CPU " << kTestCpu << ", P = " << period
             << " ms; " << c.runs << " runs of " << c.secs << " s per point\n";
   std::map<std::tuple<std::string, std::string, int, int>, std::vector<double>> res;
+  bool failed = false;
   for (const std::string& sys : c.systems) {
     for (Neighbour n : kinds) {
       if (g_stop) break;
@@ -527,6 +558,10 @@ int exp_e2(const std::vector<std::string>& args) {
             if (!k) {
               std::cerr << "exp-e2: " << sys << " Q1=" << q1 << " S=" << s << ": " << k.error().message << "\n";
               continue;
+            }
+            if (k.value() <= 0) {  // as in exp-e1: a broken set-up, not a point
+              std::cerr << "exp-e2: " << sys << " Q1=" << q1 << " S=" << s << ": VM 1 received nothing\n";
+              failed = true;
             }
             res[{sys, to_string(n), q1, s}].push_back(k.value());
             if (csv.is_open())
@@ -556,6 +591,10 @@ int exp_e2(const std::vector<std::string>& args) {
         if (!worst.count(sys) || drop > worst[sys]) worst[sys] = drop;
       }
   auto w = [&](const char* s) { return worst.count(s) ? fmt("%.1f", worst[s]) : std::string("n/a"); };
+  if (failed) {
+    std::cerr << "exp-e2: a point received nothing (above); no summary line\n";
+    return 1;
+  }
   std::cout << "E2 worst drop: capsule " << w("capsule") << " % | ovs-dpdk " << w("ovs-dpdk") << " % | cfs " << w("cfs")
             << " %" << std::endl;
   return g_stop ? 130 : 0;
@@ -604,6 +643,8 @@ struct E3Case {
 int exp_e3(const std::vector<std::string>& args) {
   const int n = std::stoi(arg(args, "--requests", "600"));
   const std::string csv_path = arg(args, "--csv", "");
+  // The neighbour's capsule in % of 20 ms (0: none, its threads under CFS).
+  const int neighbour_pct = std::stoi(arg(args, "--neighbour-pct", "40"));
   std::vector<std::string> systems;
   std::stringstream ss(arg(args, "--systems", "cfs,capsule,ovs-dpdk"));
   for (std::string s; std::getline(ss, s, ',');) systems.push_back(s);
@@ -651,19 +692,37 @@ int exp_e3(const std::vector<std::string>& args) {
         // VM 1: RSV(Q = 4 ms, P = 20 ms), 2 ms vCPU + 2 ms PMD; the
         // neighbour: its own capsule of 8 ms per 20 ms.
         auto a = reserve(capsule_spec("exp-e3-v1", {v1.vcpu_tid(), bed.dp->pmd_tid("v1").value()}, period_ms, 20), bed.parts);
-        auto b = reserve(capsule_spec("exp-e3-v2", {v2.vcpu_tid(), bed.dp->pmd_tid("v2").value()}, period_ms, 40), bed.parts);
-        if (!a || !b) {
-          std::cerr << "exp-e3: " << (!a ? a.error().message : b.error().message) << "\n";
+        if (!a) {
+          std::cerr << "exp-e3: " << a.error().message << "\n";
           return 1;
         }
         r1 = std::move(a.value());
-        r2 = std::move(b.value());
+        if (neighbour_pct > 0) {
+          auto b = reserve(capsule_spec("exp-e3-v2", {v2.vcpu_tid(), bed.dp->pmd_tid("v2").value()}, period_ms,
+                                        neighbour_pct),
+                           bed.parts);
+          if (!b) {
+            std::cerr << "exp-e3: " << b.error().message << "\n";
+            return 1;
+          }
+          r2 = std::move(b.value());
+        }
       }
       for (const char* load : {"idle", "flooded"}) {
         if (g_stop) break;
         std::unique_ptr<RingFeeder> flood;
         if (load == std::string("flooded")) flood = make_feeder({kMac2});
+        const auto s0 = bed.dp->stats("v1").value(), n0 = bed.dp->stats("v2").value();
         record({sys, load}, run_probe(bed.dir, bed.dir + "/c.sock", n, sys + "-" + load));
+        // What VM 1's datapath thread did meanwhile: it must receive the
+        // requests only (one frame each), never the neighbour's flood.
+        const auto s1 = bed.dp->stats("v1").value(), n1 = bed.dp->stats("v2").value();
+        std::cerr << "exp-e3: " << sys << " " << load << ": VM 1's thread: " << s1.to_vm_packets - s0.to_vm_packets
+                  << " frames in, " << s1.from_vm_packets - s0.from_vm_packets << " out, "
+                  << (s1.blocks - s0.blocks) << " blocks, "
+                  << fmt("%.0f", s1.cycles_per_packet) << " cycles/frame; the neighbour's: "
+                  << n1.to_vm_packets - n0.to_vm_packets << " frames in, "
+                  << n1.ring_full_drops - n0.ring_full_drops << " ring-full drops\n";
       }
     } else if (sys == "ovs-dpdk") {
       OvsDpdk ovs({.pmd_cpu = kTestCpu, .pmd_maxsleep_us = -1});
@@ -721,8 +780,27 @@ int exp_e3(const std::vector<std::string>& args) {
 
 }  // namespace
 
-CAPSULE_BENCH("exp-e1", "E1: VM throughput against its own budget, capsule vs CFS vs OVS-DPDK (CSV)", exp_e1);
-CAPSULE_BENCH("exp-e2", "E2: VM throughput against a neighbour's share, capsule vs CFS vs OVS-DPDK (CSV)", exp_e2);
-CAPSULE_BENCH("exp-e3", "E3: 100 kB every 20 ms, completion times, neighbour idle/flooded (CSV)", exp_e3);
+using K = BenchOption::Kind;
+// Options exp-e1 and exp-e2 share (common_args).
+#define CAPSULE_EXP_COMMON                                                                       \
+  {"--systems", K::kText, "systems, in order", {"capsule", "cfs", "ovs-dpdk"}},                  \
+      {"--runs", K::kCount, "runs of every point"}, {"--warm", K::kSeconds, "seconds before a window"}, \
+      {"--seconds", K::kSeconds, "measurement window"},                                          \
+      {"--guest", K::kText, "how the emulated guest receives", {"interrupt", "busy-poll"}},        \
+      {"--csv", K::kText, "write every run's point here"}
+CAPSULE_BENCH("exp-e1", "E1: VM throughput against its own budget, capsule vs CFS vs OVS-DPDK (CSV)", exp_e1,
+              {CAPSULE_EXP_COMMON, {"--periods", K::kList, "periods P in ms"}, {"--q", K::kList, "budgets Q in % of P"}},
+              {"--runs", "1", "--warm", "0.1", "--seconds", "0.2", "--periods", "100", "--q", "10,50,90"});
+CAPSULE_BENCH("exp-e2", "E2: VM throughput against a neighbour's share, capsule vs CFS vs OVS-DPDK (CSV)", exp_e2,
+              {CAPSULE_EXP_COMMON, {"--period", K::kCount, "period P in ms"}, {"--q1", K::kList, "VM 1's shares in %"},
+               {"--shares", K::kList, "the neighbour's shares in %"},
+               {"--neighbours", K::kText, "kinds of neighbour", {"network", "compute"}}},
+              {"--runs", "1", "--warm", "0.1", "--seconds", "0.2", "--q1", "30", "--shares", "10,40"});
+CAPSULE_BENCH("exp-e3", "E3: 100 kB every 20 ms, completion times, neighbour idle/flooded (CSV)", exp_e3,
+              {{"--requests", K::kCount, "requests per case"},
+               {"--csv", K::kText, "write every completion time here"},
+               {"--systems", K::kText, "systems, in order", {"capsule", "cfs", "ovs-dpdk"}},
+               {"--neighbour-pct", K::kCount, "capsule: the neighbour's budget in % of 20 ms (0: no capsule)"}},
+              {"--requests", "10"});
 
 }  // namespace capsule::bench

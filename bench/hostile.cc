@@ -137,7 +137,12 @@ int hostile(const std::vector<std::string>& args) {
 CAPSULE_BENCH("hostile",
               "VM 1's throughput next to a neighbour that floods random MACs, stops draining, floods broadcasts "
               "[--rate 50000 --runs 3 --secs 3 --warm 1]",
-              hostile);
+              hostile,
+              {{"--rate", BenchOption::Kind::kCount, "frames/s VM 1 receives"},
+               {"--runs", BenchOption::Kind::kCount, "runs of every scenario"},
+               {"--warm", BenchOption::Kind::kSeconds, "seconds before a window"},
+               {"--secs", BenchOption::Kind::kSeconds, "measurement window"}},
+              {"--runs", "1", "--warm", "0.2", "--secs", "0.3"});
 
 }  // namespace
 }  // namespace capsule::bench

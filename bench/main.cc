@@ -1,6 +1,9 @@
 // capsule-bench: benchmarks of capsule against its baselines.
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstdlib>
+#include <limits>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -49,7 +52,87 @@ std::string fmt(const char* format, double v) {
   return buf;
 }
 
+namespace {
+const BenchInfo* g_running = nullptr;  // the benchmark main() runs, for arg()
+
+bool whole_number(const std::string& v) {
+  if (v.empty() || v.size() > 10 || v.find_first_not_of("0123456789") != std::string::npos) return false;
+  return std::stoll(v) <= std::numeric_limits<int>::max();
+}
+
+bool decimal_number(const std::string& v) {
+  if (v.empty() || v.find_first_not_of("0123456789.eE+-") != std::string::npos) return false;
+  char* end = nullptr;
+  errno = 0;
+  const double d = std::strtod(v.c_str(), &end);
+  return errno == 0 && end && *end == '\0' && std::isfinite(d) && d >= 0;
+}
+
+std::vector<std::string> split(const std::string& v) {
+  std::vector<std::string> items;
+  std::stringstream in(v);
+  for (std::string x; std::getline(in, x, ',');) items.push_back(x);
+  return items;
+}
+
+const char* kind_text(BenchOption::Kind k) {
+  switch (k) {
+    case BenchOption::Kind::kCount: return "N";
+    case BenchOption::Kind::kSeconds: return "X";
+    case BenchOption::Kind::kList: return "N,N,...";
+    case BenchOption::Kind::kText: return "TEXT";
+  }
+  return "";
+}
+}  // namespace
+
+std::string check_options(const BenchInfo& b, const std::vector<std::string>& args) {
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    auto it = std::find_if(b.options.begin(), b.options.end(), [&](const BenchOption& o) { return o.name == a; });
+    if (it == b.options.end()) {
+      std::string known;
+      for (const auto& o : b.options) known += (known.empty() ? "" : ", ") + o.name;
+      return "unknown option '" + a + "' (" + b.name + " takes " + (known.empty() ? "none" : known) + ", and --smoke)";
+    }
+    if (i + 1 >= args.size()) return "option " + a + " needs a value (" + kind_text(it->kind) + ")";
+    const std::string& v = args[++i];
+    bool ok = true;
+    switch (it->kind) {
+      case BenchOption::Kind::kCount: ok = whole_number(v); break;
+      case BenchOption::Kind::kSeconds: ok = decimal_number(v); break;
+      case BenchOption::Kind::kList: {
+        const auto items = split(v);
+        ok = !items.empty() && v.back() != ',' && std::all_of(items.begin(), items.end(), whole_number);
+        break;
+      }
+      case BenchOption::Kind::kText:
+        if (!it->choices.empty())
+          for (const auto& item : split(v))
+            ok = ok && std::find(it->choices.begin(), it->choices.end(), item) != it->choices.end();
+        break;
+    }
+    if (!ok) {
+      std::string want = it->kind == BenchOption::Kind::kCount     ? "a whole number"
+                         : it->kind == BenchOption::Kind::kSeconds ? "a number >= 0"
+                         : it->kind == BenchOption::Kind::kList    ? "whole numbers separated by commas"
+                                                                   : "one of";
+      if (it->kind == BenchOption::Kind::kText)
+        for (const auto& c : it->choices) want += " " + c;
+      return "option " + a + ": '" + v + "' is not " + want;
+    }
+  }
+  return "";
+}
+
 std::string arg(const std::vector<std::string>& args, const std::string& key, const std::string& def) {
+  if (g_running && std::none_of(g_running->options.begin(), g_running->options.end(),
+                                [&](const BenchOption& o) { return o.name == key; })) {
+    // A programming error, not the user's: the benchmark reads an option
+    // its registration does not list (and so check_options refuses).
+    std::cerr << "capsule-bench " << g_running->name << ": reads option " << key << ", which it does not register\n";
+    std::abort();
+  }
   for (std::size_t i = 0; i + 1 < args.size(); ++i)
     if (args[i] == key) return args[i + 1];
   return def;
@@ -83,6 +166,18 @@ int main(int argc, char** argv) {
   using capsule::bench::registry;
   auto& reg = registry();
   std::sort(reg.begin(), reg.end(), [](auto& a, auto& b) { return a.name < b.name; });
+  if (argc == 2 && std::string(argv[1]) == "--list") {  // names only, for scripts (the smoke tests' coverage)
+    int rc = 0;
+    for (const auto& b : reg) {
+      std::cout << b.name << "\n";
+      // A benchmark's own --smoke arguments must pass its own checks.
+      if (std::string why = capsule::bench::check_options(b, b.smoke); !why.empty()) {
+        std::cerr << "capsule-bench " << b.name << ": its --smoke arguments: " << why << "\n";
+        rc = 1;
+      }
+    }
+    return rc;
+  }
   if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
     std::cout << "usage: capsule-bench BENCHMARK [options]\n\nbenchmarks:\n";
     for (const auto& b : reg) std::cout << "  " << b.name << std::string(18 - std::min<std::size_t>(17, b.name.size()), ' ') << b.summary << "\n";
@@ -90,15 +185,38 @@ int main(int argc, char** argv) {
   }
   for (const auto& b : reg)
     if (b.name == argv[1]) {
-      const std::vector<std::string> args(argv + 2, argv + argc);
+      std::vector<std::string> args(argv + 2, argv + argc);
       // A benchmark takes the CPUs and real-time bandwidth for minutes: a
       // request for help must not start one.
       if (std::find_if(args.begin(), args.end(), [](const std::string& a) { return a == "--help" || a == "-h"; }) !=
           args.end()) {
-        std::cout << "capsule-bench " << b.name << ": " << b.summary
-                  << "\n(its options and defaults are listed in docs/ beside its results)\n";
+        std::cout << "capsule-bench " << b.name << ": " << b.summary << "\n\noptions:\n";
+        for (const auto& o : b.options) {
+          std::string left = o.name + " " + capsule::bench::kind_text(o.kind);
+          std::cout << "  " << left << std::string(left.size() < 26 ? 26 - left.size() : 1, ' ') << o.help;
+          if (!o.choices.empty()) {
+            std::cout << " (";
+            for (std::size_t i = 0; i < o.choices.size(); ++i) std::cout << (i ? ", " : "") << o.choices[i];
+            std::cout << ")";
+          }
+          std::cout << "\n";
+        }
+        std::cout << "  --smoke                   one tiny run to the summary line (adds:";
+        for (const auto& s : b.smoke) std::cout << " " << s;
+        std::cout << ")\n(defaults are listed in docs/ beside its results)\n";
         return 0;
       }
+      // --smoke: the benchmark's own tiny settings after the user's (the
+      // first occurrence of an option wins).
+      if (auto s = std::find(args.begin(), args.end(), "--smoke"); s != args.end()) {
+        args.erase(s);
+        args.insert(args.end(), b.smoke.begin(), b.smoke.end());
+      }
+      if (std::string why = capsule::bench::check_options(b, args); !why.empty()) {
+        std::cerr << "capsule-bench " << b.name << ": " << why << "\n";
+        return 2;
+      }
+      capsule::bench::g_running = &b;
       capsule::log::set_sink(&capsule::log::warnings_to_stderr);
       return b.fn(args);
     }

@@ -25,6 +25,8 @@
 #include <cmath>
 #include <cstring>
 #include <iostream>
+#include <map>
+#include <sstream>
 #include <thread>
 
 #include "bench.h"
@@ -77,6 +79,11 @@ int pmd_budget(const std::vector<std::string>& args) {
             << "; median of " << runs << " windows of " << secs << " s per point; nothing pinned\n\n";
   const std::string kinds = arg(args, "--vms", "interrupt,busy-poll");
   const std::string periods = arg(args, "--periods", "100,20");
+  std::vector<int> budgets;  // Q in % of P
+  {
+    std::stringstream list(arg(args, "--q", "10,20,30,40,50,60,70,80,90"));
+    for (std::string q; std::getline(list, q, ',');) budgets.push_back(std::stoi(q));
+  }
   Table t({"VM", "P ms", "Q %", "Mpps", "PMD CPU %", "vCPU CPU %", "ring-full drops/s"});
   std::map<std::string, double> fits;
   for (bool busy : {false, true}) {
@@ -91,7 +98,7 @@ int pmd_budget(const std::vector<std::string>& args) {
     for (int period_ms : {100, 20}) {
       if (periods.find(std::to_string(period_ms)) == std::string::npos) continue;
       std::vector<double> qs, mpps;
-      for (int q = 10; q <= 90; q += 10) {
+      for (int q : budgets) {
         rsv::VmReservationSpec spec;
         spec.name = "bench-b";
         spec.period = std::chrono::milliseconds(period_ms);
@@ -145,6 +152,15 @@ int pmd_budget(const std::vector<std::string>& args) {
 
 }  // namespace
 
-CAPSULE_BENCH("pmd-budget", "VM throughput against its PMD's SCHED_DEADLINE budget (R^2 of the fit)", pmd_budget);
+using K = BenchOption::Kind;
+CAPSULE_BENCH("pmd-budget", "VM throughput against its PMD's SCHED_DEADLINE budget (R^2 of the fit)", pmd_budget,
+              {{"--seconds", K::kSeconds, "measurement window"},
+               {"--runs", K::kCount, "windows per point (median)"},
+               {"--size", K::kCount, "frame bytes"},
+               {"--vcpu-share", K::kCount, "the vCPU's own share in % (0: half of Q)"},
+               {"--vms", K::kText, "guest kinds", {"interrupt", "busy-poll"}},
+               {"--periods", K::kText, "periods P in ms", {"100", "20"}},
+               {"--q", K::kList, "budgets Q in % of P"}},
+              {"--seconds", "0.2", "--runs", "1", "--periods", "100", "--q", "10,50,90"});
 
 }  // namespace capsule::bench

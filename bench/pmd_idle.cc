@@ -190,6 +190,10 @@ int pmd_idle(const std::vector<std::string>& args) {
 
 }  // namespace
 
-CAPSULE_BENCH("pmd-idle", "idle CPU of a VM's PMD per poll policy vs OVS pmd-maxsleep; wake-up latency", pmd_idle);
+CAPSULE_BENCH("pmd-idle", "idle CPU of a VM's PMD per poll policy vs OVS pmd-maxsleep; wake-up latency", pmd_idle,
+              {{"--seconds", BenchOption::Kind::kSeconds, "CPU measurement window per policy"},
+               {"--sleep-us", BenchOption::Kind::kCount, "the sleep policy's sleep"},
+               {"--ovs-maxsleep", BenchOption::Kind::kList, "OVS pmd-maxsleep values (us), one OVS run each"}},
+              {"--seconds", "0.3", "--ovs-maxsleep", "50"});
 
 }  // namespace capsule::bench

@@ -153,6 +153,7 @@ int pmd_throughput(const std::vector<std::string>& args) {
   const double secs = std::stod(arg(args, "--seconds", "2"));
   const std::string only = arg(args, "--path", "");
   const bool skip_ovs = arg(args, "--no-ovs", "no") != "no";
+  const double warm = std::stod(arg(args, "--warm", "1"));
   std::cout << "pmd-throughput: " << runs << " runs of " << secs
             << " s per point, medians; emulated VMs flat out on CPU 0, switch threads on CPU 1\n"
             << "sizes are frame bytes without FCS (60 = a 64 B frame on the wire, 1514 = 1518 B)\n\n";
@@ -163,7 +164,7 @@ int pmd_throughput(const std::vector<std::string>& args) {
     for (uint32_t size : {60u, 1514u}) {
       std::vector<double> cm, cc, om, oc;
       for (int r = 0; r < runs; ++r) {
-        auto c = run_capsule(path, size, 1.0, secs);
+        auto c = run_capsule(path, size, warm, secs);
         if (!c) {
           std::cerr << "capsule " << path << " " << size << ": " << c.error().message << "\n";
           continue;
@@ -171,7 +172,7 @@ int pmd_throughput(const std::vector<std::string>& args) {
         cm.push_back(c->mpps);
         cc.push_back(c->cpp);
         if (skip_ovs) continue;
-        auto o = run_ovs(path, size, 1.0, secs);
+        auto o = run_ovs(path, size, warm, secs);
         if (!o) {
           std::cerr << "ovs " << path << " " << size << ": " << o.error().message << "\n";
           continue;
@@ -192,6 +193,12 @@ int pmd_throughput(const std::vector<std::string>& args) {
 
 }  // namespace
 
-CAPSULE_BENCH("pmd-throughput", "per-VM PMD vs OVS-DPDK: Mpps and cycles/packet, 64/1518 B", pmd_throughput);
+CAPSULE_BENCH("pmd-throughput", "per-VM PMD vs OVS-DPDK: Mpps and cycles/packet, 64/1518 B", pmd_throughput,
+              {{"--runs", BenchOption::Kind::kCount, "runs per point (median)"},
+               {"--seconds", BenchOption::Kind::kSeconds, "measurement window"},
+               {"--warm", BenchOption::Kind::kSeconds, "seconds before a window"},
+               {"--path", BenchOption::Kind::kText, "one path only", {"vm-uplink", "vm-vm", "uplink-vm"}},
+               {"--no-ovs", BenchOption::Kind::kText, "yes: capsule only", {"yes", "no"}}},
+              {"--runs", "1", "--seconds", "0.2", "--warm", "0.2"});
 
 }  // namespace capsule::bench

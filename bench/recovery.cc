@@ -169,6 +169,10 @@ int run(const std::vector<std::string>& args) {
 
 }  // namespace
 
-CAPSULE_BENCH("recovery", "SIGKILL capsuled under traffic N times: stall, traffic back, adoption, leaks", run);
+CAPSULE_BENCH("recovery", "SIGKILL capsuled under traffic N times: stall, traffic back, adoption, leaks", run,
+              {{"--crashes", BenchOption::Kind::kCount, "SIGKILLs of capsuled"},
+               {"--rate", BenchOption::Kind::kCount, "frames/s VM a -> VM b"},
+               {"--down-s", BenchOption::Kind::kSeconds, "seconds no agent runs"}},
+              {"--crashes", "1"});
 
 }  // namespace capsule::bench

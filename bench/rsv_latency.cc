@@ -107,4 +107,7 @@ int rsv_latency(const std::vector<std::string>& args) {
 }  // namespace
 }  // namespace capsule::bench
 
-CAPSULE_BENCH("rsv-latency", "activation lateness of a periodic thread: SCHED_DEADLINE, SCHED_FIFO, CFS", capsule::bench::rsv_latency);
+CAPSULE_BENCH("rsv-latency", "activation lateness of a periodic thread: SCHED_DEADLINE, SCHED_FIFO, CFS", capsule::bench::rsv_latency,
+              {{"--activations", capsule::bench::BenchOption::Kind::kCount, "activations per run"},
+               {"--runs", capsule::bench::BenchOption::Kind::kCount, "runs per policy"}},
+              {"--activations", "20", "--runs", "1"});

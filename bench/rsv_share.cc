@@ -107,4 +107,8 @@ int rsv_share(const std::vector<std::string>& args) {
 }  // namespace
 }  // namespace capsule::bench
 
-CAPSULE_BENCH("rsv-share", "reserved vs measured CPU share: SCHED_DEADLINE, CFS quota, plain CFS", capsule::bench::rsv_share);
+CAPSULE_BENCH("rsv-share", "reserved vs measured CPU share: SCHED_DEADLINE, CFS quota, plain CFS", capsule::bench::rsv_share,
+              {{"--runs", capsule::bench::BenchOption::Kind::kCount, "windows per policy"},
+               {"--window-ms", capsule::bench::BenchOption::Kind::kCount, "measurement window"},
+               {"--hogs", capsule::bench::BenchOption::Kind::kCount, "CFS hogs per core"}},
+              {"--runs", "1", "--window-ms", "300"});

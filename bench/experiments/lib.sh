@@ -9,6 +9,17 @@ export EXP_OUT=${EXP_OUT:-$CAPSULE_BUILD/results}
 EXP_BIN=$CAPSULE_BUILD/bin
 mkdir -p "$EXP_OUT"
 
+# --smoke (every script takes it): one tiny run to the script's last line,
+# for the bench-smoke tests of ./scripts/test. Results go to a temporary
+# directory (removed on exit) and docs/results.md is left alone: smoke
+# numbers mean nothing.
+EXP_SMOKE=0
+exp_smoke() {
+  EXP_SMOKE=1
+  EXP_OUT=$(mktemp -d /tmp/capsule-exp-smoke-XXXXXX)
+  export EXP_OUT
+}
+
 # The exact command line that produced a result, for docs/results.md.
 exp_command() { printf '%s' "bench/experiments/$(basename "$0")"; for a in "$@"; do printf ' %q' "$a"; done; }
 
@@ -33,6 +44,7 @@ GP
 # docs/results.md, replacing an older section with the same title.
 exp_append_results() {
   local title=$1 body=$2 doc=$EXP_ROOT/docs/results.md
+  [ "$EXP_SMOKE" = 1 ] && return 0
   [ -f "$doc" ] || printf '# Results\n\nEach section is written by the command it names; rerun it to refresh.\n' >"$doc"
   python3 - "$doc" "$title" "$body" <<'PY'
 import sys, re
@@ -81,6 +93,7 @@ exp_descendants() {
 }
 
 exp_cleanup() {
+  [ "$EXP_SMOKE" = 1 ] && case $EXP_OUT in /tmp/capsule-exp-smoke-*) rm -rf "$EXP_OUT" ;; esac
   local pid=$EXP_BENCH_PID
   [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
   local kids
