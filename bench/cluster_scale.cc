@@ -9,14 +9,22 @@
 //
 //   capsule-bench cluster-scale --chassis 100 --vms-per-chassis 50
 //                 [--changes 1000] [--members 3] [--seed 1] [--election-timer-ms 2000]
+//                 [--agents-leader-only]
+//
+// --agents-leader-only runs the agents with capsuled's --leader-only (each
+// stays on the leader and follows it at every election), to compare with
+// the default (any member in the cluster).
 #if __has_include("capsule/harness.h")
 
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -57,7 +65,12 @@ int cluster_scale(const std::vector<std::string>& args) {
   const int per_chassis = std::stoi(arg(args, "--vms-per-chassis", "50"));
   const int changes = std::stoi(arg(args, "--changes", "1000"));
   const int members = std::stoi(arg(args, "--members", "3"));
+  const bool agents_leader_only = std::find(args.begin(), args.end(), "--agents-leader-only") != args.end();
   std::mt19937 rng(unsigned(std::stoul(arg(args, "--seed", "1"))));
+  if (chassis < 1 || per_chassis < 1 || changes < 1 || members < 1) {
+    std::cerr << "--chassis, --vms-per-chassis, --changes and --members must be at least 1\n";
+    return 1;
+  }
 
   harness::TempDir dir("capsule-cluster-scale");
   auto cluster = harness::OvsdbCluster::start(dir.path(), members);
@@ -85,14 +98,29 @@ int cluster_scale(const std::vector<std::string>& args) {
   const auto t_agents = Clock::now();
   for (int i = 0; i < chassis; ++i) {
     const std::string name = "sim-" + std::to_string(i), rundir = dir.file(name);
-    ::mkdir(rundir.c_str(), 0755);
-    ::setenv("CAPSULE_RUNDIR", rundir.c_str(), 1);
+    if (::mkdir(rundir.c_str(), 0755) != 0) {
+      std::cerr << rundir << ": " << std::strerror(errno) << "\n";
+      return 1;
+    }
     names.push_back(name);
     logs.push_back(rundir + "/capsuled.log");
-    agents.push_back(testkit::ChildProcess::spawn(
-        {testkit::sibling_binary("capsule-simhost"), "-vconsole:off", "--db=" + remotes, "--chassis=" + name,
-         "--unixctl=" + rundir + "/capsuled.ctl", "--log-file=" + logs.back(), "--metrics-port=off", "--no-chdir"},
-        "/dev/null"));
+    // Each agent's run directory in its own environment only (ChildProcess
+    // ends it by pid, SIGTERM then SIGKILL, when `agents` goes).
+    std::vector<std::string> argv{testkit::sibling_binary("capsule-simhost"),
+                                  "-vconsole:off",
+                                  "--db=" + remotes,
+                                  "--chassis=" + name,
+                                  "--unixctl=" + rundir + "/capsuled.ctl",
+                                  "--log-file=" + logs.back(),
+                                  "--metrics-port=off",
+                                  "--no-chdir"};
+    if (agents_leader_only) argv.push_back("--leader-only");
+    auto agent = testkit::ChildProcess::spawn(argv, "/dev/null", {"CAPSULE_RUNDIR=" + rundir});
+    if (!agent) {
+      std::cerr << "cannot start capsule-simhost for " << name << ": " << std::strerror(errno) << "\n";
+      return 1;
+    }
+    agents.push_back(std::move(agent));
   }
   auto running_hosts = [&] {
     auto r = ctl({"--bare", "--columns=chassis", "find", "Host", "status:state=running"});
@@ -145,16 +173,35 @@ int cluster_scale(const std::vector<std::string>& args) {
   const int kill_at = changes / 2;
   double failover_s = -1;
   int killed = -1, retries = 0;
+  // Where the failover's time goes: elections (Raft terms), and the CPU the
+  // surviving servers and all agents used from the kill until writes
+  // succeed again.
+  long term_before = -1, term_after_failover = -1;
+  double agents_cpu_failover = 0;
+  std::vector<double> servers_cpu_failover(std::size_t(c.size()), 0);
+  auto agents_cpu = [&] {
+    double sum = 0;
+    for (const auto& a : agents) sum += cpu_seconds(a->pid());
+    return sum;
+  };
   for (int i = 0; i < changes; ++i) {
     if (i == kill_at) {
       killed = c.leader();
       if (killed >= 0) {
+        term_before = c.term();
+        const double agents_cpu0 = agents_cpu();
+        std::vector<double> servers_cpu0;
+        for (int m = 0; m < c.size(); ++m) servers_cpu0.push_back(c.pid(m) ? cpu_seconds(c.pid(m)) : 0);
         const auto t_kill = Clock::now();
         c.kill(killed);
         // Writes succeed again when a commit through the new leader does.
         for (int probe = 0; ms_since(t_kill) < 60000; ++probe)
           if (ctl({"set", "Host", names[0], "other_config:probe=" + std::to_string(probe)}, 10).rc == 0) break;
         failover_s = ms_since(t_kill) / 1000;
+        agents_cpu_failover = agents_cpu() - agents_cpu0;
+        for (int m = 0; m < c.size(); ++m)
+          if (m != killed) servers_cpu_failover[std::size_t(m)] = cpu_seconds(c.pid(m)) - servers_cpu0[std::size_t(m)];
+        term_after_failover = c.term();
       }
     }
     if (i == kill_at + changes / 10 && killed >= 0) (void)c.start_again(killed);  // back as a follower
@@ -178,7 +225,7 @@ int cluster_scale(const std::vector<std::string>& args) {
         ch.op = "set-rsv";
         // A runtime never used before: the change is recognisable.
         const int runtime_us = 1000 + i;
-        cmd.insert(cmd.end(), {"set", "VM", ch.vm, "vcpu_runtime_us=" + std::to_string(runtime_us)});
+        cmd.insert(cmd.end(), {"set-rsv", ch.vm, std::to_string(runtime_us) + "us", "20ms"});
         ch.expect = {"VM " + ch.vm + ": reservation changed: vcpu0 " +
                      rsv::format_duration(std::chrono::microseconds(runtime_us)) + " every "};
       } else if (op == 2) {
@@ -210,6 +257,7 @@ int cluster_scale(const std::vector<std::string>& args) {
   }
 
   // Resources at the end of the run.
+  const long term_end = c.term();
   const auto [rss_agent, cpu_agent] = usage(agents[0]->pid());
   std::vector<std::pair<long, double>> servers;
   for (int m = 0; m < c.size(); ++m) servers.push_back(c.pid(m) ? usage(c.pid(m)) : std::make_pair(-1L, 0.0));
@@ -242,7 +290,8 @@ int cluster_scale(const std::vector<std::string>& args) {
            fmt("%.1f", percentile(v, 90)), fmt("%.1f", percentile(v, 99)), fmt("%.1f", percentile(v, 100))});
   };
   std::cout << chassis << " simulated hosts (capsule-simhost), " << per_chassis << " VMs each (1 port + policer), "
-            << members << "-member cluster on loopback (election timer " << election_ms << " ms); " << changes
+            << members << "-member cluster on loopback (election timer " << election_ms << " ms), agents on "
+            << (agents_leader_only ? "the leader only" : "any member") << "; " << changes
             << " changes, leader killed at change " << kill_at << "\n\n";
   Table t({"change -> applied (capsule-ctl --wait)", "n", "min ms", "p50 ms", "p90 ms", "p99 ms", "max ms"});
   for (const auto& [op, v] : by_op) stats_row(t, op, v);
@@ -254,6 +303,16 @@ int cluster_scale(const std::vector<std::string>& args) {
   r.row({"hosts registered (s)", fmt("%.1f", agents_up_s)});
   r.row({"initial fill, all hosts (s)", fmt("%.1f", fill_s)});
   r.row({"leader killed: writes succeed again after (s)", fmt("%.2f", failover_s)});
+  r.row({"Raft term: before kill / writes again / end", std::to_string(term_before) + " / " +
+                                                             std::to_string(term_after_failover) + " / " +
+                                                             std::to_string(term_end)});
+  r.row({"failover: CPU s of all agents (kill -> writes again)", fmt("%.2f", agents_cpu_failover)});
+  for (int m = 0; m < c.size(); ++m)
+    if (m != killed)
+      r.row({"failover: CPU s of server " + std::to_string(m), fmt("%.2f", servers_cpu_failover[std::size_t(m)])});
+  for (int m = 0; m < c.size(); ++m)
+    r.row({"server " + std::to_string(m) + ": long poll intervals logged",
+           std::to_string(testkit::count_of(testkit::read_file(c.log_file(m)), "Unreasonably long"))});
   r.row({"changes retried by the controller", std::to_string(retries)});
   r.row({"one agent: RSS KiB (after fill / end)", std::to_string(rss_agent_full) + " / " + std::to_string(rss_agent)});
   r.row({"one agent: CPU s during the changes", fmt("%.2f", cpu_agent - cpu_agent_before)});

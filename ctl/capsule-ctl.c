@@ -11,6 +11,15 @@
  * capsuled rejected while applying that configuration is reported on stderr
  * with its reason and capsule-ctl exits 1.
  *
+ * What it monitors: as ovs-vsctl, only the tables and columns its commands
+ * use (db-ctl-base's generic commands add theirs); and when every command is
+ * one of its row-targeted ones (add-vm, del-vm, set-rsv, add-port, del-port,
+ * set-qos), only the rows they name: the named VM and Port rows, the target
+ * Host row, and for --wait the target host's VMs (to report rejections). A
+ * change on a database of thousands of hosts then costs what it costs on a
+ * small one. show and calibrate read the whole database (see monitor_scope
+ * below).
+ *
  * C, not C++: db-ctl-base.h and the other OVS headers are C-only. */
 
 #include <config.h>
@@ -65,6 +74,9 @@ static struct ovsdb_idl_txn *the_idl_txn;
 static void capsule_ctl_cmd_init(void);
 static void parse_options(int argc, char *argv[], struct shash *local_options);
 static void run_prerequisites(struct ctl_command[], size_t n, struct ovsdb_idl *);
+static void monitor_scope_apply(struct ovsdb_idl *);
+static bool monitor_scope_ready(struct ovsdb_idl *);
+static void log_replicated_rows(struct ovsdb_idl *, const char *when);
 static bool do_capsule_ctl(const char *args, struct ctl_command *, size_t n,
                            struct ovsdb_idl *);
 
@@ -112,12 +124,15 @@ main(int argc, char *argv[])
      * (one of them is leader again after an election) until --timeout,
      * instead of giving up after one try of each. The IDL writes through the
      * leader only. */
-    the_idl = ovsdb_idl_create(db, &capsulerec_idl_class, true, strchr(db, ',') != NULL);
+    the_idl = ovsdb_idl_create(db, &capsulerec_idl_class, false, strchr(db, ',') != NULL);
     cluster_session_init(&the_session, db);
     run_prerequisites(commands, n_commands, the_idl);
+    monitor_scope_apply(the_idl);
 
-    /* Retry the transaction once per new database snapshot (see ovs-vsctl). */
+    /* Retry the transaction once per new database snapshot (see ovs-vsctl),
+     * once the rows the commands need have all arrived. */
     unsigned int seqno = ovsdb_idl_get_seqno(the_idl);
+    bool was_ready = false;
     for (;;) {
         ovsdb_idl_run(the_idl);
         cluster_session_run(&the_session, the_idl);
@@ -132,12 +147,17 @@ main(int argc, char *argv[])
             ctl_fatal("%s: database connection failed (%s)",
                       db, ovs_retval_to_string(retval));
         }
-        if (seqno != ovsdb_idl_get_seqno(the_idl)) {
+        /* A widened condition can be acknowledged without any row changing
+         * (the rows were there already): being ready counts as news too. */
+        bool changed = seqno != ovsdb_idl_get_seqno(the_idl);
+        if (changed || !was_ready) {
             seqno = ovsdb_idl_get_seqno(the_idl);
-            if (do_capsule_ctl(args, commands, n_commands, the_idl)) {
+            bool ready = seqno > 0 && monitor_scope_ready(the_idl);
+            if (ready && do_capsule_ctl(args, commands, n_commands, the_idl)) {
                 free(args);
                 exit(EXIT_SUCCESS);
             }
+            was_ready = ready;
         }
         if (seqno == ovsdb_idl_get_seqno(the_idl)) {
             ovsdb_idl_wait(the_idl);
@@ -588,9 +608,12 @@ cmd_set_rsv(struct ctl_context *ctx)
 /* The measurement runs once, before the transaction (which may be retried). */
 static struct json *calibration_result;
 
+static void pre_everything(struct ctl_context *);
+
 static void
 pre_calibrate(struct ctl_context *ctx)
 {
+    pre_everything(ctx);
     char *error = NULL;
     int64_t period_us = 0;
     struct shash_node *period = shash_find(&ctx->options, "--period");
@@ -946,12 +969,266 @@ cmd_show(struct ctl_context *ctx)
     sset_destroy(&shown);
 }
 
+/* ---- What to monitor --------------------------------------------------- */
+
+/* What the commands of this invocation read. Each command's prerequisites
+ * function says: db-ctl-base's generic ones (list, get, set, find, create,
+ * ...) add the tables and columns they use and read those tables whole;
+ * show and calibrate read the whole database; capsule's row-targeted
+ * commands record the rows they name.
+ *
+ * When every command is row-targeted, the rows are chosen by conditions
+ * (RFC 7047 monitor_cond, a disjunction of clauses per table), sent with the
+ * first monitor request:
+ *   Host         chassis == --chassis (every Host row without --chassis: add-vm
+ *                and --wait pick "the only one"); none if no command needs it
+ *   VM           name == each named VM; with --wait also chassis == --chassis
+ *                (a rejection of any VM of the host in that configuration is
+ *                reported, as before)
+ *   Port         name == each named port
+ *   QoS, Calibration   none (set-qos replaces Port:qos; the old row goes
+ *                with its last reference)
+ * add-port and del-port also need the VM that owns a named port: once the
+ * ports have arrived, the VM condition is widened by "ports includes UUID"
+ * (one more round trip), and the commands run when the server has
+ * acknowledged it. */
+struct monitor_scope {
+    bool all;                 /* show, calibrate: every table and column */
+    bool generic;             /* a command that reads whole tables */
+    bool targeted;            /* set by a row-targeted command's prerequisites */
+    bool conditional;         /* the conditions above are in force */
+    struct sset vms;          /* VM names */
+    struct sset ports;        /* Port names */
+    bool host;                /* the target Host row (add-vm) */
+    bool port_owners;         /* the VMs that own the named ports */
+    unsigned int owner_cond_seqno;  /* 0: the owners not asked for yet */
+    bool owners_known;        /* every named port's owner (if any) is here */
+};
+static struct monitor_scope scope = {
+    .vms = SSET_INITIALIZER(&scope.vms),
+    .ports = SSET_INITIALIZER(&scope.ports),
+};
+
+static void
+pre_everything(struct ctl_context *ctx OVS_UNUSED)
+{
+    scope.all = true;
+}
+
+/* add-vm VM ...: the VM if it exists (--may-exist), else the target host. */
+static void
+pre_add_vm(struct ctl_context *ctx)
+{
+    scope.targeted = true;
+    sset_add(&scope.vms, ctx->argv[1]);
+    scope.host = true;
+}
+
+/* del-vm VM, set-rsv VM ...: the VM only. */
+static void
+pre_named_vm(struct ctl_context *ctx)
+{
+    scope.targeted = true;
+    sset_add(&scope.vms, ctx->argv[1]);
+}
+
+/* add-port VM PORT ...: the VM, the port if it exists, and its owner. */
+static void
+pre_add_port(struct ctl_context *ctx)
+{
+    scope.targeted = true;
+    sset_add(&scope.vms, ctx->argv[1]);
+    sset_add(&scope.ports, ctx->argv[2]);
+    scope.port_owners = true;
+}
+
+/* del-port [VM] PORT: the port, its owner, and the VM named. */
+static void
+pre_del_port(struct ctl_context *ctx)
+{
+    scope.targeted = true;
+    if (ctx->argc == 3) {
+        sset_add(&scope.vms, ctx->argv[1]);
+    }
+    sset_add(&scope.ports, ctx->argv[ctx->argc - 1]);
+    scope.port_owners = true;
+}
+
+/* set-qos PORT ...: the port only. */
+static void
+pre_set_qos(struct ctl_context *ctx)
+{
+    scope.targeted = true;
+    sset_add(&scope.ports, ctx->argv[1]);
+}
+
+/* The VM condition: the named VMs, the host's VMs for --wait, and the
+ * owners of `owned` ports (n_owned UUIDs). */
+static unsigned int
+set_vm_condition(struct ovsdb_idl *idl, struct uuid **owned, size_t n_owned)
+{
+    struct ovsdb_idl_condition cond = OVSDB_IDL_CONDITION_INIT(&cond);
+    const char *name;
+    SSET_FOR_EACH (name, &scope.vms) {
+        capsulerec_vm_add_clause_name(&cond, OVSDB_F_EQ, name);
+    }
+    if (wait_for_reload && chassis_opt) {
+        capsulerec_vm_add_clause_chassis(&cond, OVSDB_F_EQ, chassis_opt);
+    }
+    for (size_t i = 0; i < n_owned; i++) {
+        capsulerec_vm_add_clause_ports(&cond, OVSDB_F_INCLUDES, &owned[i], 1);
+    }
+    unsigned int seqno = capsulerec_vm_set_condition(idl, &cond);
+    ovsdb_idl_condition_destroy(&cond);
+    return seqno;
+}
+
+static void
+add_all_columns(struct ovsdb_idl *idl, enum capsulerec_table_id t)
+{
+    const struct ovsdb_idl_table_class *tc = &capsulerec_table_classes[t];
+    ovsdb_idl_add_table(idl, tc);
+    for (size_t i = 0; i < tc->n_columns; i++) {
+        ovsdb_idl_add_column(idl, &tc->columns[i]);
+    }
+}
+
+/* Before the first connection: the tables, columns and conditions above. */
+static void
+monitor_scope_apply(struct ovsdb_idl *idl)
+{
+    if (scope.all) {
+        for (int t = 0; t < CAPSULEREC_N_TABLES; t++) {
+            add_all_columns(idl, t);
+        }
+        return;
+    }
+    if (wait_for_reload) {
+        /* The target host (target_host(), next_cfg, cur_cfg) and the
+         * rejections of its VMs (report_rejections()). */
+        ovsdb_idl_add_column(idl, &capsulerec_host_col_chassis);
+        ovsdb_idl_add_column(idl, &capsulerec_host_col_next_cfg);
+        ovsdb_idl_add_column(idl, &capsulerec_host_col_cur_cfg);
+        ovsdb_idl_add_column(idl, &capsulerec_vm_col_name);
+        ovsdb_idl_add_column(idl, &capsulerec_vm_col_chassis);
+        ovsdb_idl_add_column(idl, &capsulerec_vm_col_status);
+    }
+    if (scope.targeted) {
+        /* Few rows: every column of them (what set_columns() may touch). */
+        add_all_columns(idl, CAPSULEREC_TABLE_HOST);
+        add_all_columns(idl, CAPSULEREC_TABLE_VM);
+        add_all_columns(idl, CAPSULEREC_TABLE_PORT);
+    }
+    if (scope.generic || !scope.targeted) {
+        return;
+    }
+    scope.conditional = true;
+
+    struct ovsdb_idl_condition cond = OVSDB_IDL_CONDITION_INIT(&cond);
+    if (chassis_opt) {
+        capsulerec_host_add_clause_chassis(&cond, OVSDB_F_EQ, chassis_opt);
+    } else if (scope.host || wait_for_reload) {
+        ovsdb_idl_condition_add_clause_true(&cond);
+    }
+    capsulerec_host_set_condition(idl, &cond);
+    ovsdb_idl_condition_destroy(&cond);
+
+    /* --wait without --chassis: "the only Host row"'s VMs are all of them. */
+    if (!wait_for_reload || chassis_opt) {
+        set_vm_condition(idl, NULL, 0);
+    }
+
+    ovsdb_idl_condition_init(&cond);
+    const char *name;
+    SSET_FOR_EACH (name, &scope.ports) {
+        capsulerec_port_add_clause_name(&cond, OVSDB_F_EQ, name);
+    }
+    capsulerec_port_set_condition(idl, &cond);
+    ovsdb_idl_condition_destroy(&cond);
+
+    /* Port:qos and Host:calibration refer to these tables, which makes the
+     * IDL replicate their rows' UUIDs: none of them is needed. */
+    ovsdb_idl_condition_init(&cond);
+    capsulerec_qos_set_condition(idl, &cond);
+    capsulerec_calibration_set_condition(idl, &cond);
+    ovsdb_idl_condition_destroy(&cond);
+}
+
+/* After a snapshot: whether every row the commands need is here. Asks for
+ * the owners of the named ports the first time it is called. */
+static bool
+monitor_scope_ready(struct ovsdb_idl *idl)
+{
+    if (!scope.conditional || !scope.port_owners || scope.owners_known
+        || (wait_for_reload && !chassis_opt)) {  /* every VM is monitored */
+        return true;
+    }
+    if (!scope.owner_cond_seqno) {
+        struct uuid **owned = NULL;
+        size_t n = 0;
+        const struct capsulerec_port *port;
+        CAPSULEREC_PORT_FOR_EACH (port, idl) {
+            if (!port_owner(idl, port)) {
+                owned = xrealloc(owned, (n + 1) * sizeof *owned);
+                owned[n++] = CONST_CAST(struct uuid *, &port->header_.uuid);
+            }
+        }
+        if (!n) {
+            scope.owners_known = true;  /* none, or owned by VMs we have */
+            return true;
+        }
+        scope.owner_cond_seqno = set_vm_condition(idl, owned, n);
+        free(owned);
+    }
+    scope.owners_known = ovsdb_idl_get_condition_seqno(idl) == scope.owner_cond_seqno;
+    return scope.owners_known;
+}
+
+/* How many rows the IDL holds, per table: at debug level, so that a test
+ * can check that a targeted command pulled no other host's rows. */
+static void
+log_replicated_rows(struct ovsdb_idl *idl, const char *when)
+{
+    if (!VLOG_IS_DBG_ENABLED()) {
+        return;
+    }
+    size_t n_host = 0, n_vm = 0, n_port = 0, n_qos = 0, n_calibration = 0;
+    const struct capsulerec_host *host;
+    CAPSULEREC_HOST_FOR_EACH (host, idl) {
+        n_host++;
+    }
+    const struct capsulerec_vm *vm;
+    CAPSULEREC_VM_FOR_EACH (vm, idl) {
+        n_vm++;
+    }
+    const struct capsulerec_port *port;
+    CAPSULEREC_PORT_FOR_EACH (port, idl) {
+        n_port++;
+    }
+    const struct capsulerec_qos *qos;
+    CAPSULEREC_QOS_FOR_EACH (qos, idl) {
+        n_qos++;
+    }
+    const struct capsulerec_calibration *c;
+    CAPSULEREC_CALIBRATION_FOR_EACH (c, idl) {
+        n_calibration++;
+    }
+    VLOG_DBG("%s: rows replicated (%s): Host %"PRIuSIZE", VM %"PRIuSIZE", Port %"PRIuSIZE
+             ", QoS %"PRIuSIZE", Calibration %"PRIuSIZE, when,
+             scope.conditional ? "named rows" : "whole tables",
+             n_host, n_vm, n_port, n_qos, n_calibration);
+}
+
 /* ---- Transaction ------------------------------------------------------ */
 
 static void
 run_prerequisites(struct ctl_command *commands, size_t n_commands, struct ovsdb_idl *idl)
 {
     for (struct ctl_command *c = commands; c < &commands[n_commands]; c++) {
+        bool was_targeted = scope.targeted;
+        scope.targeted = false;
+        bool was_all = scope.all;
+        scope.all = false;
         if (c->syntax->prerequisites) {
             struct ctl_context ctx;
             ds_init(&c->output);
@@ -965,6 +1242,12 @@ run_prerequisites(struct ctl_command *commands, size_t n_commands, struct ovsdb_
             ovs_assert(!c->output.string);
             ovs_assert(!c->table);
         }
+        /* Not one of capsule's row-targeted commands: whole tables. */
+        if (!scope.targeted) {
+            scope.generic = true;
+        }
+        scope.targeted = was_targeted || scope.targeted;
+        scope.all = was_all || scope.all;
     }
 }
 
@@ -1031,6 +1314,7 @@ do_capsule_ctl(const char *args, struct ctl_command *commands, size_t n_commands
         ovsdb_idl_txn_set_dry_run(txn);
     }
     ovsdb_idl_txn_add_comment(txn, "capsule-ctl: %s", args);
+    log_replicated_rows(idl, "transaction");
 
     const struct capsulerec_host *wait_host = NULL;
     char *wait_chassis = NULL;
@@ -1136,6 +1420,7 @@ do_capsule_ctl(const char *args, struct ctl_command *commands, size_t n_commands
                 }
             }
             if (done) {
+                log_replicated_rows(idl, "applied");
                 if (report_rejections(idl, wait_chassis, next_cfg)) {
                     exit_code = EXIT_FAILURE;
                 }
@@ -1171,12 +1456,6 @@ try_again:
 
 /* ---- Registration ----------------------------------------------------- */
 
-static void
-pre_nothing(struct ctl_context *ctx OVS_UNUSED)
-{
-    /* The IDL monitors every column of the Capsule schema already. */
-}
-
 static const struct ctl_table_class tables[CAPSULEREC_N_TABLES] = {
     [CAPSULEREC_TABLE_HOST].row_ids[0] = {&capsulerec_host_col_chassis, NULL, NULL},
     [CAPSULEREC_TABLE_VM].row_ids[0] = {&capsulerec_vm_col_name, NULL, NULL},
@@ -1185,18 +1464,18 @@ static const struct ctl_table_class tables[CAPSULEREC_N_TABLES] = {
 };
 
 static const struct ctl_command_syntax capsule_commands[] = {
-    {"show", 0, 0, "", pre_nothing, cmd_show, NULL, "", RO},
-    {"add-vm", 1, INT_MAX, "VM [COLUMN[:KEY]=VALUE]...", pre_nothing, cmd_add_vm, NULL,
+    {"show", 0, 0, "", pre_everything, cmd_show, NULL, "", RO},
+    {"add-vm", 1, INT_MAX, "VM [COLUMN[:KEY]=VALUE]...", pre_add_vm, cmd_add_vm, NULL,
      "--may-exist", RW},
-    {"del-vm", 1, 1, "VM", pre_nothing, cmd_del_vm, NULL, "--if-exists", RW},
-    {"add-port", 3, INT_MAX, "VM PORT VHOST_PATH [COLUMN[:KEY]=VALUE]...", pre_nothing,
+    {"del-vm", 1, 1, "VM", pre_named_vm, cmd_del_vm, NULL, "--if-exists", RW},
+    {"add-port", 3, INT_MAX, "VM PORT VHOST_PATH [COLUMN[:KEY]=VALUE]...", pre_add_port,
      cmd_add_port, NULL, "--may-exist", RW},
-    {"del-port", 1, 2, "[VM] PORT", pre_nothing, cmd_del_port, NULL, "--if-exists", RW},
-    {"set-rsv", 3, 4, "VM RUNTIME PERIOD [DEADLINE]", pre_nothing, cmd_set_rsv, NULL,
+    {"del-port", 1, 2, "[VM] PORT", pre_del_port, cmd_del_port, NULL, "--if-exists", RW},
+    {"set-rsv", 3, 4, "VM RUNTIME PERIOD [DEADLINE]", pre_named_vm, cmd_set_rsv, NULL,
      "--net=,--net-margin=", RW},
     {"calibrate", 0, 0, "", pre_calibrate, cmd_calibrate, NULL,
      "--period=,--budgets=,--frame-sizes=,--directions=,--seconds=,--runs=", RW},
-    {"set-qos", 2, INT_MAX, "PORT TYPE [KEY=VALUE]...", pre_nothing, cmd_set_qos, NULL,
+    {"set-qos", 2, INT_MAX, "PORT TYPE [KEY=VALUE]...", pre_set_qos, cmd_set_qos, NULL,
      "", RW},
     {NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, RO},
 };

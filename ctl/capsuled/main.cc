@@ -72,6 +72,7 @@ struct Options {
   int metrics_port = 9477;  // -1: off, 0: any free port
   std::optional<std::string> unixctl;
   bool detach = false, no_chdir = false;
+  bool leader_only = false;
   bool pidfile = false;
   std::optional<std::string> pidfile_path;
   bool log_file = false;
@@ -94,7 +95,12 @@ Options:
                            CAPSULE_RUNDIR defaults to /run/capsule); a
                            clustered database's members comma-separated
                            (ssl:10.0.0.1:6641,ssl:10.0.0.2:6641,...): capsuled
-                           stays on the leader and follows it when it moves
+                           stays on any member that is in the cluster (its
+                           writes are forwarded to the leader) and moves to
+                           another when that member goes
+  --leader-only            with a cluster: stay on the leader only, and
+                           follow it when it moves (every agent reconnects
+                           at each election)
   --chassis=NAME           this host's chassis name (default: $CAPSULE_CHASSIS,
                            else the host name); only VM rows naming it apply
   --stats-interval=MS      statistics and liveness period (default 5000)
@@ -139,7 +145,7 @@ With the default socket and --pidfile:
 }
 
 Options parse_options(int argc, char** argv) {
-  enum { OPT_DB = 256, OPT_CHASSIS, OPT_JOURNAL, OPT_STATS, OPT_METRICS, OPT_UNIXCTL, OPT_DETACH, OPT_NO_CHDIR, OPT_PIDFILE, OPT_LOG_FILE, OPT_PRIVATE_KEY, OPT_CERTIFICATE, OPT_CA_CERT };
+  enum { OPT_DB = 256, OPT_CHASSIS, OPT_JOURNAL, OPT_STATS, OPT_METRICS, OPT_UNIXCTL, OPT_DETACH, OPT_NO_CHDIR, OPT_PIDFILE, OPT_LOG_FILE, OPT_PRIVATE_KEY, OPT_CERTIFICATE, OPT_CA_CERT, OPT_LEADER_ONLY };
   static const option long_options[] = {
       {"db", required_argument, nullptr, OPT_DB},
       {"chassis", required_argument, nullptr, OPT_CHASSIS},
@@ -154,6 +160,7 @@ Options parse_options(int argc, char** argv) {
       {"private-key", required_argument, nullptr, OPT_PRIVATE_KEY},
       {"certificate", required_argument, nullptr, OPT_CERTIFICATE},
       {"ca-cert", required_argument, nullptr, OPT_CA_CERT},
+      {"leader-only", no_argument, nullptr, OPT_LEADER_ONLY},
       {"verbose", optional_argument, nullptr, 'v'},
       {"help", no_argument, nullptr, 'h'},
       {"version", no_argument, nullptr, 'V'},
@@ -199,6 +206,7 @@ Options parse_options(int argc, char** argv) {
       case OPT_PRIVATE_KEY: o.private_key = optarg; break;
       case OPT_CERTIFICATE: o.certificate = optarg; break;
       case OPT_CA_CERT: o.ca_cert = optarg; break;
+      case OPT_LEADER_ONLY: o.leader_only = true; break;
       case 'v': o.verbose.push_back(optarg ? optarg : ""); break;
       case 'h': usage();
       case 'V':
@@ -412,6 +420,7 @@ void Daemon::cmd_exit(capsule_unixctl_conn* conn, int, const char*[], void* aux)
 
 void Daemon::ovs_main() {
   ovs::DbConnection db(opts_.db, opts_.chassis);
+  db.set_leader_only(opts_.leader_only);
   db_ = &db;
   bool was_connected = false;
   auto deadline = std::chrono::steady_clock::time_point::max();

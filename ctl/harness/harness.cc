@@ -215,6 +215,16 @@ int OvsdbCluster::leader() const {
   return -1;
 }
 
+long OvsdbCluster::term() const {
+  long t = -1;
+  for (int i = 0; i < size(); ++i) {
+    const std::string st = cluster_status(i);
+    const auto at = st.find("\nTerm: ");
+    if (at != std::string::npos) t = std::max(t, std::strtol(st.c_str() + at + 7, nullptr, 10));
+  }
+  return t;
+}
+
 bool OvsdbCluster::wait_healthy(std::chrono::milliseconds timeout) const {
   return testkit::wait_until(
       [&] {
@@ -322,9 +332,9 @@ Result<std::unique_ptr<Capsuled>> Capsuled::start(const std::string& remote, con
 
 Status Capsuled::restart(const std::string& db) {
   if (proc_ && proc_->running()) return Error{"capsuled is running", EBUSY};
-  // capsuled's run directory (it creates it): the test's, not /run/capsule.
-  ::setenv("CAPSULE_RUNDIR", dir_.c_str(), 1);
-  proc_ = testkit::ChildProcess::spawn(argv_);
+  // capsuled's run directory (it creates it): the test's, not /run/capsule;
+  // set for capsuled only, not for whatever this process starts later.
+  proc_ = testkit::ChildProcess::spawn(argv_, "", {"CAPSULE_RUNDIR=" + dir_});
   if (!proc_) return Error{"cannot start capsuled", EIO};
   // Up when it has registered its chassis (Host row with status) under its
   // own pid: a killed predecessor's row still says running.

@@ -250,13 +250,22 @@ capsule_db_create(const char *remote, const char *chassis)
     struct capsule_db *db = xzalloc(sizeof *db);
     db->chassis = xstrdup(chassis);
     /* `remote` may list a clustered database's members ("tcp:A,tcp:B,..."):
-     * OVS's client session (ovsdb-cs) tries them in random order, stays only
-     * on the leader (status is written through it, and a member cut off from
-     * the cluster is never read), and on losing it finds the new leader and
-     * asks for the changes since the last transaction it saw
-     * (monitor_cond_since), keeping the conditions below. */
+     * OVS's client session (ovsdb-cs) tries them in random order and stays
+     * on the first that is connected to its cluster and not behind what it
+     * saw before (a member cut off from the cluster is never read); the
+     * member forwards status transactions to the leader. On losing it, the
+     * session asks the next for the changes since the last transaction it
+     * saw (monitor_cond_since), keeping the conditions below.
+     *
+     * Not leader-only, as ovn-controller: agents spread over the members,
+     * and when the leader dies only its own share reconnects, once, to a
+     * member that is still in the cluster, instead of every agent of the
+     * cluster polling the members (each try a _Server exchange) until one is
+     * elected. Measured with 100 simulated hosts on 2 cores
+     * (docs/scale.md): leader-only agents starved the new leader and the
+     * cluster re-elected again and again. */
     db->idl = ovsdb_idl_create(remote, &capsulerec_idl_class, true, true);
-    ovsdb_idl_set_leader_only(db->idl, true);
+    ovsdb_idl_set_leader_only(db->idl, false);
     cluster_session_init(&db->session, remote);
 
     /* Only this chassis' Host and VM rows (conditional monitoring). */
@@ -290,6 +299,12 @@ capsule_db_create(const char *remote, const char *chassis)
     ovsdb_idl_omit_alert(db->idl, &capsulerec_port_col_statistics);
     db->seqno = ovsdb_idl_get_seqno(db->idl);
     return db;
+}
+
+void
+capsule_db_set_leader_only(struct capsule_db *db, bool leader_only)
+{
+    ovsdb_idl_set_leader_only(db->idl, leader_only);
 }
 
 void

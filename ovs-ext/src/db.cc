@@ -141,6 +141,8 @@ DbConnection::DbConnection(const std::string& remote, const std::string& chassis
 
 DbConnection::~DbConnection() { capsule_db_destroy(db_); }
 
+void DbConnection::set_leader_only(bool leader_only) { capsule_db_set_leader_only(db_, leader_only); }
+
 bool DbConnection::run() { return capsule_db_run(db_); }
 
 void DbConnection::wait_and_block(long long timeout_ms) { capsule_db_wait_and_block(db_, timeout_ms); }

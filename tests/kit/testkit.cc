@@ -64,10 +64,25 @@ std::vector<pid_t> CpuHogs::tids() const {
 }
 
 std::unique_ptr<ChildProcess> ChildProcess::spawn(const std::vector<std::string>& argv,
-                                                  const std::string& stdout_file) {
+                                                  const std::string& stdout_file,
+                                                  const std::vector<std::string>& env) {
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
+  // The child's environment, built before fork (a multi-threaded parent's
+  // child may only make async-signal-safe calls): ours, with `env` over it.
+  std::vector<std::string> entries;
+  for (char** e = environ; *e; ++e) {
+    const std::string entry = *e;
+    const std::string name = entry.substr(0, entry.find('=') + 1);
+    bool replaced = false;
+    for (const auto& mine : env) replaced = replaced || mine.compare(0, name.size(), name) == 0;
+    if (!replaced) entries.push_back(entry);
+  }
+  entries.insert(entries.end(), env.begin(), env.end());
+  std::vector<char*> envp;
+  for (auto& e : entries) envp.push_back(e.data());
+  envp.push_back(nullptr);
   pid_t pid = ::fork();
   if (pid < 0) return nullptr;
   if (pid == 0) {
@@ -79,7 +94,7 @@ std::unique_ptr<ChildProcess> ChildProcess::spawn(const std::vector<std::string>
         ::close(fd);
       }
     }
-    ::execv(args[0], args.data());
+    ::execve(args[0], args.data(), envp.data());
     _exit(127);
   }
   return std::unique_ptr<ChildProcess>(new ChildProcess(pid));

@@ -67,6 +67,10 @@ class OvsdbCluster {
   pid_t pid(int i) const { return members_[i].proc ? members_[i].proc->pid() : 0; }
   // The member that is leader now (cluster/status), -1 if none is.
   int leader() const;
+  // The highest Raft term a running member reports (cluster/status), -1 if
+  // none answers: how many elections there have been.
+  long term() const;
+  const std::string& log_file(int i) const { return members_[i].log; }
   // Waits until some member is leader and every running member has joined.
   bool wait_healthy(std::chrono::milliseconds timeout = std::chrono::seconds(30)) const;
   // Raft's election timer (ms; OVS's default is 1000): how long followers

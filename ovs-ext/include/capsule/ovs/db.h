@@ -122,6 +122,8 @@ struct MonitoredRows {
 class DbConnection {
  public:
   DbConnection(const std::string& remote, const std::string& chassis);
+  // Stay on a cluster's leader only (default: any member in the cluster).
+  void set_leader_only(bool leader_only);
   ~DbConnection();
   DbConnection(const DbConnection&) = delete;
   DbConnection& operator=(const DbConnection&) = delete;

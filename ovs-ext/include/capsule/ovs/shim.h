@@ -74,6 +74,11 @@ struct capsule_db;
  * (conditional monitoring by _uuid): other hosts' rows never arrive, and a
  * change to them never wakes this chassis' agent. */
 struct capsule_db *capsule_db_create(const char *remote, const char *chassis);
+/* A clustered database: stay on the leader only (true), or on any member
+ * connected to its cluster (false, the default: as ovn-controller does,
+ * writes are forwarded to the leader by the member). Call before the first
+ * capsule_db_run(). */
+void capsule_db_set_leader_only(struct capsule_db *, bool leader_only);
 void capsule_db_destroy(struct capsule_db *);
 
 /* One turn of the OVS thread's loop: runs the IDL, the unixctl server and any

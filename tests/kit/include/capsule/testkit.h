@@ -50,9 +50,12 @@ class CpuHogs {
 class ChildProcess {
  public:
   // argv[0] is the program path; stdout and stderr go to `stdout_file`
-  // when one is given.
+  // when one is given. `env` (NAME=VALUE entries) is added to, or replaces
+  // in, the child's copy of this process's environment only. nullptr if
+  // the process could not be created.
   static std::unique_ptr<ChildProcess> spawn(const std::vector<std::string>& argv,
-                                             const std::string& stdout_file = "");
+                                             const std::string& stdout_file = "",
+                                             const std::vector<std::string>& env = {});
   ~ChildProcess();
   pid_t pid() const { return pid_; }
   bool running();
