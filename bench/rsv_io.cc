@@ -20,6 +20,8 @@
 
 #include "bench.h"
 #include "capsule/rsv/cpuset.h"
+#include "capsule/rsv/io_isolation.h"
+#include "capsule/rsv/io_steering.h"
 #include "capsule/rsv/manager.h"
 #include "capsule/rsv/sched_attr.h"
 #include "capsule/testkit.h"
@@ -185,6 +187,29 @@ int rsv_io(const std::vector<std::string>& args) {
   sa.sa_handler = on_signal;
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+
+  // The mitigation: device interrupts and unbound workqueues onto the CPUs
+  // other than the partition's core, for the whole run; restored when this
+  // scope ends (also after SIGINT/SIGTERM).
+  std::unique_ptr<IoSteering> steering;
+  if (std::find(args.begin(), args.end(), "--steer-io") != args.end()) {
+    std::vector<int> housekeeping;
+    for (int c : online)
+      if (c != o.cpu) housekeeping.push_back(c);
+    auto s = IoSteering::apply(housekeeping);
+    if (!s) {
+      std::fprintf(stderr, "rsv-io: %s\n", s.error().message.c_str());
+      return 1;
+    }
+    steering = std::move(*s);
+    std::printf("io steering: %s (restored at the end)\n", steering->describe().c_str());
+  }
+  const auto facts = read_io_isolation_facts();
+  for (AdmissionMode mode : o.modes) {
+    const auto v = judge_io_isolation(facts, mode, mode == AdmissionMode::kPartitioned ? std::vector<int>{o.cpu}
+                                                                                       : std::vector<int>{});
+    std::printf("capsuled's verdict, %s: %s\n", mode_name(mode), v.safe ? ("safe: " + v.reason).c_str() : v.reason.c_str());
+  }
 
   testkit::CpuHogs hogs(hogs_per_cpu);
   std::unique_ptr<DiskWriter> writer;

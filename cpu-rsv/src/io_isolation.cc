@@ -1,0 +1,102 @@
+#include "capsule/rsv/io_isolation.h"
+
+#include <sys/utsname.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "capsule/rsv/cpuset.h"
+#include "capsule/rsv/io_steering.h"
+
+namespace capsule::rsv {
+
+namespace {
+
+// The kernel's build configuration, or "" when neither place has it.
+std::string kernel_config() {
+  if (gzFile gz = gzopen("/proc/config.gz", "rb")) {
+    std::string text;
+    char buf[65536];
+    int n;
+    while ((n = gzread(gz, buf, sizeof buf)) > 0) text.append(buf, std::size_t(n));
+    gzclose(gz);
+    if (!text.empty()) return text;
+  }
+  utsname u{};
+  if (::uname(&u) == 0) {
+    std::ifstream f(std::string("/boot/config-") + u.release);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+  }
+  return "";
+}
+
+std::vector<int> overlap(const std::vector<int>& a, const std::vector<int>& b) {
+  std::vector<int> out;
+  for (int c : a)
+    if (std::find(b.begin(), b.end(), c) != b.end()) out.push_back(c);
+  return out;
+}
+
+}  // namespace
+
+IoIsolationFacts read_io_isolation_facts() {
+  IoIsolationFacts f;
+  static const std::string config = kernel_config();  // fixed while the kernel runs
+  f.config_known = !config.empty();
+  f.irq_time_accounting = config.find("\nCONFIG_IRQ_TIME_ACCOUNTING=y") != std::string::npos;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/irq", ec)) {
+    if (!e.is_directory()) continue;
+    bool device = false;  // a handler shows as a directory named after it
+    for (const auto& h : std::filesystem::directory_iterator(e.path(), ec)) device |= h.is_directory();
+    if (!device) continue;
+    auto eff = read_text_file((e.path() / "effective_affinity_list").string());
+    if (!eff) continue;
+    for (int c : parse_cpu_list(*eff))
+      if (std::find(f.device_irq_cpus.begin(), f.device_irq_cpus.end(), c) == f.device_irq_cpus.end())
+        f.device_irq_cpus.push_back(c);
+  }
+  std::sort(f.device_irq_cpus.begin(), f.device_irq_cpus.end());
+  if (auto wq = read_text_file(IoSteeringPaths{}.workqueue_cpumask))
+    if (auto cpus = parse_cpu_mask(*wq)) f.workqueue_cpus = *cpus;
+  return f;
+}
+
+IoIsolationVerdict judge_io_isolation(const IoIsolationFacts& facts, AdmissionMode mode,
+                                      const std::vector<int>& capsule_cpus_in) {
+  const std::vector<int> capsule_cpus = capsule_cpus_in.empty() ? online_cpus() : capsule_cpus_in;
+  if (facts.irq_time_accounting)
+    return {true, "interrupt and softirq time is accounted apart from tasks (CONFIG_IRQ_TIME_ACCOUNTING)"};
+  const std::string why_kernel =
+      facts.config_known ? "this kernel has no CONFIG_IRQ_TIME_ACCOUNTING, so the time of the interrupts and "
+                           "softirqs that land on a CPU is charged to the SCHED_DEADLINE thread running there"
+                         : "the kernel's configuration cannot be read (no /proc/config.gz or /boot/config-*), so "
+                           "interrupt time may be charged to the SCHED_DEADLINE thread it lands on";
+  if (mode == AdmissionMode::kGlobal)
+    return {false, "not safe against disk-I/O neighbours: " + why_kernel +
+                       ", and under global admission every capsule thread may run on the CPUs that take the "
+                       "disk's interrupts and writeback (activations measured up to 160 ms late, "
+                       "docs/cpu-rsv.md); use partitioned admission with capsule cores apart from a "
+                       "housekeeping core, and steer device interrupts and unbound workqueues to it"};
+  const auto irq = overlap(facts.device_irq_cpus, capsule_cpus);
+  const auto wq = overlap(facts.workqueue_cpus, capsule_cpus);
+  if (!irq.empty() || !wq.empty()) {
+    std::string where;
+    if (!irq.empty()) where = "device interrupts are delivered to capsule cpu " + format_cpu_list(irq);
+    if (!wq.empty())
+      where += (where.empty() ? "" : ", and ") + std::string("unbound workqueues (writeback) may run on capsule cpu ") +
+               format_cpu_list(wq);
+    return {false, "not safe against disk-I/O neighbours: " + why_kernel + ", and " + where +
+                       "; steer them to a housekeeping core (capsuled --steer-io, or "
+                       "/proc/irq/*/smp_affinity_list and /sys/devices/virtual/workqueue/cpumask)"};
+  }
+  return {true, "partitioned capsule cpus " + format_cpu_list(capsule_cpus) +
+                    " take no device interrupts and run no unbound workqueues"};
+}
+
+}  // namespace capsule::rsv
