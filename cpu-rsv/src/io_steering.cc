@@ -127,8 +127,11 @@ Result<std::unique_ptr<IoSteering>> IoSteering::apply(const std::vector<int>& ho
       continue;
     }
     const std::string what = is_wq ? "the unbound workqueues" : irq_names[i];
-    s->unmoved_.push_back(what + (st.error().errnum == EIO ? ": its affinity is managed by the kernel"
-                                                           : ": " + st.error().message));
+    // EIO / EPERM: an interrupt whose affinity the kernel manages itself
+    // (a multi-queue device's vectors, virtio-blk's among them).
+    const int e = st.error().errnum;
+    s->unmoved_.push_back(what + (e == EIO || e == EPERM ? ": its affinity is managed by the kernel"
+                                                         : ": " + st.error().message));
   }
   // The journal names only what changed (a refused write needs no undo).
   if (!journal.empty())

@@ -138,4 +138,10 @@ TEST(IoIsolation, JudgesTheModeTheKernelAndWhereInterruptsLand) {
   EXPECT_FALSE(judge_io_isolation(f, AdmissionMode::kGlobal, {0, 1}).safe);
   f.irq_time_accounting = true;
   EXPECT_TRUE(judge_io_isolation(f, AdmissionMode::kGlobal, {0, 1}).safe);
+  // A guest whose vCPU stops are charged to the running thread is unsafe
+  // whatever the placement.
+  f.guest_without_steal = true;
+  v = judge_io_isolation(f, AdmissionMode::kPartitioned, {1});
+  EXPECT_FALSE(v.safe);
+  EXPECT_NE(v.reason.find("reports no steal time"), std::string::npos) << v.reason;
 }

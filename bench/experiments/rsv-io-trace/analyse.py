@@ -102,7 +102,7 @@ def main(path, late_ms=5.0, show=8):
                 pending[p] = (ts, int(f.get('target_cpu', '-1')))
         elif ev == 'hrtimer_start':
             f = fields(rest)
-            if f.get('function') == 'dl_task_timer' and cur.get(cpu) in dl_pids:
+            if f.get('function') == 'dl_task_timer' and pid in dl_pids:
                 dl_timer_addr.add(f['hrtimer'])
                 timers[f['hrtimer']].append((ts, int(f['expires']) / 1e9, cpu))
         elif ev == 'hrtimer_expire_entry':

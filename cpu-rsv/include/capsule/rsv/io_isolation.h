@@ -18,6 +18,10 @@ struct IoIsolationFacts {
   // SCHED_DEADLINE thread's budget included.
   bool irq_time_accounting = false;
   bool config_known = false;  // the kernel's config could be read
+  // A virtual machine (the CPU's "hypervisor" flag) whose hypervisor has
+  // reported no steal time (/proc/stat): while a vCPU is stopped the guest's
+  // clock goes on and the time is charged to the task that was running.
+  bool guest_without_steal = false;
   // CPUs on which device interrupts are delivered now (effective affinity),
   // and those allowed for unbound workqueues (writeback runs there).
   std::vector<int> device_irq_cpus;
@@ -33,8 +37,9 @@ struct IoIsolationVerdict {
 };
 
 // Capsules in `mode` on `capsule_cpus` (empty: every online CPU) are safe
-// when interrupt time cannot be charged to them, or no capsule CPU takes
-// device interrupts or runs unbound workqueues and threads are partitioned.
+// when the host is not a guest without steal time, and interrupt time
+// cannot be charged to them (IRQ time accounting, or partitioned capsule
+// cores that take no device interrupts and run no unbound workqueues).
 IoIsolationVerdict judge_io_isolation(const IoIsolationFacts& facts, AdmissionMode mode,
                                       const std::vector<int>& capsule_cpus);
 
