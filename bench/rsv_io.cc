@@ -142,8 +142,11 @@ std::vector<double> run_periodic(AdmissionMode mode, int policy, const Options& 
 
 int rsv_io(const std::vector<std::string>& args) {
   Options o;
-  o.activations = std::stoi(arg(args, "--activations", "500"));
-  o.runs = std::stoi(arg(args, "--runs", "3"));
+  // --smoke: a few seconds (50 activations, one run, 64 MiB files), for the
+  // bench-smoke label: same table and last line, numbers not to be quoted.
+  const bool smoke = std::find(args.begin(), args.end(), "--smoke") != args.end();
+  o.activations = std::stoi(arg(args, "--activations", smoke ? "50" : "500"));
+  o.runs = std::stoi(arg(args, "--runs", smoke ? "1" : "3"));
   o.period_ns = std::llround(std::stod(arg(args, "--period-ms", "20")) * 1e6);
   o.work_ns = std::llround(std::stod(arg(args, "--work-ms", "1")) * 1e6);
   o.budget_ns = std::llround(std::stod(arg(args, "--budget-ms", "2")) * 1e6);
@@ -163,7 +166,7 @@ int rsv_io(const std::vector<std::string>& args) {
   const bool with_writer = std::find(args.begin(), args.end(), "--no-writer") == args.end();
   DiskWriterOptions wo;
   wo.parent_dir = arg(args, "--writer-dir", "/var/tmp");
-  wo.file_mib = std::stol(arg(args, "--writer-mib", "512"));
+  wo.file_mib = std::stol(arg(args, "--writer-mib", smoke ? "64" : "512"));
   wo.direct = std::find(args.begin(), args.end(), "--direct") != args.end();
   if (o.modes.empty() || o.policies.empty() || o.activations < 1 || o.runs < 1 || o.budget_ns <= 0 || o.budget_ns > o.period_ns) {
     std::fprintf(stderr, "rsv-io: --modes takes global, partitioned or both; --policies deadline, fifo, other or several; --activations and --runs at least 1; "
