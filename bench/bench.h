@@ -25,6 +25,7 @@ struct BenchOption {
     kSeconds,  // a decimal number >= 0
     kList,     // comma-separated whole numbers >= 0 ("10,20,30")
     kText,     // any text; `choices`, if given, lists the accepted words
+    kFlag,     // no value: present or not (flag())
   };
   std::string name;  // with its dashes: "--runs"
   Kind kind;
@@ -86,6 +87,8 @@ double cpu_seconds(pid_t pid);
 // benchmark's registered options (a benchmark that reads an option it did
 // not register stops with a message naming it: its smoke test fails).
 std::string arg(const std::vector<std::string>& args, const std::string& key, const std::string& def);
+// A registered kFlag option: given or not.
+bool flag(const std::vector<std::string>& args, const std::string& key);
 
 }  // namespace capsule::bench
 

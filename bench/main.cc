@@ -81,6 +81,7 @@ const char* kind_text(BenchOption::Kind k) {
     case BenchOption::Kind::kSeconds: return "X";
     case BenchOption::Kind::kList: return "N,N,...";
     case BenchOption::Kind::kText: return "TEXT";
+    case BenchOption::Kind::kFlag: return "";
   }
   return "";
 }
@@ -95,6 +96,7 @@ std::string check_options(const BenchInfo& b, const std::vector<std::string>& ar
       for (const auto& o : b.options) known += (known.empty() ? "" : ", ") + o.name;
       return "unknown option '" + a + "' (" + b.name + " takes " + (known.empty() ? "none" : known) + ", and --smoke)";
     }
+    if (it->kind == BenchOption::Kind::kFlag) continue;
     if (i + 1 >= args.size()) return "option " + a + " needs a value (" + kind_text(it->kind) + ")";
     const std::string& v = args[++i];
     bool ok = true;
@@ -111,6 +113,7 @@ std::string check_options(const BenchInfo& b, const std::vector<std::string>& ar
           for (const auto& item : split(v))
             ok = ok && std::find(it->choices.begin(), it->choices.end(), item) != it->choices.end();
         break;
+      case BenchOption::Kind::kFlag: break;
     }
     if (!ok) {
       std::string want = it->kind == BenchOption::Kind::kCount     ? "a whole number"
@@ -125,17 +128,28 @@ std::string check_options(const BenchInfo& b, const std::vector<std::string>& ar
   return "";
 }
 
-std::string arg(const std::vector<std::string>& args, const std::string& key, const std::string& def) {
+namespace {
+// A programming error, not the user's: the benchmark reads an option its
+// registration does not list (and so check_options refuses it).
+void require_registered(const std::string& key) {
   if (g_running && std::none_of(g_running->options.begin(), g_running->options.end(),
                                 [&](const BenchOption& o) { return o.name == key; })) {
-    // A programming error, not the user's: the benchmark reads an option
-    // its registration does not list (and so check_options refuses).
     std::cerr << "capsule-bench " << g_running->name << ": reads option " << key << ", which it does not register\n";
     std::abort();
   }
+}
+}  // namespace
+
+std::string arg(const std::vector<std::string>& args, const std::string& key, const std::string& def) {
+  require_registered(key);
   for (std::size_t i = 0; i + 1 < args.size(); ++i)
     if (args[i] == key) return args[i + 1];
   return def;
+}
+
+bool flag(const std::vector<std::string>& args, const std::string& key) {
+  require_registered(key);
+  return std::find(args.begin(), args.end(), key) != args.end();
 }
 
 long rss_kib(pid_t pid) {

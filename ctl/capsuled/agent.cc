@@ -71,6 +71,12 @@ Agent::Agent(AgentConfig config, DatapathFactory datapath_factory)
       datapath_factory_(std::move(datapath_factory)),
       datapath_(std::make_unique<DetachedDatapath>()) {
   if (!config_.journal.empty()) {
+    // Interrupt and workqueue affinity a killed predecessor changed goes
+    // back first: this agent decides again what to steer.
+    if (auto n = rsv::IoSteering::recover(config_.journal + ".io-steering"); !n)
+      log(CAPSULE_LOG_ERR, n.error().message);
+    else if (*n > 0)
+      log(CAPSULE_LOG_INFO, "restored " + std::to_string(*n) + " interrupt/workqueue affinity setting(s) a previous capsuled changed");
     auto state = rsv::Journal(config_.journal).load();
     if (state) {
       if (!state->empty()) pending_adoption_ = std::move(*state);
@@ -209,8 +215,29 @@ bool Agent::configure_admission(const ovs::HostRow* host) {
   const bool changed = rsv_ != nullptr;
   rsv_ = config_.reservations ? config_.reservations(cfg) : kernel_reservations(cfg);
   if (!config_.journal.empty()) rsv_->set_journal(rsv::Journal(config_.journal));
+  configure_io_steering(cfg);
   admission_key_ = key;
   return changed;
+}
+
+void Agent::configure_io_steering(const rsv::AdmissionConfig& cfg) {
+  steering_.reset();  // restores what the previous settings steered
+  if (!config_.steer_io || !rsv_->real_kernel()) return;
+  if (cfg.mode != rsv::AdmissionMode::kPartitioned || cfg.cpus.empty()) {
+    log(CAPSULE_LOG_WARN, "--steer-io needs partitioned admission and Host:capsule_cpus (the other CPUs take the "
+                          "interrupts): nothing steered");
+    return;
+  }
+  std::vector<int> housekeeping;
+  for (int c : rsv::online_cpus())
+    if (std::find(cfg.cpus.begin(), cfg.cpus.end(), c) == cfg.cpus.end()) housekeeping.push_back(c);
+  auto s = rsv::IoSteering::apply(housekeeping, config_.journal.empty() ? "" : config_.journal + ".io-steering");
+  if (!s) {
+    log(CAPSULE_LOG_ERR, "steering interrupts and workqueues: " + s.error().message);
+    return;
+  }
+  steering_ = std::move(*s);
+  log(CAPSULE_LOG_INFO, "io steering: " + steering_->describe() + " (restored when capsuled stops)");
 }
 
 void Agent::update(ovs::Snapshot snapshot) {
@@ -542,6 +569,7 @@ Agent::~Agent() {
 
 void Agent::shutdown() {
   release_all();
+  steering_.reset();  // interrupt and workqueue affinity as capsuled found it
   datapath_->shutdown();  // a graceful stop leaves no datapath running
   stopped_ = true;
   for (auto& [name, st] : vms_) {
@@ -652,6 +680,12 @@ ovs::StatusUpdate Agent::status() const {
   if (!rsv_->real_kernel()) h.capabilities["kernel"] = "simulated (scale runs only: nothing is applied)";
   h.capabilities["qos_types"] = "egress-policer,trtcm-policer,pkt-policer";
   h.capabilities["datapath_types"] = datapath_->attached() ? "capsule" : "";
+  if (rsv_->real_kernel()) {
+    // Issue 11: whether a disk-writing neighbour can make capsules late here.
+    const auto io = io_isolation();
+    h.capabilities["io_isolation"] = io.safe ? "safe" : "unsafe";
+    h.status["io_isolation"] = io.reason;
+  }
   double capacity = 0, booked = 0, external = 0;
   for (const auto& d : load_) {
     capacity += d.capacity;
@@ -665,6 +699,11 @@ ovs::StatusUpdate Agent::status() const {
   return u;
 }
 
+rsv::IoIsolationVerdict Agent::io_isolation() const {
+  const auto& cfg = rsv_->admission().config();
+  return rsv::judge_io_isolation(rsv::read_io_isolation_facts(), cfg.mode, cfg.cpus);
+}
+
 std::string Agent::show() const {
   std::ostringstream o;
   o << "capsuled " << config_.version << " on chassis " << config_.chassis << "\n";
@@ -674,6 +713,11 @@ std::string Agent::show() const {
   o << "  admission: "
     << (rsv_->admission().config().mode == rsv::AdmissionMode::kPartitioned ? "partitioned" : "global")
     << ", bound " << fixed(rsv_->admission().bound(), 3) << " per cpu\n";
+  if (rsv_->real_kernel()) {
+    const auto io = io_isolation();
+    o << "  io isolation: " << (io.safe ? "safe (" + io.reason + ")" : io.reason) << "\n";
+    if (steering_) o << "  io steering: " << steering_->describe() << "\n";
+  }
   for (const auto& d : load_)
     o << "    " << d.name << ": capsule " << rsv::format_percent(d.capsule) << ", other DL "
       << rsv::format_percent(d.external) << ", free " << rsv::format_percent(d.free()) << " of "

@@ -22,6 +22,8 @@
 #include "capsule/ovs/db.h"
 #include "capsule/result.h"
 #include "capsule/rsv/accounting.h"
+#include "capsule/rsv/io_isolation.h"
+#include "capsule/rsv/io_steering.h"
 #include "capsule/rsv/journal.h"
 #include "capsule/rsv/manager.h"
 #include "datapath.h"
@@ -36,6 +38,10 @@ struct AgentConfig {
   std::string metrics_url;  // "" when /metrics is off
   std::string journal;      // reservation journal (rsv/journal.h); "" = none
   ReservationsFactory reservations;  // null: the kernel (kernel_reservations)
+  // --steer-io: in partitioned mode with capsule_cpus, device interrupts and
+  // unbound workqueues go to the other CPUs while capsuled runs (restored
+  // when it stops; after a crash from <journal>.io-steering at start).
+  bool steer_io = false;
 };
 
 
@@ -64,6 +70,9 @@ class Agent {
   std::string show() const;     // unixctl capsule/show
   std::string stats() const;    // unixctl capsule/stats
   std::string metrics() const;  // Prometheus text exposition format
+  // Whether a disk-I/O neighbour can make this host's capsules late, and
+  // why (Host:capabilities:io_isolation, status:io_isolation, show).
+  rsv::IoIsolationVerdict io_isolation() const;
 
   uint64_t reconcile_count() const { return reconciles_; }
   const Datapath& datapath() const { return *datapath_; }
@@ -128,6 +137,8 @@ class Agent {
   std::string datapath_refused_;
   std::string datapath_last_exit_;  // the last datapath that went away, and when it was replaced
   std::unique_ptr<Reservations> rsv_;
+  std::unique_ptr<rsv::IoSteering> steering_;  // --steer-io, while in force
+  void configure_io_steering(const rsv::AdmissionConfig& cfg);
   std::string admission_key_;  // the Host settings rsv_ was made with
   std::optional<rsv::JournalState> pending_adoption_;  // read at start, adopted on the first pass
   ovs::Snapshot snapshot_;

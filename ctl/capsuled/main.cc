@@ -73,6 +73,7 @@ struct Options {
   std::optional<std::string> unixctl;
   bool detach = false, no_chdir = false;
   bool leader_only = false;
+  bool steer_io = false;
   bool pidfile = false;
   std::optional<std::string> pidfile_path;
   bool log_file = false;
@@ -108,6 +109,10 @@ Options:
                            so that a restarted capsuled adopts the capsules
                            this one leaves (default:
                            $CAPSULE_RUNDIR/capsuled.journal)
+  --steer-io               with partitioned admission and Host:capsule_cpus,
+                           move device interrupts and unbound workqueues to
+                           the other CPUs while capsuled runs (restored when
+                           it stops; after a crash, at the next start)
   --private-key=FILE       TLS key, certificate and CA certificate for ssl:
   --certificate=FILE       remotes (as OVS daemons take them)
   --ca-cert=FILE
@@ -145,11 +150,12 @@ With the default socket and --pidfile:
 }
 
 Options parse_options(int argc, char** argv) {
-  enum { OPT_DB = 256, OPT_CHASSIS, OPT_JOURNAL, OPT_STATS, OPT_METRICS, OPT_UNIXCTL, OPT_DETACH, OPT_NO_CHDIR, OPT_PIDFILE, OPT_LOG_FILE, OPT_PRIVATE_KEY, OPT_CERTIFICATE, OPT_CA_CERT, OPT_LEADER_ONLY };
+  enum { OPT_DB = 256, OPT_CHASSIS, OPT_JOURNAL, OPT_STATS, OPT_METRICS, OPT_UNIXCTL, OPT_DETACH, OPT_NO_CHDIR, OPT_PIDFILE, OPT_LOG_FILE, OPT_PRIVATE_KEY, OPT_CERTIFICATE, OPT_CA_CERT, OPT_LEADER_ONLY, OPT_STEER_IO };
   static const option long_options[] = {
       {"db", required_argument, nullptr, OPT_DB},
       {"chassis", required_argument, nullptr, OPT_CHASSIS},
       {"journal", required_argument, nullptr, OPT_JOURNAL},
+      {"steer-io", no_argument, nullptr, OPT_STEER_IO},
       {"stats-interval", required_argument, nullptr, OPT_STATS},
       {"metrics-port", required_argument, nullptr, OPT_METRICS},
       {"unixctl", required_argument, nullptr, OPT_UNIXCTL},
@@ -190,6 +196,7 @@ Options parse_options(int argc, char** argv) {
       case OPT_DB: o.db = optarg; break;
       case OPT_CHASSIS: o.chassis = optarg; break;
       case OPT_JOURNAL: o.journal = optarg; break;
+      case OPT_STEER_IO: o.steer_io = true; break;
       case OPT_STATS: o.stats_interval_ms = number(100, 3'600'000); break;
       case OPT_METRICS: o.metrics_port = std::string(optarg) == "off" ? -1 : int(number(0, 65535)); break;
       case OPT_UNIXCTL: o.unixctl = optarg; break;
@@ -524,7 +531,7 @@ int Daemon::run() {
       });
 #else
   agent_ = std::make_unique<agent::Agent>(
-      agent::AgentConfig{opts_.chassis, kVersion, metrics_url, opts_.journal, nullptr},
+      agent::AgentConfig{opts_.chassis, kVersion, metrics_url, opts_.journal, nullptr, opts_.steer_io},
       [datapathd](const agent::DatapathSettings& s) { return agent::make_remote_datapath(datapathd, s); });
 #endif
   capsule_unixctl_register("capsule/show", "", 0, 0, cmd_show, this);

@@ -1,5 +1,7 @@
 #include "row_validation.h"
 
+#include "capsule/rsv/io_isolation.h"
+
 #include <cerrno>
 #include <limits>
 #include <regex>
@@ -123,7 +125,8 @@ Result<DesiredVm> desired_from_row(const ovs::VmRow& row, const Reservations& ho
   spec.name = row.name;
   spec.period = microseconds(*row.period_us);
   spec.deadline = microseconds(row.deadline_us.value_or(0));
-  spec.reclaim = row.reclaim.value_or(false);
+  // Unset: reclaim on a guest without steal time (issue 11, io_isolation.h).
+  spec.reclaim = row.reclaim.value_or(rsv::reclaim_by_default());
   // The parameters alone first, so a malformed row reads as such even when
   // its process is missing.
   rsv::ReservationSpec one{microseconds(*row.vcpu_runtime_us), spec.period, spec.deadline, spec.reclaim};

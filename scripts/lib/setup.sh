@@ -10,7 +10,7 @@ CAPSULE_PACKAGES=(
   build-essential cmake g++ pkg-config git
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   libboost1.74-dev libboost-system1.74-dev nlohmann-json3-dev
-  dpdk libdpdk-dev libnuma-dev libpcap-dev
+  dpdk libdpdk-dev libnuma-dev libpcap-dev zlib1g-dev
   openvswitch-common openvswitch-switch-dpdk openvswitch-source
   autoconf automake libtool libssl-dev libcap-ng-dev python3
   iproute2 iputils-ping iperf3 gnuplot-nox procps psmisc

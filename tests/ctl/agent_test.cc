@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <chrono>
@@ -15,6 +16,7 @@
 
 #include "agent.h"
 #include "capsule/ovs/shim.h"
+#include "capsule/rsv/cpuset.h"
 #include "capsule/rsv/discovery.h"
 #include "capsule/rsv/sched_attr.h"
 #include "capsule/testkit.h"
@@ -507,6 +509,57 @@ TEST_F(AgentTest, VmsFoundOnAnAdoptedDatapathAreTheAgentsOwn) {
   EXPECT_EQ(agent.status().vms.at(row.uuid).status.at("state"), "rejected");
   ASSERT_EQ(rec->vms.count("vm1"), 1u) << "a refused change took the VM's port down";
   EXPECT_EQ(rec->vms.at("vm1").ports.at(0).mac, "02:00:00:00:00:01");
+}
+
+// Issue 11: a host where a disk-writing neighbour can make capsules late
+// says so, with the reason, in Host:capabilities / status and in show; the
+// verdict follows the admission mode and the capsule cores.
+TEST_F(AgentTest, HostSaysWhetherCapsulesAreSafeAgainstDiskIo) {
+  const auto facts = rsv::read_io_isolation_facts();
+  if (facts.irq_time_accounting && !facts.guest_without_steal)
+    GTEST_SKIP() << "interrupt time is accounted apart (CONFIG_IRQ_TIME_ACCOUNTING) and this is no guest without "
+                    "steal time: the warning's condition does not hold here";
+  Agent agent(config(), nullptr);
+  agent.update(snapshot({}));
+  agent.reconcile();
+  auto st = agent.status();
+  EXPECT_EQ(st.host.capabilities.at("io_isolation"), "unsafe");
+  const std::string global = st.host.status.at("io_isolation");
+  EXPECT_EQ(global.rfind("not safe against disk-I/O neighbours: ", 0), 0u) << global;
+  EXPECT_NE(global.find(facts.guest_without_steal ? "reports no steal time" : "global admission"), std::string::npos)
+      << global;
+  EXPECT_NE(agent.show().find("io isolation: " + global), std::string::npos) << agent.show();
+  // A VM row that leaves reclaim unset gets SCHED_FLAG_RECLAIM on a guest
+  // without steal time (the mitigation measured in docs/cpu-rsv.md).
+  agent.update(snapshot({vm_row("vm1", vm_->pid(), 2000, 20000)}));
+  agent.reconcile();
+  for (pid_t tid : vcpus(vm_->pid())) {
+    auto p = rsv::get_sched_params(tid);
+    ASSERT_TRUE(p.ok());
+    EXPECT_TRUE(p->is_deadline());
+    EXPECT_EQ((p->flags & rsv::kFlagReclaim) != 0, facts.guest_without_steal) << "tid " << tid;
+  }
+  agent.update(snapshot({}));
+  agent.reconcile();
+
+  // Partitioned on the last core: safe only if that core takes no device
+  // interrupts and runs no unbound workqueues.
+  const auto online = rsv::online_cpus();
+  if (online.size() < 2) GTEST_SKIP() << "partitioned mode needs 2 CPUs";
+  const int core = online.back();
+  auto s = snapshot({});
+  s.host->admission_mode = "partitioned";
+  s.host->capsule_cpus = std::to_string(core);
+  agent.update(s);
+  agent.reconcile();
+  st = agent.status();
+  const auto has = [](const std::vector<int>& v, int c) { return std::find(v.begin(), v.end(), c) != v.end(); };
+  const bool busy = !facts.irq_time_accounting && (has(facts.device_irq_cpus, core) || has(facts.workqueue_cpus, core));
+  EXPECT_EQ(st.host.capabilities.at("io_isolation"), busy || facts.guest_without_steal ? "unsafe" : "safe");
+  if (busy) {
+    EXPECT_NE(st.host.status.at("io_isolation").find("capsule cpu " + std::to_string(core)), std::string::npos)
+        << st.host.status.at("io_isolation");
+  }
 }
 
 }  // namespace
