@@ -343,6 +343,10 @@ release_interface(struct capsule_vswitch *vs, const struct ovsrec_interface *ifa
     if (smap_get_bool(&iface->external_ids, CREATED_KEY, false)) {
         if (port) {
             if (our_qos) {
+                /* The IDL never deletes a Port (not a root table): ovsdb-server
+                 * collects it once unreferenced, after checking references, so
+                 * its QoS reference must go first. */
+                ovsrec_port_set_qos(port, NULL);
                 ovsrec_qos_delete(qos);
             }
             const struct ovsrec_bridge *br;

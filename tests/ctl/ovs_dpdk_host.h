@@ -5,7 +5,8 @@
 // tests use, so PMD threads can outnumber this host's CPUs), pmd-cpu-mask
 // 0x3c (PMDs on fake cores 2-5), DPDK `--no-pci --in-memory` (no hugepage
 // files, no PCI probe) with a file prefix of this branch and pid, 256 MB,
-// and a netdev bridge br0. OVS_RUNDIR points into the directory, so nothing
+// pmd-maxsleep=1000 (idle PMDs sleep up to 1 ms instead of spinning on a
+// shared test machine) and a netdev bridge br0. OVS_RUNDIR points into the directory, so nothing
 // lands in /run/openvswitch. Both processes are children, stopped on
 // destruction.
 #pragma once
@@ -13,6 +14,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
@@ -43,10 +45,9 @@ class OvsDpdkHost {
                              std::chrono::seconds(10)))
       return "ovsdb-server did not come up: " + testkit::read_file(dir_.file("ovsdb.log"));
     auto r = vsctl({"--no-wait", "set", "Open_vSwitch", ".", "other_config:dpdk-init=true",
-                    "other_config:dpdk-extra=\"--no-pci --in-memory --file-prefix=ovsmode-" + std::to_string(getpid()) +
-                        "\"",
+                    "other_config:dpdk-extra=\"--no-pci --in-memory --file-prefix=" + file_prefix() + "\"",
                     "other_config:dpdk-socket-mem=256", "other_config:dpdk-socket-limit=256",
-                    "other_config:pmd-cpu-mask=0x3c"});
+                    "other_config:pmd-cpu-mask=0x3c", "other_config:pmd-maxsleep=1000"});
     if (r.rc) return "cannot configure OVS: " + r.err;
     if (std::string why = start_vswitchd(); !why.empty()) return why;
     r = vsctl({"add-br", "br0", "--", "set", "Bridge", "br0", "datapath_type=netdev"});
@@ -57,6 +58,9 @@ class OvsDpdkHost {
   ~OvsDpdkHost() {
     stop_vswitchd();
     if (ovsdb_) ovsdb_->terminate(std::chrono::seconds(3));
+    // EAL's runtime directory, made even with --in-memory.
+    std::error_code ignored;
+    std::filesystem::remove_all("/var/run/dpdk/" + file_prefix(), ignored);
   }
 
   // ovs-vswitchd stopped (ovs-appctl exit, as its service does) and started
@@ -66,6 +70,7 @@ class OvsDpdkHost {
     return start_vswitchd();
   }
 
+  std::string file_prefix() const { return "ovsmode-" + std::to_string(getpid()); }
   std::string socket() const { return dir_.file("ovs.sock"); }
   std::string remote() const { return "unix:" + socket(); }
   std::string pidfile() const { return dir_.file("ovs-vswitchd.pid"); }

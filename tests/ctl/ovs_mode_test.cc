@@ -160,11 +160,11 @@ TEST_F(OvsModeTest, ServingPmdThreadJoinsTheVmsCapsuleAndIsReservedAgainAfterARe
       [&] { return status("vm1", "threads").find("pmd=" + std::to_string(fresh)) != std::string::npos; }, 5s))
       << status("vm1", "threads");
 
-  // Removing the VM gives the PMD thread back to CFS.
+  // Removing the VM gives the PMD thread back to CFS (or OVS ends it: the
+  // last PMD port left the datapath).
   ok({"--wait", "del-vm", "vm1"});
   auto p = rsv::get_sched_params(fresh);
-  ASSERT_TRUE(p.ok());
-  EXPECT_FALSE(p->is_deadline());
+  if (p.ok()) EXPECT_FALSE(p->is_deadline());
 }
 
 TEST_F(OvsModeTest, RemovingVmsLeavesOvsAsTheOperatorHadIt) {
