@@ -164,7 +164,9 @@ TEST_F(OvsModeTest, ServingPmdThreadJoinsTheVmsCapsuleAndIsReservedAgainAfterARe
   // last PMD port left the datapath).
   ok({"--wait", "del-vm", "vm1"});
   auto p = rsv::get_sched_params(fresh);
-  if (p.ok()) EXPECT_FALSE(p->is_deadline());
+  if (p.ok()) {
+    EXPECT_FALSE(p->is_deadline());
+  }
 }
 
 TEST_F(OvsModeTest, RemovingVmsLeavesOvsAsTheOperatorHadIt) {
