@@ -341,11 +341,13 @@ release_interface(struct capsule_vswitch *vs, const struct ovsrec_interface *ifa
     const struct ovsrec_qos *qos = port ? port->qos : NULL;
     const bool our_qos = qos && owned_by(&qos->external_ids, owner);
     if (smap_get_bool(&iface->external_ids, CREATED_KEY, false)) {
+        /* Port and Interface are not root tables: the IDL sends no delete
+         * for them (a delete would also drop the Port's pending update), and
+         * ovsdb-server collects them once the bridge no longer refers to
+         * them. The Port's QoS reference goes in the same transaction, so
+         * capsule's QoS row (a root row) can be deleted. */
         if (port) {
             if (our_qos) {
-                /* The IDL never deletes a Port (not a root table): ovsdb-server
-                 * collects it once unreferenced, after checking references, so
-                 * its QoS reference must go first. */
                 ovsrec_port_set_qos(port, NULL);
                 ovsrec_qos_delete(qos);
             }
@@ -357,9 +359,7 @@ release_interface(struct capsule_vswitch *vs, const struct ovsrec_interface *ifa
                     }
                 }
             }
-            ovsrec_port_delete(port);
         }
-        ovsrec_interface_delete(iface);
         return;
     }
     struct sset keys = SSET_INITIALIZER(&keys);
