@@ -143,6 +143,9 @@ bool Agent::configure_datapath(const ovs::HostRow* host) {
   settings.type = host->datapath_type.value_or("capsule");
   settings.dpdk_options = host->dpdk_options;
   settings.uplink = host->uplink;
+  if (settings.type == "ovs")
+    for (const auto& [key, value] : host->other_config)
+      if (key.rfind("ovs-", 0) == 0) settings.ovs[key] = value;
   // Same settings: keep it, unless it is gone (its daemon exited).
   if (settings == datapath_settings_ && !datapath_->lost()) {
     refused_settings_.reset();
@@ -380,6 +383,11 @@ void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluat
   // An `auto` network budget follows the port's policers and the host's
   // calibration; derived before anything changes, so a refusal changes nothing.
   std::optional<NetBudget> auto_budget;
+  if (auto_net && datapath_->attached() && !datapath_->auto_budget_obstacle().empty()) {
+    if (st.reserved && rsv_->find(row.name)) st.in_force = describe(*rsv_->find(row.name));
+    reject(row.name, st, datapath_->auto_budget_obstacle());
+    return;
+  }
   if (auto_net && datapath_->attached()) {
     auto b = derive_net_budget(desired->net, snapshot_.host ? snapshot_.host->calibration : std::vector<ovs::CalibrationRow>{},
                                row.period_us.value_or(0), row.net_margin.value_or(kDefaultNetMargin), row.options);
@@ -592,6 +600,8 @@ ovs::StatusUpdate Agent::status() const {
     rs.status["cfg"] = std::to_string(st.cfg);
     rs.status["datapath"] = datapath_->attached() ? (st.net_added ? "attached" : "none") : "not attached";
     if (!datapath_->attached() && !st.ports.empty()) rs.status["datapath_reason"] = datapath_->detail();
+    if (st.net_added && datapath_->attached())
+      if (std::string serving = datapath_->serving(name); !serving.empty()) rs.status["datapath_thread"] = serving;
     if (st.state == "running") ++running;
     if (st.state == "rejected") ++rejected;
     if (st.reserved) {
@@ -679,7 +689,7 @@ ovs::StatusUpdate Agent::status() const {
   h.capabilities["admission_modes"] = "global,partitioned";
   if (!rsv_->real_kernel()) h.capabilities["kernel"] = "simulated (scale runs only: nothing is applied)";
   h.capabilities["qos_types"] = "egress-policer,trtcm-policer,pkt-policer";
-  h.capabilities["datapath_types"] = datapath_->attached() ? "capsule" : "";
+  h.capabilities["datapath_types"] = datapath_->attached() ? "capsule,ovs" : "";
   if (rsv_->real_kernel()) {
     // Issue 11: whether a disk-writing neighbour can make capsules late here.
     const auto io = io_isolation();
@@ -728,6 +738,8 @@ std::string Agent::show() const {
     o << "\n";
     if (!st.in_force.empty()) o << "    still in force: " << st.in_force << "\n";
     if (!datapath_->attached() && !st.ports.empty()) o << "    datapath down: " << datapath_->detail() << "\n";
+    if (st.net_added && datapath_->attached())
+      if (std::string serving = datapath_->serving(name); !serving.empty()) o << "    served by " << serving << "\n";
     if (st.dp_stats && datapath_->attached())
       for (const auto& [port, c] : st.dp_stats->ports) {
         const auto link = port_link_status(c);

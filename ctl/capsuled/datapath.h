@@ -108,6 +108,12 @@ class Datapath {
   virtual Result<std::string> pmd_stats_show(const std::string& /*vm*/) const {
     return Error{"datapath " + name() + " has no PMD statistics" + (attached() ? "" : " (" + detail() + ")"), ENOTSUP};
   }
+  // Which thread serves the VM's packets and what stays outside its
+  // capsule, one line for show and status ("" when nothing to say).
+  virtual std::string serving(const std::string& /*vm*/) const { return ""; }
+  // Why an `auto` network budget cannot be derived on this datapath ("" when
+  // it can): the calibration rows measure capsule's own datapath thread.
+  virtual std::string auto_budget_obstacle() const { return ""; }
   virtual Result<std::string> fdb_show() const {
     return Error{"datapath " + name() + " has no forwarding table" + (attached() ? "" : " (" + detail() + ")"),
                  ENOTSUP};
@@ -137,6 +143,8 @@ struct DatapathSettings {
   std::string type = "capsule";                   // Host:datapath_type
   std::map<std::string, std::string> dpdk_options;  // Host:dpdk_options (EAL)
   std::map<std::string, std::string> uplink;        // Host:uplink
+  // datapath_type=ovs: Host:other_config's "ovs-*" keys (ovs_datapath.h).
+  std::map<std::string, std::string> ovs;
   bool operator==(const DatapathSettings&) const = default;
 };
 

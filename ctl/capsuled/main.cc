@@ -33,6 +33,7 @@
 #include "capsule/rsv/partition.h"
 #include "capsule/rsv/reservation.h"
 #include "metrics_server.h"
+#include "ovs_datapath.h"
 #include "remote_datapath.h"
 #ifdef CAPSULE_SIMULATED_HOST
 // capsule-simhost: this agent on a simulated host (scale runs only).
@@ -530,9 +531,21 @@ int Daemon::run() {
         return std::unique_ptr<agent::Datapath>(std::make_unique<agent::RecordingDatapath>());
       });
 #else
+  // OVS mode: a replaced OVS PMD thread (ovs-vswitchd restarted, its mask
+  // changed) is reserved again by a pass run at once.
+  auto ovs_pmd_changed = [this] {
+    asio::post(io_, [this] {
+      if (x_.stopping) return;
+      agent_->reconcile();
+      publish();
+    });
+  };
   agent_ = std::make_unique<agent::Agent>(
       agent::AgentConfig{opts_.chassis, kVersion, metrics_url, opts_.journal, nullptr, opts_.steer_io},
-      [datapathd](const agent::DatapathSettings& s) { return agent::make_remote_datapath(datapathd, s); });
+      [datapathd, ovs_pmd_changed](const agent::DatapathSettings& s) {
+        if (s.type == "ovs") return agent::make_ovs_datapath(s, ovs_pmd_changed);
+        return agent::make_remote_datapath(datapathd, s);
+      });
 #endif
   capsule_unixctl_register("capsule/show", "", 0, 0, cmd_show, this);
   capsule_unixctl_register("capsule/stats", "", 0, 0, cmd_stats, this);
