@@ -56,8 +56,7 @@ int auto_budget(const std::vector<std::string>& args) {
   }
   for (uint64_t r : rates)
     if (r == 0 || r % 1000) {
-      std::cerr << "auto-budget: --rates " << r << " is not a whole number of kpkt/s (ingress policing's unit)
-";
+      std::cerr << "auto-budget: --rates " << r << " is not a whole number of kpkt/s (ingress policing's unit)\n";
       return 2;
     }
   harness::TempDir dir("capsule-bench-auto");
