@@ -78,11 +78,6 @@ IoIsolationFacts read_io_isolation_facts() {
   return f;
 }
 
-bool reclaim_by_default() {
-  static const bool guest = read_io_isolation_facts().guest_without_steal;  // fixed while the host runs
-  return guest;
-}
-
 IoIsolationVerdict judge_io_isolation(const IoIsolationFacts& facts, AdmissionMode mode,
                                       const std::vector<int>& capsule_cpus_in) {
   const std::vector<int> capsule_cpus = capsule_cpus_in.empty() ? online_cpus() : capsule_cpus_in;
@@ -94,8 +89,8 @@ IoIsolationVerdict judge_io_isolation(const IoIsolationFacts& facts, AdmissionMo
         "SCHED_DEADLINE thread that was running, which the kernel then throttles until the overrun is paid back at "
         "its budget per period (activations 160-300 ms late with 2 ms / 20 ms, in global and partitioned mode "
         "alike; docs/cpu-rsv.md \"Disk I/O neighbours\"); run capsules on bare metal or under a hypervisor "
-        "that reports steal time (capsuled makes reservations SCHED_FLAG_RECLAIM by default here, VM:reclaim unset, "
-        "which leaves only the stop itself: DL max 13-17 ms, as SCHED_FIFO)");
+        "that reports steal time, or set VM:reclaim=true on the VMs whose latency matters (SCHED_FLAG_RECLAIM leaves "
+        "only the stop itself, DL max 13-17 ms as SCHED_FIFO, but lets the capsule use bandwidth others leave idle)");
   if (!facts.irq_time_accounting) {
     const std::string kernel =
         facts.config_known ? "this kernel has no CONFIG_IRQ_TIME_ACCOUNTING, so the time of the interrupts and "

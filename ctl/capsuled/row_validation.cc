@@ -1,7 +1,5 @@
 #include "row_validation.h"
 
-#include "capsule/rsv/io_isolation.h"
-
 #include <cerrno>
 #include <limits>
 #include <regex>
@@ -125,8 +123,10 @@ Result<DesiredVm> desired_from_row(const ovs::VmRow& row, const Reservations& ho
   spec.name = row.name;
   spec.period = microseconds(*row.period_us);
   spec.deadline = microseconds(row.deadline_us.value_or(0));
-  // Unset: reclaim on a guest without steal time (issue 11, io_isolation.h).
-  spec.reclaim = row.reclaim.value_or(rsv::reclaim_by_default());
+  // Unset: no reclaim, so the budget is a cap as well as a guarantee (what
+  // throughput per budget rests on). On a guest without steal time the
+  // io_isolation verdict tells the operator about reclaim (issue 11).
+  spec.reclaim = row.reclaim.value_or(false);
   // The parameters alone first, so a malformed row reads as such even when
   // its process is missing.
   rsv::ReservationSpec one{microseconds(*row.vcpu_runtime_us), spec.period, spec.deadline, spec.reclaim};

@@ -11,11 +11,11 @@ regex=$1
 shift
 out=$(mktemp /tmp/capsule-bench-smoke-XXXXXX)
 trap 'rm -f "$out"' EXIT
-# Standard error goes to the test's log as it comes (progress lines);
-# standard output is kept to check its last line.
-"$@" >"$out"
-rc=$?
-cat "$out"
+# Both go to the test's log as they come (so a run that ctest stops at its
+# timeout shows how far it got); standard output is also kept to check its
+# last line.
+"$@" | tee "$out"
+rc=${PIPESTATUS[0]}
 last=$(grep -v '^[[:space:]]*$' "$out" | tail -1)
 if [ $rc -ne 0 ]; then
   echo "bench-smoke: FAIL: '$*' exited with status $rc" >&2

@@ -28,14 +28,6 @@ struct IoIsolationFacts {
   std::vector<int> workqueue_cpus;
 };
 
-// Whether a capsule whose VM row leaves `reclaim` unset gets
-// SCHED_FLAG_RECLAIM: yes on a guest without steal time. GRUB then charges a
-// thread's runtime at its share of the CPU while DL bandwidth is idle, so a
-// stopped vCPU costs it a fraction of the stop instead of a budget debt that
-// throttles it for many periods (measured: DL max 300 ms -> 13-17 ms, as
-// SCHED_FIFO, docs/cpu-rsv.md "Disk I/O neighbours").
-bool reclaim_by_default();
-
 // From /proc/config.gz (or /boot/config-<release>), /proc/irq and sysfs.
 IoIsolationFacts read_io_isolation_facts();
 
