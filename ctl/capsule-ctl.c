@@ -1186,33 +1186,28 @@ monitor_scope_ready(struct ovsdb_idl *idl)
 
 /* How many rows the IDL holds, per table: at debug level, so that a test
  * can check that a targeted command pulled no other host's rows. */
+static size_t
+count_rows(struct ovsdb_idl *idl, const struct ovsdb_idl_table_class *table)
+{
+    size_t n = 0;
+    for (const struct ovsdb_idl_row *row = ovsdb_idl_first_row(idl, table);
+         row; row = ovsdb_idl_next_row(row)) {
+        n++;
+    }
+    return n;
+}
+
 static void
 log_replicated_rows(struct ovsdb_idl *idl, const char *when)
 {
     if (!VLOG_IS_DBG_ENABLED()) {
         return;
     }
-    size_t n_host = 0, n_vm = 0, n_port = 0, n_qos = 0, n_calibration = 0;
-    const struct capsulerec_host *host;
-    CAPSULEREC_HOST_FOR_EACH (host, idl) {
-        n_host++;
-    }
-    const struct capsulerec_vm *vm;
-    CAPSULEREC_VM_FOR_EACH (vm, idl) {
-        n_vm++;
-    }
-    const struct capsulerec_port *port;
-    CAPSULEREC_PORT_FOR_EACH (port, idl) {
-        n_port++;
-    }
-    const struct capsulerec_qos *qos;
-    CAPSULEREC_QOS_FOR_EACH (qos, idl) {
-        n_qos++;
-    }
-    const struct capsulerec_calibration *c;
-    CAPSULEREC_CALIBRATION_FOR_EACH (c, idl) {
-        n_calibration++;
-    }
+    size_t n_host = count_rows(idl, &capsulerec_table_host);
+    size_t n_vm = count_rows(idl, &capsulerec_table_vm);
+    size_t n_port = count_rows(idl, &capsulerec_table_port);
+    size_t n_qos = count_rows(idl, &capsulerec_table_qos);
+    size_t n_calibration = count_rows(idl, &capsulerec_table_calibration);
     VLOG_DBG("%s: rows replicated (%s): Host %"PRIuSIZE", VM %"PRIuSIZE", Port %"PRIuSIZE
              ", QoS %"PRIuSIZE", Calibration %"PRIuSIZE, when,
              scope.conditional ? "named rows" : "whole tables",
