@@ -10,6 +10,7 @@
 #include <cstring>
 #include <cstdio>
 #include <dirent.h>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -107,6 +108,10 @@ OvsDpdk::~OvsDpdk() {
     vswitchd_->terminate(std::chrono::milliseconds(3000));
   }
   if (ovsdb_) ovsdb_->terminate(std::chrono::milliseconds(3000));
+  // EAL's runtime directory: --in-memory writes nothing into it but OVS's
+  // EAL still creates it and never removes it.
+  std::error_code ignored;
+  std::filesystem::remove_all("/var/run/dpdk/capsule-ovs-" + std::to_string(getpid()), ignored);
 }
 
 std::string OvsDpdk::vsctl(const std::string& args, int* rc) {

@@ -250,6 +250,7 @@ void Agent::update(ovs::Snapshot snapshot) {
 
 void Agent::release_vm(const std::string& name, VmState& st) {
   if (st.reserved) {
+    ++admission_epoch_;
     if (Status s = rsv_->release(name); !s)
       log(CAPSULE_LOG_WARN, "VM " + name + ": restoring threads: " + s.error().message);
     else
@@ -281,6 +282,18 @@ void Agent::bring_up_ports(const ovs::VmRow& row, VmState& st) {
   }
   st.net_added = !net.ports.empty();
   st.net = net;
+}
+
+std::string Agent::admission_inputs(const ovs::VmRow& row, const DesiredVm& desired,
+                                    const std::optional<NetBudget>& auto_budget) const {
+  std::ostringstream o;
+  o << row.fingerprint << '|' << desired.pid << '|' << admission_epoch_ << '|'
+    << (auto_budget ? auto_budget->runtime_us : -1);
+  for (const auto& t : desired.spec.threads) o << '|' << t.tid << ':' << t.runtime.count();
+  // SCHED_DEADLINE threads outside capsule (sampled every pass and every
+  // second) come and go too.
+  for (const auto& d : load_) o << '|' << d.external + d.kernel;
+  return o.str();
 }
 
 void Agent::reject(const std::string& name, VmState& st, const std::string& reason) {
@@ -341,6 +354,7 @@ void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluat
   const bool best_effort = !row.vcpu_runtime_us && !row.period_us && !row.net_runtime_us && !auto_net;
   if (best_effort) {
     if (st.reserved) {
+      ++admission_epoch_;
       (void)rsv_->release(row.name);
       st.reserved = false;
       st.meter.reset();
@@ -399,6 +413,13 @@ void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluat
     }
     auto_budget = *b;
   }
+
+  // Refused by admission as it is, on a host that has not made room since:
+  // judging it again would put its new port settings on the datapath and
+  // take them off again, every pass.
+  const std::string judged_on = admission_inputs(row, *desired, auto_budget);
+  if (st.state == "rejected" && !reevaluated && st.refused_on == judged_on) return;
+  st.refused_on.clear();
 
   // The datapath first (it owns the PMD thread the reservation must hold);
   // only when the VM's network configuration changed.
@@ -466,6 +487,7 @@ void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluat
   if (!decision) {
     // reserve() left whatever was in force before untouched.
     undo_net();
+    st.refused_on = judged_on;
     if (st.reserved && rsv_->find(row.name)) st.in_force = describe(*rsv_->find(row.name));
     reject(row.name, st,
            (auto_budget ? "net budget " + auto_budget->explanation + ": cannot be admitted: " : std::string()) +
@@ -473,6 +495,7 @@ void Agent::reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluat
     return;
   }
   const bool changed = st.reserved;
+  if (changed) ++admission_epoch_;  // a smaller capsule leaves room
   if (auto_budget && auto_budget->warning && st.net_budget != auto_budget->explanation)
     log(CAPSULE_LOG_WARN, "VM " + row.name + ": net budget " + auto_budget->explanation);
   st.net_budget = auto_budget ? auto_budget->explanation : "";

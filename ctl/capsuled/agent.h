@@ -27,6 +27,7 @@
 #include "capsule/rsv/journal.h"
 #include "capsule/rsv/manager.h"
 #include "datapath.h"
+#include "net_budget.h"
 #include "reservations.h"
 #include "row_validation.h"
 
@@ -102,6 +103,9 @@ class Agent {
     std::vector<ThreadSample> threads;
     std::optional<VmDatapathStats> dp_stats;
     std::map<std::string, ovs::RowStatus> ports;  // by port uuid
+    // What a refusal by admission was judged on (admission_inputs): the VM
+    // is judged again only when one of them changes.
+    std::string refused_on;
   };
 
   // True when the settings changed (every VM was released).
@@ -112,6 +116,9 @@ class Agent {
   void reconcile_vm(const ovs::VmRow& row, int64_t next_cfg, bool reevaluated, Result<DesiredVm>* planned = nullptr);
   void release_vm(const std::string& name, VmState& st);
   void reject(const std::string& name, VmState& st, const std::string& reason);
+  // Everything an admission verdict on `desired` depends on, as one string.
+  std::string admission_inputs(const ovs::VmRow& row, const DesiredVm& desired,
+                               const std::optional<NetBudget>& auto_budget) const;
   // Puts the row's ports on the datapath without a reservation (best-effort
   // VMs, and VMs whose threads have not appeared yet).
   void bring_up_ports(const ovs::VmRow& row, VmState& st);
@@ -148,6 +155,9 @@ class Agent {
   uint64_t reconciles_ = 0;
   bool stopped_ = false;
   uint64_t applies_ = 0, rejections_ = 0;
+  // Counts the changes that can make room on this host: a capsule released
+  // or changed, new admission settings.
+  uint64_t admission_epoch_ = 0;
 };
 
 }  // namespace capsule::agent

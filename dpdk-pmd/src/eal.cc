@@ -78,6 +78,9 @@ std::vector<std::string> eal_arguments(const EalOptions& o) {
     a.push_back("--no-huge");
     a.push_back("-m");
     a.push_back(std::to_string(o.memory_mb));
+    // No shared config file nor multi-process socket: capsule never runs DPDK
+    // secondary processes, and those files would outlive a crash.
+    a.push_back("--no-shconf");
   }
   for (const auto& e : o.extra) a.push_back(e);
   return a;
@@ -98,6 +101,12 @@ Status eal_init(const EalOptions& opts) {
                      (huge ? "" : "; without hugepages DPDK needs -m memory: reserve hugepages (scripts/lib/setup.sh) or lower memory_mb"),
                  rte_errno};
   }
+  // With --in-memory or --no-shconf EAL writes nothing into its runtime
+  // directory (/var/run/dpdk/<file-prefix>) but still creates it, and never
+  // removes it: thousands piled up on a test machine. It is empty now (rmdir
+  // refuses otherwise, e.g. when --extra asked for shared files), so remove it
+  // while we are alive: a process that dies later leaves nothing behind.
+  rmdir(rte_eal_get_runtime_dir());
   g_running = true;
   g_huge = huge;
   return Status::Ok();

@@ -262,6 +262,48 @@ TEST_F(AgentTest, RefusedChangePutsTheDatapathConfigurationBack) {
   ASSERT_EQ(rec->vms.count("vm1"), 1u);
   EXPECT_EQ(rec->vms["vm1"].ports.at(0).ingress_kbps, 0u) << "datapath kept the refused configuration";
   for (pid_t tid : vcpus(vm_->pid())) EXPECT_EQ(rsv::get_sched_params(tid)->runtime, 2ms);
+
+  // Later passes (any row of this chassis changing wakes the agent) leave
+  // the refused VM's ports alone: nothing made room, so the verdict stands
+  // without its port settings going on and off the datapath each time.
+  const int adds = rec->adds, removes = rec->removes;
+  for (int pass = 0; pass < 3; ++pass) {
+    agent.update(snapshot({changed}));
+    agent.reconcile();
+  }
+  EXPECT_EQ(rec->adds, adds) << "the refused port settings were applied and undone again";
+  EXPECT_EQ(rec->removes, removes);
+  EXPECT_EQ(agent.status().vms.at(row.uuid).status.at("state"), "rejected");
+
+  // A change the host can take is judged at once.
+  auto fits = vm_row("vm1", vm_->pid(), 3000, 20000);
+  fits.ports = changed.ports;
+  agent.update(snapshot({fits}));
+  agent.reconcile();
+  EXPECT_EQ(agent.status().vms.at(row.uuid).status.at("state"), "running");
+  EXPECT_EQ(rec->vms["vm1"].ports.at(0).ingress_kbps, 1000u);
+  for (pid_t tid : vcpus(vm_->pid())) EXPECT_EQ(rsv::get_sched_params(tid)->runtime, 3ms);
+}
+
+// A VM that waits for room is admitted on the pass after a neighbour's
+// capsule goes, without any change to its own row.
+TEST_F(AgentTest, ARefusedVmIsAdmittedOnceANeighbourMakesRoom) {
+  RecordingDatapath* rec = nullptr;
+  Agent agent(config(), recording(pmd_.tid(), &rec));
+  auto other = testkit::ChildProcess::spawn(
+      {testkit::sibling_binary("capsule-fakevm"), "--vcpus", "2", "--load", "idle"}, "/dev/null");
+  ASSERT_TRUE(testkit::wait_until([&] { return vcpus(other->pid()).size() == 2; }, 5s));
+  auto big = vm_row("big", other->pid(), 6000, 20000);  // 2 x 0.3 of a bound of 0.45 x 2 CPUs
+  big.uuid = "33333333-3333-3333-3333-333333333333";
+  auto waits = vm_row("vm1", vm_->pid(), 6000, 20000);
+  agent.update(snapshot({big, waits}, 0.45));
+  agent.reconcile();
+  ASSERT_EQ(agent.status().vms.at(big.uuid).status.at("state"), "running");
+  ASSERT_EQ(agent.status().vms.at(waits.uuid).status.at("state"), "rejected");
+  agent.update(snapshot({waits}, 0.45));  // big leaves the database
+  agent.reconcile();
+  EXPECT_EQ(agent.status().vms.at(waits.uuid).status.at("state"), "running");
+  for (pid_t tid : vcpus(vm_->pid())) EXPECT_EQ(rsv::get_sched_params(tid)->runtime, 6ms);
 }
 
 TEST_F(AgentTest, DatapathFailureRejectsAndKeepsWhatWasInForce) {

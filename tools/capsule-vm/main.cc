@@ -231,7 +231,7 @@ bool Vm::init_dpdk(const char* argv0) {
   if (o_.hugepages && free_pages >= 64) {
     args.insert(args.end(), {"--in-memory", "--single-file-segments"});
   } else {
-    args.insert(args.end(), {"--no-huge", "-m", "256"});
+    args.insert(args.end(), {"--no-huge", "-m", "256", "--no-shconf"});
   }
   args.push_back("--vdev=net_virtio_user0,path=" + o_.socket + ",queues=1,queue_size=" + std::to_string(o_.queue_size) +
                  ",mac=" + o_.mac + (o_.vhost_server ? ",server=1" : ""));
@@ -241,6 +241,9 @@ bool Vm::init_dpdk(const char* argv0) {
     std::fprintf(stderr, "capsule-vm: DPDK EAL failed to start (is %s reachable?)\n", o_.socket.c_str());
     return false;
   }
+  // EAL made /var/run/dpdk/cvm-<pid> and put nothing in it (no shared
+  // config): remove it now so that a VM killed by its test leaves nothing.
+  rmdir(rte_eal_get_runtime_dir());
   if (rte_eth_dev_get_port_by_name("net_virtio_user0", &port_) != 0) {
     std::fprintf(stderr, "capsule-vm: no virtio-user port (vhost-user socket %s)\n", o_.socket.c_str());
     return false;
