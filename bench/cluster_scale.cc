@@ -69,7 +69,7 @@ long number_after(const std::string& text, const std::string& label) {
 SessionCounters session_counters(const std::string& ctl_socket) {
   auto r = harness::run({harness::find_program("ovs-appctl"), "-t", ctl_socket, "capsule/db-show"},
                         std::chrono::seconds(10));
-  return {number_after(r.out, "sessions: "), number_after(r.out, "status transactions sent: "),
+  return {number_after(r.out, "connections made: "), number_after(r.out, "status transactions sent: "),
           number_after(r.out, "sent again: ")};
 }
 
@@ -396,7 +396,7 @@ int cluster_scale(const std::vector<std::string>& args) {
       return fmt("%.0f", sum) + " (median " + fmt("%.0f", percentile(v, 50)) + ", max " +
              fmt("%.0f", percentile(v, 100)) + ")";
     };
-    r.row({"failover: agents' new sessions, all (per agent) in " + fmt("%.1f", counters_window_s) + " s",
+    r.row({"failover: agents' connections made, all (per agent) in " + fmt("%.1f", counters_window_s) + " s",
            spread(sessions)});
     r.row({"failover: agents' status transactions sent", spread(sent)});
     r.row({"failover: agents' status transactions sent again", spread(again)});

@@ -419,7 +419,7 @@ void Daemon::cmd_db_show(capsule_unixctl_conn* conn, int, const char*[], void* a
                            "\n  monitor updates received: " + std::to_string(d->db_->updates()) +
                            "\n  status transactions committed: " + std::to_string(c.commits) +
                            "\n  status transactions sent: " + std::to_string(c.sent) + ", sent again: " +
-                           std::to_string(c.retried) + "\n  sessions: " + std::to_string(c.connections) + "\n";
+                           std::to_string(c.retried) + "\n  connections made: " + std::to_string(c.connections) + "\n";
   capsule_unixctl_reply(conn, text.c_str());
 }
 

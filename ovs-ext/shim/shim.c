@@ -196,7 +196,7 @@ struct capsule_db {
     unsigned long long commits;    /* status transactions committed */
     unsigned long long sent;       /* status transactions sent to a server */
     unsigned long long retried;    /* ...that came back to be sent again */
-    unsigned long long connections;  /* sessions that came up */
+    unsigned long long connections;  /* connections made to a member */
     bool was_connected;
 
     /* Port, QoS and Calibration rows have no chassis column: they are

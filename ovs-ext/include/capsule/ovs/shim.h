@@ -112,8 +112,9 @@ char *capsule_db_set_status(struct capsule_db *, const char *json);
 unsigned long long capsule_db_commits(const struct capsule_db *);
 /* What the session did so far, to see what an agent costs the cluster
  * (capsule/db-show): status transactions sent to a server, those that came
- * back to be sent again (connection lost, no leader), and sessions that
- * came up (the first connection and every reconnection). */
+ * back to be sent again (connection lost, no leader), and connections made
+ * to a member (the first and every reconnection, also those the member
+ * turns away because it is not in its cluster). */
 struct capsule_db_counters {
     unsigned long long commits, sent, retried, connections;
 };
