@@ -85,23 +85,25 @@ std::optional<std::chrono::system_clock::time_point> log_time(const std::string&
   return std::chrono::system_clock::from_time_t(::timegm(&tm)) + std::chrono::milliseconds(ms);
 }
 
-// Raft's side of a failover, from a member's log: elections it started
-// after `since`, and when it was first elected leader after `since`.
+// Raft's side of a failover, from the members' logs: elections started
+// in [since, until], and when the first and the last of them was won.
 struct ElectionsSeen {
   int started = 0;
-  std::optional<std::chrono::system_clock::time_point> elected;
+  std::optional<std::chrono::system_clock::time_point> first_won, last_won;
 };
 
-ElectionsSeen elections_after(const std::string& log, std::chrono::system_clock::time_point since) {
-  ElectionsSeen e;
+void elections_in(const std::string& log, std::chrono::system_clock::time_point since,
+                  std::chrono::system_clock::time_point until, ElectionsSeen& e) {
   std::istringstream in(log);
   for (std::string line; std::getline(in, line);) {
     const auto t = log_time(line);
-    if (!t || *t < since) continue;
+    if (!t || *t < since || *t > until) continue;
     if (line.find("starting election") != std::string::npos) ++e.started;
-    if (!e.elected && line.find("elected leader by") != std::string::npos) e.elected = t;
+    if (line.find("elected leader by") != std::string::npos) {
+      if (!e.first_won || *t < *e.first_won) e.first_won = t;
+      if (!e.last_won || *t > *e.last_won) e.last_won = t;
+    }
   }
-  return e;
 }
 
 // One change the controller made, and the line(s) its agent must log once.
@@ -238,7 +240,7 @@ int cluster_scale(const std::vector<std::string>& args) {
     for (const auto& name : names) v.push_back(session_counters(dir.file(name) + "/capsuled.ctl"));
     return v;
   };
-  double election_s = -1, counters_window_s = 0;
+  double first_election_s = -1, election_s = -1, counters_window_s = 0;
   int elections_started = 0;
   std::vector<double> servers_cpu_failover(std::size_t(c.size()), 0);
   auto agents_cpu = [&] {
@@ -268,13 +270,15 @@ int cluster_scale(const std::vector<std::string>& args) {
         term_after_failover = c.term();
         sessions_after = all_session_counters();
         counters_window_s = ms_since(t_kill) / 1000;
-        for (int m = 0; m < c.size(); ++m) {
-          if (m == killed) continue;
-          const auto e = elections_after(testkit::read_file(c.log_file(m)), wall_kill);
-          elections_started += e.started;
-          if (e.elected)
-            election_s = std::chrono::duration<double>(*e.elected - wall_kill).count();
-        }
+        ElectionsSeen e;
+        for (int m = 0; m < c.size(); ++m)
+          if (m != killed)
+            elections_in(testkit::read_file(c.log_file(m)), wall_kill,
+                         wall_kill + std::chrono::milliseconds(long(failover_s * 1000)), e);
+        elections_started = e.started;
+        auto since_kill = [&](const auto& t) { return std::chrono::duration<double>(t - wall_kill).count(); };
+        if (e.first_won) first_election_s = since_kill(*e.first_won);
+        if (e.last_won) election_s = since_kill(*e.last_won);
       }
     }
     if (i == kill_at + changes / 10 && killed >= 0) (void)c.start_again(killed);  // back as a follower
@@ -379,7 +383,8 @@ int cluster_scale(const std::vector<std::string>& args) {
   r.row({"Raft term: before kill / writes again / end", std::to_string(term_before) + " / " +
                                                              std::to_string(term_after_failover) + " / " +
                                                              std::to_string(term_end)});
-  r.row({"failover: new leader elected after (s, members' logs)", fmt("%.2f", election_s)});
+  r.row({"failover: a leader elected after (s, members' logs): first / last",
+         fmt("%.2f", first_election_s) + " / " + fmt("%.2f", election_s)});
   r.row({"failover: elections started by the surviving members", std::to_string(elections_started)});
   r.row({"failover: CPU s of all agents (kill -> writes again)", fmt("%.2f", agents_cpu_failover)});
   if (sessions_before.size() == names.size() && sessions_after.size() == names.size()) {
