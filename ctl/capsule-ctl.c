@@ -125,7 +125,10 @@ main(int argc, char *argv[])
      * instead of giving up after one try of each. The IDL writes through the
      * leader only. */
     the_idl = ovsdb_idl_create(db, &capsulerec_idl_class, false, strchr(db, ',') != NULL);
-    cluster_session_init(&the_session, db);
+    /* One client, waited for: a round every second at most, so that it
+     * writes within about a second of a new leader (the agents, hundreds of
+     * them, back off to 8 s). */
+    cluster_session_init(&the_session, db, 2 * CLUSTER_SESSION_RETRY_MS);
     run_prerequisites(commands, n_commands, the_idl);
     monitor_scope_apply(the_idl);
 

@@ -411,12 +411,15 @@ void Daemon::cmd_db_show(capsule_unixctl_conn* conn, int, const char*[], void* a
   auto* d = static_cast<Daemon*>(aux);
   if (!d->db_) return capsule_unixctl_reply_error(conn, "no database connection");
   const auto m = d->db_->monitored();
+  const auto c = d->db_->counters();
   const std::string text = "database " + d->opts_.db + ": " + (d->db_->connected() ? "connected" : "not connected") +
                            "\n  monitored rows of chassis " + d->opts_.chassis + ": VM " + std::to_string(m.vms) +
                            ", Port " + std::to_string(m.ports) + ", QoS " + std::to_string(m.qos) +
                            ", Calibration " + std::to_string(m.calibrations) +
                            "\n  monitor updates received: " + std::to_string(d->db_->updates()) +
-                           "\n  status transactions committed: " + std::to_string(d->db_->commits()) + "\n";
+                           "\n  status transactions committed: " + std::to_string(c.commits) +
+                           "\n  status transactions sent: " + std::to_string(c.sent) + ", sent again: " +
+                           std::to_string(c.retried) + "\n  connections made: " + std::to_string(c.connections) + "\n";
   capsule_unixctl_reply(conn, text.c_str());
 }
 

@@ -14,8 +14,9 @@
 VLOG_DEFINE_THIS_MODULE(cluster_session);
 
 void
-cluster_session_init(struct cluster_session *s, const char *remote)
+cluster_session_init(struct cluster_session *s, const char *remote, int max_interval_ms)
 {
+    s->max_interval = MAX(max_interval_ms, CLUSTER_SESSION_RETRY_MS);
     s->remote = xstrdup(remote);
     s->down_since = 0;
     s->connected_since = 0;
@@ -69,8 +70,8 @@ cluster_session_run(struct cluster_session *s, struct ovsdb_idl *idl)
         return;
     }
     s->connected_since = 0;
-    /* The round interval doubles from CLUSTER_SESSION_RETRY_MS up to OVS's
-     * own 8 s, with up to 50 % random spread: a hundred agents that lost
+    /* The round interval doubles from CLUSTER_SESSION_RETRY_MS up to
+     * max_interval, with up to 50 % random spread: a hundred agents that lost
      * the same leader must not all knock on the new one at the same instant,
      * or keep knocking while it takes over (measured: at 2 s rounds, 100
      * agents on 2 cores starved the new leader until it missed its
@@ -84,7 +85,7 @@ cluster_session_run(struct cluster_session *s, struct ovsdb_idl *idl)
         VLOG_DBG("no leader for %lld ms: trying the members again (%s)", now - s->down_since,
                  s->remote);
         ovsdb_idl_set_remote(idl, s->remote, true);
-        s->interval = MIN(s->interval * 2, 16 * CLUSTER_SESSION_RETRY_MS);
+        s->interval = MIN(s->interval * 2, s->max_interval);
         s->retry_at = now + s->interval + random_range(s->interval / 2);
     }
 }

@@ -8,8 +8,9 @@
  * session is often deep in its backoff when a leader exists again: seconds
  * of needless unavailability. While an IDL on a list of remotes is not
  * connected, cluster_session_run() starts a new round over the members after
- * CLUSTER_SESSION_RETRY_MS, then at doubling intervals up to OVS's 8 s,
- * spread at random (the same members, rotated: a new session with
+ * CLUSTER_SESSION_RETRY_MS, then at doubling intervals up to a maximum (OVS's
+ * 8 s for the agents, of which there are hundreds; 1 s for capsule-ctl, one
+ * client that someone waits for), spread at random (the same members, rotated: a new session with
  * fresh tries; the IDL keeps its rows and its last transaction id, so it
  * still asks only for what changed). A single remote is left to OVS. */
 #ifndef CAPSULE_CLUSTER_SESSION_H
@@ -27,9 +28,11 @@ struct cluster_session {
     long long int connected_since;  /* when the current connection came up, 0: none */
     long long int retry_at;
     int interval;              /* ms between rounds now */
+    int max_interval;          /* ms, the most it grows to */
 };
 
-void cluster_session_init(struct cluster_session *, const char *remote);
+/* `max_interval_ms`: how far the interval between rounds may grow. */
+void cluster_session_init(struct cluster_session *, const char *remote, int max_interval_ms);
 void cluster_session_destroy(struct cluster_session *);
 /* After ovsdb_idl_run(). The IDL must have been created with retry. */
 void cluster_session_run(struct cluster_session *, struct ovsdb_idl *);

@@ -21,6 +21,7 @@
 #include "openvswitch/vlog.h"
 #include "ovsdb-idl.h"
 #include "ovsdb-idl-provider.h"
+#include "random.h"
 #include "smap.h"
 #include "stream-ssl.h"
 #include "sset.h"
@@ -178,6 +179,11 @@ capsule_unixctl_destroy(void)
 
 /* ---- The Capsule database ---------------------------------------------- */
 
+/* Backoff of a status transaction that must be sent again (see
+ * finish_status_txn()). */
+#define STATUS_RETRY_MIN_MS 100
+#define STATUS_RETRY_MAX_MS 2000
+
 struct capsule_db {
     struct ovsdb_idl *idl;
     char *chassis;
@@ -185,8 +191,13 @@ struct capsule_db {
     struct json *pending;          /* status to write next, or NULL */
     struct ovsdb_idl_txn *txn;     /* status transaction in flight */
     struct json *inflight;         /* what txn writes */
-    long long int retry_at;        /* after a failed commit */
-    unsigned long long commits;
+    long long int retry_at;        /* no status transaction before this */
+    int backoff_ms;                /* after a refusal, doubling; 0 after a commit */
+    unsigned long long commits;    /* status transactions committed */
+    unsigned long long sent;       /* status transactions sent to a server */
+    unsigned long long retried;    /* ...that came back to be sent again */
+    unsigned long long connections;  /* connections made to a member */
+    bool was_connected;
 
     /* Port, QoS and Calibration rows have no chassis column: they are
      * monitored by _uuid, those that this chassis' VM, Port and Host rows
@@ -266,7 +277,7 @@ capsule_db_create(const char *remote, const char *chassis)
      * cluster re-elected again and again. */
     db->idl = ovsdb_idl_create(remote, &capsulerec_idl_class, true, true);
     ovsdb_idl_set_leader_only(db->idl, false);
-    cluster_session_init(&db->session, remote);
+    cluster_session_init(&db->session, remote, 16 * CLUSTER_SESSION_RETRY_MS);
 
     /* Only this chassis' Host and VM rows (conditional monitoring). */
     struct ovsdb_idl_condition cond = OVSDB_IDL_CONDITION_INIT(&cond);
@@ -337,6 +348,15 @@ unsigned long long
 capsule_db_commits(const struct capsule_db *db)
 {
     return db->commits;
+}
+
+struct capsule_db_counters
+capsule_db_get_counters(const struct capsule_db *db)
+{
+    return (struct capsule_db_counters) {
+        .commits = db->commits, .sent = db->sent, .retried = db->retried,
+        .connections = db->connections,
+    };
 }
 
 bool
@@ -847,14 +867,27 @@ finish_status_txn(struct capsule_db *db)
     }
     if (status == TXN_SUCCESS || status == TXN_UNCHANGED) {
         db->commits++;
+        db->backoff_ms = 0;
         json_destroy(db->inflight);
     } else {
-        /* Retry with the newest status (or this one if none is newer). */
+        /* Retry with the newest status (or this one if none is newer), not
+         * before a backoff: TXN_TRY_AGAIN comes back at once while the
+         * session is not monitoring yet (a member that is slow to answer,
+         * one that has just said it lost its cluster) and when a session
+         * with a status in flight ended. Retried at once, a hundred agents
+         * spun on it while a starved cluster elected a leader, and starved
+         * it further (docs/scale.md, "Failover"). Doubling from
+         * STATUS_RETRY_MIN_MS to STATUS_RETRY_MAX_MS, with up to 50 %
+         * random spread so that agents do not retry in step. */
         if (status != TXN_TRY_AGAIN) {
             VLOG_WARN("status transaction failed (%s): %s", ovsdb_idl_txn_status_to_string(status),
                       ovsdb_idl_txn_get_error(db->txn));
-            db->retry_at = time_msec() + 1000;
         }
+        db->backoff_ms = (status != TXN_TRY_AGAIN ? STATUS_RETRY_MAX_MS
+                          : db->backoff_ms ? MIN(2 * db->backoff_ms, STATUS_RETRY_MAX_MS)
+                          : STATUS_RETRY_MIN_MS);
+        db->retry_at = time_msec() + db->backoff_ms / 2 + random_range(db->backoff_ms / 2 + 1);
+        db->retried++;
         if (!db->pending) {
             db->pending = db->inflight;
         } else {
@@ -875,12 +908,20 @@ capsule_db_run(struct capsule_db *db)
     if (unixctl) {
         unixctl_server_run(unixctl);
     }
+    bool connected = capsule_db_connected(db);
+    if (connected && !db->was_connected) {
+        db->connections++;
+    }
+    db->was_connected = connected;
     if (db->txn) {
         finish_status_txn(db);
     }
     if (!db->txn && db->pending && capsule_db_connected(db) && time_msec() >= db->retry_at) {
         start_status_txn(db);
         finish_status_txn(db);
+        if (db->txn) {  /* on its way to the server (not unchanged, not refused at once) */
+            db->sent++;
+        }
     }
     unsigned int seqno = ovsdb_idl_get_seqno(db->idl);
     bool changed = seqno != db->seqno;

@@ -168,6 +168,11 @@ Status DbConnection::set_status(const StatusUpdate& update) {
 
 unsigned long long DbConnection::commits() const { return capsule_db_commits(db_); }
 
+DbConnection::Counters DbConnection::counters() const {
+  const capsule_db_counters c = capsule_db_get_counters(db_);
+  return {c.commits, c.sent, c.retried, c.connections};
+}
+
 bool DbConnection::status_pending() const { return capsule_db_status_pending(db_); }
 
 unsigned long long DbConnection::updates() const { return capsule_db_updates(db_); }

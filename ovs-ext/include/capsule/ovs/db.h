@@ -136,6 +136,11 @@ class DbConnection {
   Snapshot snapshot() const;
   Status set_status(const StatusUpdate& update);
   unsigned long long commits() const;
+  // Status transactions sent / sent again, sessions that came up.
+  struct Counters {
+    unsigned long long commits = 0, sent = 0, retried = 0, connections = 0;
+  };
+  Counters counters() const;
   bool status_pending() const;
   // Monitor updates that changed this chassis' rows (agent wake-ups).
   unsigned long long updates() const;

@@ -110,6 +110,15 @@ char *capsule_db_snapshot(const struct capsule_db *);
 char *capsule_db_set_status(struct capsule_db *, const char *json);
 /* Number of status transactions committed successfully so far. */
 unsigned long long capsule_db_commits(const struct capsule_db *);
+/* What the session did so far, to see what an agent costs the cluster
+ * (capsule/db-show): status transactions sent to a server, those that came
+ * back to be sent again (connection lost, no leader), and connections made
+ * to a member (the first and every reconnection, also those the member
+ * turns away because it is not in its cluster). */
+struct capsule_db_counters {
+    unsigned long long commits, sent, retried, connections;
+};
+struct capsule_db_counters capsule_db_get_counters(const struct capsule_db *);
 /* True while a status is queued or in flight. */
 bool capsule_db_status_pending(const struct capsule_db *);
 
