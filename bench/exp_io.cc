@@ -177,7 +177,7 @@ Result<std::unique_ptr<rsv::VmReservation>> reserve(const std::string& name, int
   return r;
 }
 
-Result<CfsBandwidthGroup> cfs_group(const std::string& name, int period_ms, const std::vector<Share>& shares) {
+Result<CfsBandwidthGroup> make_cfs_group(const std::string& name, int period_ms, const std::vector<Share>& shares) {
   int pct = 0;
   for (const Share& s : shares) pct += s.pct;
   auto g = CfsBandwidthGroup::create(name, std::chrono::microseconds(int64_t(period_ms) * pct * 10),
@@ -275,7 +275,7 @@ Result<Policy> vm1_policy(Bed& bed, const System& sys, pid_t vcpu, pid_t pmd, in
     if (!f) return f.error();
     p.fifo = std::move(f.value());
   } else if (cfs_group) {
-    auto g = cfs_group("capsule-exp-e4-v1", period_ms, {{pmd, pct / 2, "pmd"}, {vcpu, pct / 2, "vcpu0"}});
+    auto g = make_cfs_group("capsule-exp-e4-v1", period_ms, {{pmd, pct / 2, "pmd"}, {vcpu, pct / 2, "vcpu0"}});
     if (!g) return g.error();
     p.group.emplace(std::move(g.value()));
   }
@@ -293,7 +293,7 @@ Result<Policy> neighbour_policy(Bed& bed, const System& sys, pid_t vcpu, pid_t p
     if (!r) return r.error();
     p.rsv = std::move(r.value());
   } else if (sys.kind == Kind::kCfs && cfs_group) {
-    auto g = cfs_group("capsule-exp-e4-v2", period_ms, shares);
+    auto g = make_cfs_group("capsule-exp-e4-v2", period_ms, shares);
     if (!g) return g.error();
     p.group.emplace(std::move(g.value()));
   }
@@ -366,10 +366,13 @@ Status part_e3(Bed& bed, const std::vector<System>& systems, const Writer& write
           // The neighbour: its VM 2 + 2 ms, its writer 4 ms of 20 (a capsule of 40 %).
           auto p2 = neighbour_policy(bed, sys, v2.vcpu_tid(), pmd2, w ? w->pid() : 0, kPeriod, 20, 20, false);
           if (!p2) return Error{sys.name + ": the neighbour: " + p2.error().message};
-          pr = run_probe(bed.dir, bed.dir + "/c.sock", n, sys.name + (io ? "-w" : "-q"));
+          // A tag of its own per run: a probe's output file is never one an
+          // earlier probe of the same name left (its "final" line would be read).
+          pr = run_probe(bed.dir, bed.dir + "/c.sock", n, sys.name + (io ? "-w" : "-q") + std::to_string(run));
         }
         if (!pr) return Error{sys.name + ": " + pr.error().message};
         const Probe& p = pr.value();
+        if (p.ms.empty()) return Error{sys.name + ": no request was answered (" + std::to_string(p.requests) + " sent)"};
         Series& s = out[{sys.name, io ? "writer" : "quiet"}];
         const double mx = p.ms.empty() ? NAN : *std::max_element(p.ms.begin(), p.ms.end());
         s.p50.push_back(p.ms.empty() ? NAN : percentile(p.ms, 50));
