@@ -804,7 +804,7 @@ int exp_e3(const std::vector<std::string>& args) {
                     << " by density, above the bound " << rsv::format_percent(rsv::kernel_dl_bound())
                     << ": capsuled would refuse VM 1\n";
       }
-      for (const std::string load : {std::string("idle"), load_kind.name()}) {
+      for (const std::string& load : {std::string("idle"), load_kind.name()}) {
         if (g_stop) break;
         std::unique_ptr<RingFeeder> flood;
         std::unique_ptr<EmuVm> requesters;
@@ -875,7 +875,7 @@ int exp_e3(const std::vector<std::string>& args) {
         std::cerr << "exp-e3: " << (!a ? a.error().message : b.error().message) << "\n";
         return 1;
       }
-      for (const std::string load : {std::string("idle"), load_kind.name()}) {
+      for (const std::string& load : {std::string("idle"), load_kind.name()}) {
         if (g_stop) break;
         std::unique_ptr<EmuVm> requesters;
         std::map<std::string, uint64_t> rq0;

@@ -40,7 +40,7 @@ constexpr const char* kMacVm1 = "02:00:00:00:00:01";
 constexpr const char* kMacVm2 = "02:00:00:00:00:02";
 constexpr const char* kMacFlood = "02:00:00:00:00:f1";
 constexpr const char* kMacUsers = "02:00:00:00:00:e1";
-constexpr int kUsers = 64;
+constexpr int kUserCount = 64;
 
 enum class Load { kNone, kUsers, kFlood };
 
@@ -88,7 +88,7 @@ class NetworkDemo {
     if (!vm1_->wait_ready(20s) || !vm2_->wait_ready(20s)) return fail("the VMs did not come up:\n" + vm1_->output());
 
     std::vector<PhaseResult> results;
-    const std::string loaded = "vm2 " + std::to_string(kUsers) + " users";
+    const std::string loaded = "vm2 " + std::to_string(kUserCount) + " users";
     results.push_back(phase("quiet, no capsules", Load::kNone));
     results.push_back(phase(loaded + ", no capsules", Load::kUsers));
     std::printf("\nGiving vm1 and vm2 their capsules: vm1 vCPU 1 ms + datapath 1 ms every 20 ms, due 5 ms after a\n"
@@ -166,7 +166,7 @@ class NetworkDemo {
     if (load == Load::kFlood) flooder = start_vm("flood", kMacFlood, {"--mode", "tx", "--dst", kMacVm2, "--size", "1500"});
     if (load == Load::kUsers)
       flooder = start_vm("users", kMacUsers,
-                         {"--mode", "probe", "--dst", kMacVm2, "--concurrency", std::to_string(kUsers),
+                         {"--mode", "probe", "--dst", kMacVm2, "--concurrency", std::to_string(kUserCount),
                           "--response-bytes", "100000"});
     auto client = start_vm("client", kMacClient,
                            {"--mode", "probe", "--dst", kMacVm1, "--interval-ms", "20", "--response-bytes", "20000",
