@@ -13,8 +13,7 @@
 //   flood   which sends vm2 1500-byte frames as fast as it can (last phase).
 //
 // Phases: quiet; vm2 loaded without capsules for vm1 and vm2 (best-effort
-// VMs: threads and datapath threads in CFS); loaded with capsules (vm1's due
-// 5 ms after a request wakes it: a deadline shorter than its period); then
+// VMs: threads and datapath threads in CFS); loaded with capsules; then
 // flooded, with vm2's datapath budget derived from its policer. Live lines
 // show vm1's answers per second and what vm2 does; a table compares response
 // times and deadline misses at the end.
@@ -91,10 +90,9 @@ class NetworkDemo {
     const std::string loaded = "vm2 " + std::to_string(kUserCount) + " users";
     results.push_back(phase("quiet, no capsules", Load::kNone));
     results.push_back(phase(loaded + ", no capsules", Load::kUsers));
-    std::printf("\nGiving vm1 and vm2 their capsules: vm1 vCPU 1 ms + datapath 1 ms every 20 ms, due 5 ms after a\n"
-                "request wakes it (admission books 1/5 per thread); vm2 vCPU 4 ms + datapath 4 ms every 20 ms:\n");
-    if (!ctl({"--wait", "--", "--net=1ms", "set-rsv", "vm1", "1ms", "20ms", "5ms", "--", "--net=4ms", "set-rsv", "vm2",
-              "4ms", "20ms"}))
+    std::printf("\nGiving vm1 and vm2 their capsules (vCPU 4 ms + datapath 4 ms every 20 ms each):\n");
+    if (!ctl({"--wait", "--", "--net=4ms", "set-rsv", "vm1", "4ms", "20ms", "--", "--net=4ms", "set-rsv", "vm2", "4ms",
+              "20ms"}))
       return 1;
     results.push_back(phase(loaded + ", capsules", Load::kUsers));
 
@@ -129,8 +127,7 @@ class NetworkDemo {
                   (unsigned long long)r.requests, r.vm2_answers, r.vm2_kpps);
     std::printf("\nWithout capsules vm2's users slow vm1 down: their threads and the datapath\n"
                 "threads compete in CFS. In capsules, each VM's vCPU and its own datapath thread\n"
-                "run inside its reservation; vm1's is due 5 ms after a request wakes it, ahead\n"
-                "of busy vm2's, and vm1 keeps its response times.\n"
+                "run inside its reservation, and vm1 keeps its response times.\n"
                 "With --net=auto, capsuled sized vm2's datapath budget from its policer (100 kpps)\n"
                 "and the measured cost curve: vm2 gets its policed rate, and no more CPU than that.\n");
     std::printf("\nStopping: VMs, capsuled (threads restored), ovsdb-server.\n");
