@@ -585,10 +585,20 @@ cmd_set_rsv(struct ctl_context *ctx)
     }
     /* Obvious mistakes are refused here; everything else (kernel limits,
      * admission) is capsuled's to judge and report in status. */
-    if (runtime == 0 || runtime > period || (deadline && (deadline < runtime || deadline > period))) {
-        ctl_error(ctx, "set-rsv %s: need 0 < RUNTIME <= DEADLINE <= PERIOD "
+    const char *broken = NULL;
+    if (runtime == 0) {
+        broken = "the runtime is zero";
+    } else if (runtime > period) {
+        broken = "the runtime is above the period";
+    } else if (deadline && deadline > period) {
+        broken = "the deadline is above the period";
+    } else if (deadline && deadline < runtime) {
+        broken = "the deadline is below the runtime";
+    }
+    if (broken) {
+        ctl_error(ctx, "set-rsv %s: %s: need 0 < RUNTIME <= DEADLINE <= PERIOD "
                   "(got runtime %"PRId64" us, deadline %"PRId64" us, period %"PRId64" us)",
-                  ctx->argv[1], runtime, deadline ? deadline : period, period);
+                  ctx->argv[1], broken, runtime, deadline ? deadline : period, period);
         return;
     }
     capsulerec_vm_set_vcpu_runtime_us(vm, &runtime, 1);

@@ -63,6 +63,7 @@ std::vector<DeadlineThread> scan_deadline_threads() {
       DeadlineThread d;
       d.tid = t;
       d.bandwidth = sp->bandwidth();
+      d.density = sp->density();
       if (auto id = read_thread_identity(t)) d.comm = id->second;
       cpu_set_t set;
       CPU_ZERO(&set);
@@ -115,7 +116,7 @@ std::vector<DomainLoad> AdmissionControl::load_without(const std::string& skip,
     if (owner == skip) continue;
     for (const auto& t : dec.threads) {
       DomainLoad* d = cfg_.mode == AdmissionMode::kGlobal ? &doms.front() : domain_of(t.cpu);
-      if (d) d->capsule += t.bandwidth;
+      if (d) d->capsule += t.density;
     }
   }
   for (const auto& e : external) {
@@ -124,9 +125,9 @@ std::vector<DomainLoad> AdmissionControl::load_without(const std::string& skip,
       // Any DL thread whose affinity touches our cores is in our root domain.
       bool touches = false;
       for (int c : e.cpus) touches |= std::binary_search(cfg_.cpus.begin(), cfg_.cpus.end(), c);
-      if (touches || e.cpus.empty()) doms.front().external += e.bandwidth;
+      if (touches || e.cpus.empty()) doms.front().external += e.density;
     } else if (e.cpus.size() == 1) {
-      if (DomainLoad* d = domain_of(e.cpus.front())) d->external += e.bandwidth;
+      if (DomainLoad* d = domain_of(e.cpus.front())) d->external += e.density;
     }
   }
   return doms;
@@ -139,8 +140,10 @@ AdmissionDecision as_asked(const VmReservationSpec& spec) {
   AdmissionDecision dec;
   dec.owner = spec.name;
   for (const auto& t : spec.threads) {
-    dec.threads.push_back(ThreadPlacement{t.tid, t.role, t.cpu, spec.thread_spec(t).bandwidth()});
-    dec.bandwidth += dec.threads.back().bandwidth;
+    const ReservationSpec one = spec.thread_spec(t);
+    dec.threads.push_back(ThreadPlacement{t.tid, t.role, t.cpu, one.bandwidth(), one.density()});
+    dec.bandwidth += one.bandwidth();
+    dec.density += one.density();
   }
   return dec;
 }
@@ -173,7 +176,19 @@ Result<AdmissionDecision> AdmissionControl::admit(const VmReservationSpec& spec,
            " by the kernel's fair server), bound " + format_percent(d.capacity) + ", free " +
            format_percent(std::max(0.0, d.free()));
   };
-  const std::string advice = ". Lower the budget, lengthen the period, or remove another VM";
+  // With D < P a thread takes its density, not its share: say so, or the
+  // numbers in the refusal would not add up for the reader.
+  const bool constrained = spec.effective_deadline() < spec.period;
+  auto needs = [&](double density) {
+    std::string s = format_percent(density);
+    if (constrained)
+      s += " (budget over its deadline " + format_duration(spec.effective_deadline()) + ", shorter than its period " +
+           format_duration(spec.period) + ": EDF must have that free for the deadline to hold)";
+    return s;
+  };
+  const std::string advice = constrained
+                                 ? ". Lower the budget, lengthen the deadline or the period, or remove another VM"
+                                 : ". Lower the budget, lengthen the period, or remove another VM";
 
   AdmissionDecision dec = as_asked(spec);
 
@@ -184,8 +199,8 @@ Result<AdmissionDecision> AdmissionControl::admit(const VmReservationSpec& spec,
                          std::to_string(t.cpu) + ", but pinning needs partitioned mode",
                      EINVAL};
     DomainLoad& d = doms.front();
-    if (dec.bandwidth > d.free() + kEpsilon)
-      return Error{"cannot admit " + who + ": it needs " + format_percent(dec.bandwidth) +
+    if (dec.density > d.free() + kEpsilon)
+      return Error{"cannot admit " + who + ": it needs " + needs(dec.density) +
                        " of a CPU, and " + describe(d) + advice,
                    EBUSY};
     booked_[spec.name] = dec;
@@ -196,7 +211,7 @@ Result<AdmissionDecision> AdmissionControl::admit(const VmReservationSpec& spec,
   std::vector<std::size_t> order(dec.threads.size());
   for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
   std::stable_sort(order.begin(), order.end(), [&](auto a, auto b) {
-    return dec.threads[a].bandwidth > dec.threads[b].bandwidth;
+    return dec.threads[a].density > dec.threads[b].density;
   });
   for (std::size_t i : order) {
     auto& t = dec.threads[i];
@@ -209,14 +224,14 @@ Result<AdmissionDecision> AdmissionControl::admit(const VmReservationSpec& spec,
                          std::to_string(t.cpu) + ", which is not a capsule core (capsule cores: " +
                          format_cpu_list(cfg_.cpus) + ")",
                      EINVAL};
-      if (t.bandwidth > pick->free() + kEpsilon)
+      if (t.density > pick->free() + kEpsilon)
         return Error{"cannot admit " + who + ": thread " + std::to_string(t.tid) +
-                         (t.role.empty() ? "" : " (" + t.role + ")") + " needs " +
-                         format_percent(t.bandwidth) + " on " + describe(*pick) + advice,
+                         (t.role.empty() ? "" : " (" + t.role + ")") + " needs " + needs(t.density) + " on " +
+                         describe(*pick) + advice,
                      EBUSY};
     } else {
       for (auto& d : doms) {
-        if (t.bandwidth > d.free() + kEpsilon) continue;
+        if (t.density > d.free() + kEpsilon) continue;
         if (!pick) pick = &d;
         if (cfg_.placement == PlacementPolicy::kFirstFit) break;
         if (d.free() > pick->free()) pick = &d;
@@ -225,14 +240,14 @@ Result<AdmissionDecision> AdmissionControl::admit(const VmReservationSpec& spec,
         std::string all;
         for (const auto& d : doms) all += "; " + describe(d);
         return Error{"cannot admit " + who + ": thread " + std::to_string(t.tid) +
-                         (t.role.empty() ? "" : " (" + t.role + ")") + " needs " +
-                         format_percent(t.bandwidth) + " of one core and no core has that free" + all +
+                         (t.role.empty() ? "" : " (" + t.role + ")") + " needs " + needs(t.density) +
+                         " of one core and no core has that free" + all +
                          advice,
                      EBUSY};
       }
       t.cpu = pick->cpus.front();
     }
-    pick->capsule += t.bandwidth;
+    pick->capsule += t.density;
   }
   booked_[spec.name] = dec;
   return dec;

@@ -91,8 +91,9 @@ Status validate(const ReservationSpec& s, const KernelLimits& l) {
                  EINVAL};
   }
   if (d > s.period)
-    return Error{"the deadline " + format_duration(d) + " is larger than the period " +
-                     format_duration(s.period) + "; use a deadline no later than the period",
+    return Error{"the deadline " + format_duration(d) + " is above the period " +
+                     format_duration(s.period) + "; use a deadline no later than the period "
+                     "(a deadline shorter than the period answers sooner, at a higher admission cost)",
                  EINVAL};
   if (s.period < l.period_min || s.period > l.period_max)
     return Error{"the period " + format_duration(s.period) + " is outside the kernel's allowed range " +
@@ -105,6 +106,12 @@ Status validate(const ReservationSpec& s, const KernelLimits& l) {
 double VmReservationSpec::bandwidth() const {
   double b = 0;
   for (const auto& t : threads) b += thread_spec(t).bandwidth();
+  return b;
+}
+
+double VmReservationSpec::density() const {
+  double b = 0;
+  for (const auto& t : threads) b += thread_spec(t).density();
   return b;
 }
 

@@ -639,6 +639,10 @@ ovs::StatusUpdate Agent::status() const {
       rs.status["threads"] = threads;
       rs.status["placement"] = pinned ? "partitioned: " + placement : "global EDF (unpinned)";
       rs.status["admitted_utilization"] = fixed(st.decision.bandwidth);
+      // With a deadline shorter than the period, admission booked more than
+      // the VM may use (its density): show what it took from the domain.
+      if (st.decision.density > st.decision.bandwidth + 1e-9)
+        rs.status["admitted_density"] = fixed(st.decision.density);
       if (const auto* r = rsv_->find(name)) rs.status["reservation"] = describe(*r);
       if (!st.net_budget.empty()) rs.status["net_budget"] = st.net_budget;
       double cpu = 0, worst_budget = 0;

@@ -30,6 +30,9 @@ check "option --q: '10,,20' is not whole numbers separated by commas" exp-e1 --q
 check "option --guest: 'foo' is not one of interrupt busy-poll" exp-e1 --guest foo
 check "option --periods: '30' is not one of 100 20" pmd-budget --periods 30
 check "option --window-ms: '99999999999' is not a whole number" rsv-share --window-ms 99999999999
+# exp-e3's own rule for VM 1's capsule, checked before anything starts.
+check "--v1-deadline-ms between half the budget" exp-e3 --v1-deadline-ms 30
+check "--v1-deadline-ms between half the budget" exp-e3 --v1-budget-ms 4 --v1-deadline-ms 1
 # --smoke's own arguments pass the same checks, for every benchmark.
 names=$("$bench" --list) || { echo "FAIL: capsule-bench --list (a benchmark's --smoke arguments fail its own checks)"; fail=1; }
 for name in $names; do

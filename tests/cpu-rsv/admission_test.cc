@@ -111,6 +111,66 @@ TEST(Admission, PinningAnUnknownCoreOrInGlobalModeIsRefused) {
   EXPECT_TRUE(contains(r.error().message, "partitioned mode")) << r.error().message;
 }
 
+TEST(Admission, DeadlineShorterThanPeriodIsBookedAtItsDensity) {
+  // Pure accounting, one core, bound 1.0, no fair server share assumed:
+  // the kernel would admit both VMs below on Q / P (10 % + 50 %), but the
+  // first VM's two threads, 1 ms each due 2.5 ms after they wake, need
+  // 80 % of the core by EDF's density test, so the second does not fit.
+  std::vector<DeadlineThread> none;
+  AdmissionControl ac(AdmissionConfig{AdmissionMode::kPartitioned, PlacementPolicy::kFirstFit, 1.0, {1}});
+  VmReservationSpec fast{"fast", 20ms, 2500us, false, {{1, 1ms, 1, "vcpu0"}, {2, 1ms, 1, "pmd"}}};
+  auto a = ac.admit(fast, none);
+  ASSERT_TRUE(a) << a.error().message;
+  EXPECT_NEAR(a->bandwidth, 0.10, 1e-9);
+  EXPECT_NEAR(a->density, 0.80, 1e-9);
+  auto load = ac.load(none);
+  EXPECT_NEAR(load[0].capsule, 0.80, 1e-9);
+  VmReservationSpec bulk{"bulk", 20ms, 0ns, false, {{3, 10ms, 1, "vcpu0"}}};
+  auto b = ac.admit(bulk, none);
+  const double free = 1.0 - 0.80 - fair_server_bandwidth();
+  ASSERT_FALSE(b);
+  EXPECT_TRUE(contains(b.error().message, "needs 50.0 %")) << b.error().message;
+  EXPECT_TRUE(contains(b.error().message, "free " + format_percent(free))) << b.error().message;
+  // The same VM with D = P books its share only, and the second VM fits.
+  ac.release("fast");
+  fast.deadline = 0ns;
+  ASSERT_TRUE(ac.admit(fast, none));
+  EXPECT_NEAR(ac.load(none)[0].capsule, 0.10, 1e-9);
+  EXPECT_TRUE(ac.admit(bulk, none));
+}
+
+TEST(Admission, AConstrainedDeadlineRefusalSaysWhyItCostsMore) {
+  std::vector<DeadlineThread> none;
+  AdmissionControl ac(AdmissionConfig{AdmissionMode::kGlobal, PlacementPolicy::kWorstFit, 0.95, {0}});
+  // 2 ms per 20 ms is 10 % of a core, but due within 2 ms it is 100 %.
+  auto r = ac.admit(VmReservationSpec{"tight", 20ms, 2ms, false, {{1, 2ms, -1, "vcpu0"}}}, none);
+  ASSERT_FALSE(r);
+  const std::string& m = r.error().message;
+  EXPECT_TRUE(contains(m, "needs 100.0 % (budget over its deadline 2 ms, shorter than its period 20 ms")) << m;
+  EXPECT_TRUE(contains(m, "lengthen the deadline")) << m;
+}
+
+TEST(Admission, ForeignDeadlineThreadsCountAtTheirDensity) {
+  // A SCHED_DEADLINE thread of someone else's with D < P: the kernel books
+  // 5 % for it, EDF needs 25 % of its core.
+  testkit::BusyThread foreign("foreign");
+  ASSERT_TRUE(set_deadline_params(foreign.tid(), ReservationSpec{5ms, 100ms, 20ms}));
+  auto sp = get_sched_params(foreign.tid());
+  ASSERT_TRUE(sp);
+  EXPECT_EQ(sp->deadline, 20ms);
+  AdmissionControl ac(AdmissionConfig{AdmissionMode::kGlobal, PlacementPolicy::kWorstFit, 0.95, online_cpus()});
+  double external = 0;
+  for (const auto& t : scan_deadline_threads())
+    if (t.tid == foreign.tid()) {
+      EXPECT_NEAR(t.bandwidth, 0.05, 1e-6);
+      EXPECT_NEAR(t.density, 0.25, 1e-6);
+      external = t.density;
+    }
+  EXPECT_NEAR(external, 0.25, 1e-6);
+  SchedParams other;
+  ASSERT_TRUE(set_sched_params(foreign.tid(), other));
+}
+
 TEST(Admission, DefaultBoundIsTheKernels) {
   AdmissionControl ac;
   EXPECT_DOUBLE_EQ(ac.bound(), kernel_dl_bound());

@@ -131,6 +131,36 @@ TEST(VmReservation, ChangeAppliesNewParametersInPlace) {
   EXPECT_EQ(get_sched_params(c.tid())->policy, kSchedDeadline);
 }
 
+TEST(VmReservation, DeadlineShorterThanThePeriodReachesTheKernel) {
+  // A VM that must answer within 5 ms of a wake-up, 1 ms per 20 ms: every
+  // thread gets sched_deadline = 5 ms beside sched_period = 20 ms, and a
+  // change of the deadline alone is applied in place.
+  testkit::BusyThread a("vcpu-a"), b("pmd");
+  auto r = VmReservation::apply(
+      VmReservationSpec{"vm1", 20ms, 5ms, false, {{a.tid(), 1ms, -1, "vcpu0"}, {b.tid(), 1ms, -1, "pmd"}}});
+  ASSERT_TRUE(r) << r.error().message;
+  for (pid_t t : {a.tid(), b.tid()}) {
+    auto p = get_sched_params(t);
+    ASSERT_TRUE(p);
+    EXPECT_EQ(p->policy, kSchedDeadline);
+    EXPECT_EQ(p->runtime, 1ms);
+    EXPECT_EQ(p->deadline, 5ms);
+    EXPECT_EQ(p->period, 20ms);
+  }
+  Status st = (*r)->change(
+      VmReservationSpec{"vm1", 20ms, 8ms, false, {{a.tid(), 1ms, -1, "vcpu0"}, {b.tid(), 1ms, -1, "pmd"}}});
+  ASSERT_TRUE(st) << st.error().message;
+  EXPECT_EQ(get_sched_params(a.tid())->deadline, 8ms);
+  EXPECT_EQ(get_sched_params(b.tid())->deadline, 8ms);
+  // A deadline above the period is refused with both numbers, nothing changed.
+  st = (*r)->change(VmReservationSpec{"vm1", 20ms, 30ms, false, {{a.tid(), 1ms, -1, "vcpu0"}}});
+  ASSERT_FALSE(st);
+  EXPECT_NE(st.error().message.find("deadline 30 ms is above the period 20 ms"), std::string::npos)
+      << st.error().message;
+  EXPECT_EQ(get_sched_params(a.tid())->deadline, 8ms);
+  EXPECT_EQ(get_sched_params(b.tid())->policy, kSchedDeadline);
+}
+
 TEST(VmReservation, ReadmissionRightAfterReleaseSucceeds) {
   // Fill the root domain nearly to the kernel's bound, give one thread back
   // and take it again at once: the kernel still books the released

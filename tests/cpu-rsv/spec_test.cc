@@ -37,7 +37,30 @@ TEST(ReservationSpec, BudgetAboveDeadlineIsRefused) {
 
 TEST(ReservationSpec, DeadlineAbovePeriodIsRefused) {
   const std::string msg = why(ReservationSpec{1ms, 20ms, 30ms});
-  EXPECT_NE(msg.find("deadline 30 ms is larger than the period 20 ms"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("deadline 30 ms is above the period 20 ms"), std::string::npos) << msg;
+}
+
+TEST(ReservationSpec, DensityIsBudgetOverTheShorterOfDeadlineAndPeriod) {
+  // Admission books this: 1 ms due within 5 ms takes 20 % of a core from
+  // EDF, though the thread may use only 5 % of it (1 ms per 20 ms).
+  const ReservationSpec constrained{1ms, 20ms, 5ms};
+  EXPECT_DOUBLE_EQ(constrained.bandwidth(), 0.05);
+  EXPECT_DOUBLE_EQ(constrained.density(), 0.20);
+  const ReservationSpec implicit{4ms, 20ms};  // D = P: density = share
+  EXPECT_DOUBLE_EQ(implicit.density(), implicit.bandwidth());
+  VmReservationSpec vm{"vm1", 20ms, 5ms, false, {{100, 1ms, -1, "vcpu0"}, {101, 1ms, -1, "pmd"}}};
+  EXPECT_DOUBLE_EQ(vm.bandwidth(), 0.10);
+  EXPECT_DOUBLE_EQ(vm.density(), 0.40);
+  EXPECT_EQ(constrained.to_string(), "runtime 1 ms, period 20 ms, deadline 5 ms (5.0 %)");
+}
+
+TEST(ReservationSpec, VmDeadlineAbovePeriodNamesTheThreadAndBothNumbers) {
+  VmReservationSpec vm{"vm1", 20ms, 25ms, false, {{100, 1ms, -1, "vcpu0"}}};
+  Status st = validate(vm);
+  ASSERT_FALSE(st);
+  EXPECT_NE(st.error().message.find("VM 'vm1', thread 100 (vcpu0): the deadline 25 ms is above the period 20 ms"),
+            std::string::npos)
+      << st.error().message;
 }
 
 TEST(ReservationSpec, TinyBudgetIsRefused) {

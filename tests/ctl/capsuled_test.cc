@@ -67,6 +67,44 @@ TEST_F(CapsuledTest, CreatedVmGetsItsVcpuThreadsIntoSchedDeadline) {
   EXPECT_EQ(status("vm1", "datapath"), "attached");
 }
 
+TEST_F(CapsuledTest, DeadlineShorterThanThePeriodReachesTheKernelAndIsAdmittedAtItsDensity) {
+  FakeVm vm(2), big(2);
+  ok({"--wait", "add-vm", "vm1", "pid=" + std::to_string(vm.pid()), "--", "set-rsv", "vm1", "1ms", "20ms", "5ms"});
+  for (pid_t tid : vm.vcpu_tids()) {
+    auto p = params(tid);
+    EXPECT_TRUE(p.is_deadline()) << "tid " << tid;
+    EXPECT_EQ(p.runtime, 1ms);
+    EXPECT_EQ(p.deadline, 5ms);
+    EXPECT_EQ(p.period, 20ms);
+  }
+  EXPECT_EQ(status("vm1", "admitted_utilization"), "0.1000");
+  EXPECT_EQ(status("vm1", "admitted_density"), "0.4000");
+  // 2 x 10 ms per 100 ms is 20 % of a CPU, which the kernel would admit on
+  // this host; due 10 ms after each wake-up it is 2 x 100 %, more than the
+  // machine's bound (2 x 95 %): refused, whatever else runs, and nothing changed.
+  auto r = ctl({"--wait", "add-vm", "vm2", "pid=" + std::to_string(big.pid()), "--", "set-rsv", "vm2", "10ms", "100ms",
+                "10ms"});
+  EXPECT_EQ(r.rc, 1);
+  const std::string reason = status("vm2", "reason");
+  EXPECT_NE(reason.find("needs 200.0 % (budget over its deadline 10 ms, shorter than its period 100 ms"),
+            std::string::npos)
+      << reason;
+  for (pid_t tid : big.vcpu_tids()) EXPECT_FALSE(params(tid).is_deadline());
+  // The same budget with D = P is its share only, and fits.
+  ok({"--wait", "set-rsv", "vm2", "10ms", "100ms"});
+  for (pid_t tid : big.vcpu_tids()) EXPECT_EQ(params(tid).deadline, 100ms);
+  EXPECT_EQ(status("vm2", "state"), "running");
+  // A deadline change alone reaches the kernel in place.
+  ok({"--wait", "set-rsv", "vm1", "1ms", "20ms", "8ms"});
+  for (pid_t tid : vm.vcpu_tids()) EXPECT_EQ(params(tid).deadline, 8ms);
+  // capsuled refuses a deadline above the period written behind capsule-ctl's back.
+  r = ctl({"--wait", "set", "VM", "vm1", "deadline_us=30000"});
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(status("vm1", "reason").find("the deadline 30 ms is above the period 20 ms"), std::string::npos)
+      << status("vm1", "reason");
+  for (pid_t tid : vm.vcpu_tids()) EXPECT_EQ(params(tid).deadline, 8ms);
+}
+
 TEST_F(CapsuledTest, PidfileFindsTheProcess) {
   const std::string pidfile = dir_.file("vm.pid");
   FakeVm vm(1, pidfile);

@@ -128,9 +128,20 @@ TEST_F(CtlCommandsTest, CapsuleCommands) {
        "1500\n10000\n8000\n500\n"},
       {{"set-rsv", "vm1", "3", "10"}, 0, ""},  // bare numbers are microseconds
       {{"get", "VM", "vm1", "vcpu_runtime_us"}, 0, "3\n"},
-      {{"set-rsv", "vm1", "20ms", "10ms"}, 1, "", "need 0 < RUNTIME <= DEADLINE <= PERIOD"},
-      {{"set-rsv", "vm1", "0", "10ms"}, 1, "", "need 0 < RUNTIME <= DEADLINE <= PERIOD"},
-      {{"set-rsv", "vm1", "2ms", "10ms", "1ms"}, 1, "", "need 0 < RUNTIME <= DEADLINE <= PERIOD"},
+      {{"set-rsv", "vm1", "20ms", "10ms"}, 1, "", "the runtime is above the period: need 0 < RUNTIME <= DEADLINE <= PERIOD"},
+      {{"set-rsv", "vm1", "0", "10ms"}, 1, "", "the runtime is zero: need 0 < RUNTIME <= DEADLINE <= PERIOD"},
+      {{"set-rsv", "vm1", "2ms", "10ms", "1ms"}, 1, "", "the deadline is below the runtime: need 0 < RUNTIME"},
+      {{"set-rsv", "vm1", "2ms", "10ms", "12ms"}, 1, "",
+       "set-rsv vm1: the deadline is above the period: need 0 < RUNTIME <= DEADLINE <= PERIOD (got runtime 2000 us, "
+       "deadline 12000 us, period 10000 us)"},
+      // a refused set-rsv writes nothing: the last good row stands
+      {{"get", "VM", "vm1", "vcpu_runtime_us", "period_us", "deadline_us"}, 0, "3\n10\n\\[\\]\n"},
+      // a deadline shorter than the period, and back to D = P without one
+      {{"set-rsv", "vm1", "1ms", "20ms", "5ms"}, 0, ""},
+      {{"get", "VM", "vm1", "deadline_us"}, 0, "5000\n"},
+      {{"show"}, 0, "[\\s\\S]*reservation: vcpu 1000 us, period 20000 us, deadline 5000 us[\\s\\S]*"},
+      {{"set-rsv", "vm1", "3", "10"}, 0, ""},
+      {{"get", "VM", "vm1", "deadline_us"}, 0, "\\[\\]\n"},
       {{"set-rsv", "vm1", "2 fortnights", "10ms"}, 1, "", "unknown unit"},
       {{"set-rsv", "nope", "2ms", "10ms"}, 1, "", "no VM named nope"},
       // --net=auto: capsuled derives the budget (from the policers and the

@@ -13,7 +13,10 @@
 //   count    count what arrives
 //   reflect  send every frame back with the MACs swapped
 //   probe    every --interval-ms send a request to --dst; the far side (mode
-//            serve) answers with --response-bytes; record completion times
+//            serve) answers with --response-bytes; record completion times.
+//            --concurrency N instead keeps N requests outstanding, a new one
+//            as each completes (N requesters, like `ab -c N` or httperf
+//            against a web server): the load the study put on a neighbour
 //   serve    answer probe requests
 //   compute  burn CPU on the vCPU thread, no networking
 //   stall    attach, then never take a frame off its rx ring (a hung or
@@ -85,8 +88,9 @@ struct Options {
   double interval_ms = 20;
   uint32_t response_bytes = 100'000;
   double deadline_ms = 0;  // probe: 0 = the interval
-  std::string latency_file;  // probe: every completion time (us), one a line, at the end
+  std::string latency_file;  // probe: "completion_us send_ns" (CLOCK_MONOTONIC) per answered request, at the end
   double drain_s = 0;        // probe: send nothing in the last drain_s seconds of --duration
+  unsigned concurrency = 0;  // probe: 0 = one request every --interval-ms; N = N outstanding
   bool hugepages = true;
   bool die_with_parent = false;
   std::string prefix;
@@ -99,7 +103,7 @@ void usage() {
       "                  [--mode tx|count|reflect|probe|serve|compute] [--dst MAC] [--dst-ip A.B.C.D]\n"
       "                  [--rate PPS (0 = flat out)] [--size BYTES] [--count N] [--duration S]\n"
       "                  [--interval-ms MS] [--response-bytes N] [--deadline-ms MS]\n"
-      "                  [--latency-file FILE] [--drain-s S] [--src MAC|random]\n"
+      "                  [--latency-file FILE] [--drain-s S] [--concurrency N] [--src MAC|random]\n"
       "                  [--busy-poll] [--queue-size N] [--report-ms MS] [--json] [--no-huge]\n"
       "                  [--die-with-parent]");
 }
@@ -134,6 +138,7 @@ bool parse(int argc, char** argv, Options& o) {
     else if (a == "--deadline-ms") o.deadline_ms = std::atof(val().c_str());
     else if (a == "--latency-file") o.latency_file = val();
     else if (a == "--drain-s") o.drain_s = std::atof(val().c_str());
+    else if (a == "--concurrency") o.concurrency = unsigned(std::atoi(val().c_str()));
     else if (a == "--src") o.src = val();
     else if (a == "--no-huge") o.hugepages = false;
     else if (a == "--die-with-parent") o.die_with_parent = true;
@@ -183,6 +188,7 @@ class Vm {
   uint16_t send(rte_mbuf** pkts, uint16_t n, bool retry);
   unsigned tx_due(uint64_t now);
   void probe_tick(uint64_t now);
+  void send_request(uint64_t now);
   void serve(const TestHeader& h, const rte_ether_addr& to, uint32_t to_ip);
   void print_counters(const char* event);
   void spoof_random_source(rte_mbuf* m);
@@ -212,6 +218,7 @@ class Vm {
   std::map<uint64_t, Pending> pending_;
   uint64_t next_probe_ns_ = 0;
   std::vector<double> latencies_us_;
+  std::vector<uint64_t> sent_ns_;  // when each answered request left (CLOCK_MONOTONIC: ftrace's "mono" clock)
   std::atomic<bool> link_up_{false};
   std::atomic<uint64_t> lat_p50_{0}, lat_p99_{0}, lat_max_{0};
 };
@@ -332,7 +339,9 @@ void Vm::handle_rx(rte_mbuf** pkts, uint16_t n) {
       if (it != pending_.end() && !it->second.done && ++it->second.got >= h->total) {
         it->second.done = true;
         latencies_us_.push_back(double(now_ns() - it->second.send_ns) / 1000.0);
+        sent_ns_.push_back(it->second.send_ns);
         add(c_.responses);
+        if (o_.concurrency > 0) next_probe_ns_ = 0;  // its requester asks again at once
       }
     } else if (o_.mode == "reflect") {
       std::swap(eth->dst_addr, eth->src_addr);
@@ -387,8 +396,35 @@ void Vm::probe_tick(uint64_t now) {
   // --drain-s: the last seconds of --duration send nothing, so every
   // request has that long to complete before the VM stops.
   if (o_.drain_s > 0 && o_.duration > o_.drain_s && double(now - start_ns_) / 1e9 >= o_.duration - o_.drain_s) return;
+  if (o_.concurrency > 0) {
+    // N requesters: a request that has not completed in 100 ms is lost (its
+    // requester gives up, counted as missed) and replaced; then every free
+    // requester sends. Between top-ups the worker sleeps on its rx interrupt
+    // (a completion frees a requester) or 1 ms.
+    unsigned outstanding = 0;
+    for (auto it = pending_.begin(); it != pending_.end();) {
+      if (it->second.done) {
+        it = pending_.erase(it);
+      } else if (it->second.send_ns + 100'000'000ull < now) {
+        add(c_.missed);
+        it = pending_.erase(it);
+      } else {
+        ++outstanding;
+        ++it;
+      }
+    }
+    for (; outstanding < o_.concurrency; ++outstanding) send_request(now);
+    next_probe_ns_ = now + 1'000'000;
+    return;
+  }
   next_probe_ns_ += uint64_t(o_.interval_ms * 1e6);
   if (next_probe_ns_ < now) next_probe_ns_ = now + uint64_t(o_.interval_ms * 1e6);
+  send_request(now);
+  // Requests older than one second are lost.
+  while (!pending_.empty() && pending_.begin()->second.send_ns + 1'000'000'000ull < now) pending_.erase(pending_.begin());
+}
+
+void Vm::send_request(uint64_t now) {
   rte_mbuf* m = rte_pktmbuf_alloc(pool_);
   if (!m) return;
   const uint64_t seq = tx_seq_++;
@@ -397,8 +433,6 @@ void Vm::probe_tick(uint64_t now) {
   pending_[seq] = Pending{now, 0, 0, false};
   add(c_.requests);
   send(&m, 1, true);
-  // Requests older than one second are lost.
-  while (!pending_.empty() && pending_.begin()->second.send_ns + 1'000'000'000ull < now) pending_.erase(pending_.begin());
 }
 
 void Vm::worker() {
@@ -509,7 +543,8 @@ void Vm::worker() {
     if (l > deadline_us) add(c_.missed);
   if (!o_.latency_file.empty()) {
     std::ofstream out(o_.latency_file);
-    for (double l : latencies_us_) out << uint64_t(l) << "\n";
+    // The send time lets a slow request be found in a trace (trace_clock=mono).
+    for (size_t i = 0; i < latencies_us_.size(); ++i) out << uint64_t(latencies_us_[i]) << " " << sent_ns_[i] << "\n";
   }
   if (!latencies_us_.empty()) {
     auto v = latencies_us_;

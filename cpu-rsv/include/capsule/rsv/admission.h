@@ -44,7 +44,8 @@ double fair_server_bandwidth();
 struct DeadlineThread {
   pid_t tid = 0;
   std::string comm;
-  double bandwidth = 0;
+  double bandwidth = 0;  // runtime / period
+  double density = 0;    // runtime / min(deadline, period): what admission counts
   std::vector<int> cpus;  // its affinity
 };
 // Every SCHED_DEADLINE thread now on the system (policy read from
@@ -55,15 +56,22 @@ struct ThreadPlacement {
   pid_t tid = 0;
   std::string role;
   int cpu = -1;  // -1: global domain (unpinned)
-  double bandwidth = 0;
+  double bandwidth = 0;  // Q / P: the CPU share the thread may use
+  double density = 0;    // Q / min(D, P): what it takes from its domain
 };
 struct AdmissionDecision {
   std::string owner;
   std::vector<ThreadPlacement> threads;
-  double bandwidth = 0;
+  double bandwidth = 0;  // sum of Q / P
+  double density = 0;    // sum of Q / min(D, P)
 };
 
-// One core (partitioned) or the whole root domain (global), as booked.
+// One core (partitioned) or the whole root domain (global), as booked. What
+// is booked is density, Q / min(D, P), not the kernel's Q / P: the kernel
+// admits a thread with D < P on Q / P (Documentation/scheduler/
+// sched-deadline.rst, section 3) and then cannot keep every deadline; EDF
+// on one core keeps them all when the densities sum to at most 1 (Liu's
+// density test). For D = P the two are the same.
 struct DomainLoad {
   std::string name;       // "core 1" or "root domain (cpus 0-1)"
   std::vector<int> cpus;

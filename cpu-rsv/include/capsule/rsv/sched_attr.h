@@ -30,6 +30,11 @@ struct SchedParams {
   double bandwidth() const {
     return period.count() > 0 ? double(runtime.count()) / double(period.count()) : 0.0;
   }
+  // runtime / min(deadline, period): see ReservationSpec::density().
+  double density() const {
+    const auto d = deadline.count() > 0 && deadline < period ? deadline : period;
+    return d.count() > 0 ? double(runtime.count()) / double(d.count()) : 0.0;
+  }
 };
 
 std::string policy_name(int policy);

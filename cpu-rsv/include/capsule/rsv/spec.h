@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <algorithm>
 #include <chrono>
 #include <string>
 #include <vector>
@@ -33,8 +34,17 @@ struct ReservationSpec {
   bool reclaim = false;  // SCHED_FLAG_RECLAIM (GRUB): may use idle bandwidth
 
   nanoseconds effective_deadline() const { return deadline.count() ? deadline : period; }
+  // Q / P: the share of a CPU the thread may use, and what the kernel books.
   double bandwidth() const {
     return period.count() ? double(runtime.count()) / double(period.count()) : 0.0;
+  }
+  // Q / min(D, P): what EDF needs free for the deadline to hold. With D < P a
+  // thread may ask for its Q within D of any activation, so Q / P is not
+  // enough: two threads of 2 ms per 20 ms, each due 2 ms after it wakes, do
+  // not both fit if they wake together. Admission books the density.
+  double density() const {
+    const nanoseconds d = std::min(effective_deadline(), period);
+    return d.count() > 0 ? double(runtime.count()) / double(d.count()) : 0.0;
   }
   std::string to_string() const;  // "runtime 4 ms, period 20 ms (20.0 %)"
 };
@@ -63,7 +73,8 @@ struct VmReservationSpec {
     return ReservationSpec{t.runtime, period, deadline, reclaim};
   }
   nanoseconds effective_deadline() const { return deadline.count() ? deadline : period; }
-  double bandwidth() const;  // sum over threads
+  double bandwidth() const;  // sum over threads of Q / P
+  double density() const;    // sum over threads of Q / min(D, P)
 };
 
 // Validates every thread's spec and the set (non-empty, no tid twice).
