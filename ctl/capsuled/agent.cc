@@ -96,6 +96,7 @@ void Agent::adopt_journal() {
   const rsv::JournalState state = std::move(*pending_adoption_);
   pending_adoption_.reset();
   for (const auto& [name, outcome] : rsv_->adopt(state)) {
+    if (name.rfind("host:", 0) == 0) continue;  // a datapath thread's (HostCapsules takes it over)
     if (!outcome) {
       log(CAPSULE_LOG_WARN, "VM " + name + ": capsule of the previous capsuled not adopted: " + outcome.error().message);
       continue;
@@ -556,6 +557,9 @@ void Agent::reconcile() {
       ++it;
     }
   }
+  // The datapath's own threads (OVS's uplink PMD) before the VMs: host
+  // infrastructure is admitted first.
+  host_capsules_.reconcile(*rsv_, datapath_->attached() ? datapath_->host_threads() : std::vector<HostThread>{});
   // Shrinking or unchanged VMs before growing ones would be kinder to
   // admission; names give a stable order, and a refused VM is retried on the
   // next pass anyway.
@@ -586,10 +590,16 @@ void Agent::sample() {
       if (s) st.dp_stats = *s;
     }
   }
+  std::map<std::string, uint64_t> delivered;  // packets the datapath sent to each VM so far
+  for (const auto& [name, st] : vms_)
+    if (st.dp_stats)
+      for (const auto& [port, c] : st.dp_stats->ports) delivered[name] += c.tx_packets;
+  host_capsules_.sample(delivered);
 }
 
 void Agent::release_all() {
   for (auto& [name, st] : vms_) release_vm(name, st);
+  if (rsv_) host_capsules_.release(*rsv_);
   if (rsv_) rsv_->release_all();
 }
 
@@ -658,6 +668,7 @@ ovs::StatusUpdate Agent::status() const {
       rs.statistics["threads"] = double(st.threads.size());
       if (st.dp_stats && st.dp_stats->cycles_per_packet > 0)
         rs.statistics["cycles_per_packet"] = st.dp_stats->cycles_per_packet;
+      if (auto outside = host_capsules_.outside(name)) rs.statistics["outside_utilization"] = *outside;
     }
     u.vms[st.uuid] = std::move(rs);
     for (const auto& [uuid, ps] : st.ports) {
@@ -733,6 +744,7 @@ ovs::StatusUpdate Agent::status() const {
   h.statistics["booked_utilization"] = booked;
   h.statistics["external_utilization"] = external;
   h.statistics["free_utilization"] = capacity - booked - external;
+  host_capsules_.report(h);
   return u;
 }
 
@@ -759,6 +771,7 @@ std::string Agent::show() const {
     o << "    " << d.name << ": capsule " << rsv::format_percent(d.capsule) << ", other DL "
       << rsv::format_percent(d.external) << ", free " << rsv::format_percent(d.free()) << " of "
       << rsv::format_percent(d.capacity) << "\n";
+  o << host_capsules_.show();
   for (const auto& [name, st] : vms_) {
     o << "  VM " << name << ": " << st.state;
     if (!st.reason.empty()) o << " (" << st.reason << ")";
@@ -774,6 +787,8 @@ std::string Agent::show() const {
           << (link.reason.empty() ? " (connected at " + link.since + ")" : " (" + link.reason + ")") << "\n";
       }
     if (!st.drift.empty()) o << "    changed outside capsule: " << st.drift << "\n";
+    if (auto outside = host_capsules_.outside(name))
+      o << "    outside its capsule: " << rsv::format_percent(*outside) << " CPU of the datapath's shared threads\n";
     if (!st.reserved) continue;
     if (const auto* r = rsv_->find(name)) o << "    reservation: " << describe(*r) << "\n";
     if (!st.net_budget.empty()) o << "    net budget: " << st.net_budget << "\n";
@@ -854,7 +869,16 @@ std::string Agent::metrics() const {
     for (const auto& t : st.threads)
       o << "capsule_thread_cpu_utilization{" << ch << ",vm=\"" << label(name) << "\",thread=\"" << t.role
         << "\",tid=\"" << t.tid << "\"} " << t.utilisation << "\n";
+  o << "# HELP capsule_thread_budget_used CPU use of a reserved thread over its own budget (runtime/period).\n"
+    << "# TYPE capsule_thread_budget_used gauge\n";
+  for (const auto& [name, st] : vms_)
+    for (const auto& t : st.threads)
+      if (t.budget_used >= 0)
+        o << "capsule_thread_budget_used{" << ch << ",vm=\"" << label(name) << "\",thread=\"" << t.role
+          << "\",tid=\"" << t.tid << "\"} " << t.budget_used << "\n";
+  o << host_capsules_.metrics(ch);
   if (datapath_->attached()) {
+    o << datapath_->metrics(ch);
     o << "# HELP capsule_port_packets_total Packets per port and direction.\n"
       << "# TYPE capsule_port_packets_total counter\n";
     for (const auto& [name, st] : vms_)

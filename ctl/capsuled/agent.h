@@ -27,6 +27,7 @@
 #include "capsule/rsv/journal.h"
 #include "capsule/rsv/manager.h"
 #include "datapath.h"
+#include "host_capsules.h"
 #include "net_budget.h"
 #include "reservations.h"
 #include "row_validation.h"
@@ -152,6 +153,7 @@ class Agent {
   bool have_snapshot_ = false;
   int64_t reconciled_cfg_ = -1;
   std::map<std::string, VmState> vms_;  // by VM name
+  HostCapsules host_capsules_;          // the datapath's own threads (OVS mode: the uplink's PMD)
   uint64_t reconciles_ = 0;
   bool stopped_ = false;
   uint64_t applies_ = 0, rejections_ = 0;

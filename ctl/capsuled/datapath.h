@@ -12,6 +12,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -71,6 +72,18 @@ struct VmDatapathStats {
   double cycles_per_packet = 0;
 };
 
+// A datapath thread that serves no single VM but gets a capsule of its own
+// (OVS mode: the shared PMD polling the uplink's queues, which switches what
+// the VMs receive from outside).
+struct HostThread {
+  std::string name;  // its capsule's name ("host:ovs-uplink-pmd"), unique
+  std::string role;  // the thread's role in it ("pmd")
+  pid_t tid = 0;     // 0: not running now (nothing to reserve)
+  std::chrono::nanoseconds runtime{0}, period{0};
+  std::string what;  // for show and status: which thread, what it does
+  bool operator==(const HostThread&) const = default;
+};
+
 class Datapath {
  public:
   virtual ~Datapath() = default;
@@ -114,6 +127,12 @@ class Datapath {
   // Why an `auto` network budget cannot be derived on this datapath ("" when
   // it can): the calibration rows measure capsule's own datapath thread.
   virtual std::string auto_budget_obstacle() const { return ""; }
+  // Threads of the datapath the agent reserves beside the VMs (admitted
+  // like any capsule), as they are now.
+  virtual std::vector<HostThread> host_threads() const { return {}; }
+  // Extra Prometheus lines about the datapath's threads (labels `labels`
+  // first in each): OVS mode says which PMD serves each VM.
+  virtual std::string metrics(const std::string& /*labels*/) const { return ""; }
   virtual Result<std::string> fdb_show() const {
     return Error{"datapath " + name() + " has no forwarding table" + (attached() ? "" : " (" + detail() + ")"),
                  ENOTSUP};

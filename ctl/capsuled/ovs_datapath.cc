@@ -16,6 +16,7 @@
 #include "capsule/ovs/vswitch.h"
 #include "capsule/rsv/cpuset.h"
 #include "capsule/rsv/discovery.h"
+#include "capsule/rsv/spec.h"
 #include "capsule/wall_clock.h"
 #include "port_link.h"
 
@@ -90,6 +91,22 @@ std::string pmd_name(int core) {
   return buf;
 }
 
+// "1ms/20ms" -> runtime, period.
+Status parse_budget(const std::string& text, OvsSettings& s) {
+  const auto bad = [&](const std::string& why) {
+    return Error{"Host other_config:ovs-uplink-pmd-budget=\"" + text + "\" " + why, EINVAL};
+  };
+  const auto slash = text.find('/');
+  if (slash == std::string::npos) return bad("is not RUNTIME/PERIOD (e.g. 1ms/20ms)");
+  auto runtime = rsv::parse_duration(text.substr(0, slash));
+  auto period = rsv::parse_duration(text.substr(slash + 1));
+  if (!runtime || !period) return bad("is not RUNTIME/PERIOD (e.g. 1ms/20ms)");
+  if (runtime->count() <= 0 || *runtime > *period) return bad("needs 0 < RUNTIME <= PERIOD");
+  s.uplink_runtime = *runtime;
+  s.uplink_period = *period;
+  return Status::Ok();
+}
+
 }  // namespace
 
 Result<OvsSettings> ovs_settings(const std::map<std::string, std::string>& keys) {
@@ -105,13 +122,28 @@ Result<OvsSettings> ovs_settings(const std::map<std::string, std::string>& keys)
       auto cores = parse_cores(value);
       if (!cores) return cores.error();
       s.pmd_cores = *cores;
+    } else if (key == "ovs-uplink-pmd-core") {
+      auto cores = parse_cores(value);
+      if (!cores || cores->size() != 1)
+        return Error{"Host other_config:ovs-uplink-pmd-core=\"" + value + "\" is not one core (e.g. 2)", EINVAL};
+      s.uplink_core = cores->front();
+    } else if (key == "ovs-uplink-pmd-budget") {
+      if (Status b = parse_budget(value, s); !b) return b.error();
     } else {
       return Error{"Host other_config:" + key + " is not a setting of OVS mode (ovs-db, ovs-bridge, ovs-pidfile, "
-                   "ovs-pmd-cores)", EINVAL};
+                   "ovs-pmd-cores, ovs-uplink-pmd-core, ovs-uplink-pmd-budget)", EINVAL};
     }
     if (value.empty() || value.find('\0') != std::string::npos)
       return Error{"Host other_config:" + key + " is empty", EINVAL};
   }
+  if ((s.uplink_core >= 0) != (s.uplink_period.count() > 0))
+    return Error{"Host other_config:ovs-uplink-pmd-core and ovs-uplink-pmd-budget go together: the uplink's PMD "
+                 "core and its reservation (e.g. 2 and 1ms/20ms)", EINVAL};
+  for (int c : s.pmd_cores)
+    if (c == s.uplink_core)
+      return Error{"Host other_config:ovs-uplink-pmd-core=" + std::to_string(c) +
+                       " is one of ovs-pmd-cores: the uplink's PMD is shared, a VM's PMD serves only that VM",
+                   EINVAL};
   if (s.pmd_cores.empty())
     return Error{"datapath_type=ovs needs Host other_config:ovs-pmd-cores: the OVS PMD cores capsule gives to VMs, "
                  "one each (all in OVS's pmd-cpu-mask)", EINVAL};
@@ -154,6 +186,8 @@ OvsDatapath::~OvsDatapath() {
   if (stop_fd_ >= 0) (void)!::write(stop_fd_, &one, sizeof one);
   if (watcher_.joinable()) watcher_.join();
   if (stop_fd_ >= 0) ::close(stop_fd_);
+  // The agent released the uplink PMD's capsule first (~Agent, release_all).
+  if (uplink_given_ > 0) restore_affinity(uplink_given_);
   capsule_vswitch_destroy(vs_);
 }
 
@@ -334,11 +368,13 @@ void OvsDatapath::watch() {
   while (!stopping_) {
     if (::poll(&fd, 1, 250) > 0) break;
     std::map<std::string, int> cores;
+    bool uplink_asked;
     {
       std::lock_guard lock(mu_);
       cores = core_;
+      uplink_asked = settings_.uplink_core >= 0 && uplink_given_ >= 0;
     }
-    if (cores.empty()) continue;
+    if (cores.empty() && !uplink_asked) continue;
     const auto threads = pmd_threads();
     bool changed = false;
     {
@@ -353,6 +389,17 @@ void OvsDatapath::watch() {
         log(CAPSULE_LOG_INFO, "VM " + vm + ": OVS PMD thread of core " + std::to_string(core) + " is " +
                                   (now ? "now tid " + std::to_string(now) : "gone") + " (was tid " +
                                   std::to_string(given->second) + ")");
+      }
+      if (uplink_asked) {
+        auto t = threads.find(settings_.uplink_core);
+        const pid_t now = t == threads.end() ? 0 : t->second;
+        if (uplink_given_ != now && uplink_announced_ != now) {
+          uplink_announced_ = now;
+          changed = true;
+          log(CAPSULE_LOG_INFO, "OVS uplink PMD thread of core " + std::to_string(settings_.uplink_core) + " is " +
+                                    (now ? "now tid " + std::to_string(now) : "gone") + " (was tid " +
+                                    std::to_string(uplink_given_) + ")");
+        }
       }
     }
     if (changed && on_change_) on_change_();
@@ -401,7 +448,9 @@ std::string OvsDatapath::serving(const std::string& vm) const {
   return "OVS PMD " + pmd_name(core) + " (core " + std::to_string(core) + ", " +
          (t == threads.end() ? std::string("no such thread in ovs-vswitchd now") : "tid " + std::to_string(t->second)) +
          ") polls only this VM's rx queues: what the VM sends is switched inside its capsule; what it receives is "
-         "switched by the PMD polling the sender's queue (the uplink's: outside)";
+         "switched by the PMD polling the sender's queue, outside it (the uplink's: " +
+         (settings_.uplink_core >= 0 ? pmd_name(settings_.uplink_core) + ", in a capsule of its own)"
+                                     : std::string("a shared PMD in no capsule)"));
 }
 
 Result<std::string> OvsDatapath::pmd_stats_show(const std::string& vm) const {
@@ -426,6 +475,47 @@ Result<std::string> OvsDatapath::pmd_stats_show(const std::string& vm) const {
           << c.tx_packets << " pkts\n";
   }
   o << "(ovs-appctl dpif-netdev/pmd-rxq-show and pmd-stats-show tell OVS's side)\n";
+  return o.str();
+}
+
+std::vector<HostThread> OvsDatapath::host_threads() const {
+  if (settings_.uplink_core < 0) return {};
+  const int core = settings_.uplink_core;
+  const auto threads = pmd_threads();
+  auto t = threads.find(core);
+  HostThread h;
+  h.name = "host:ovs-uplink-pmd";
+  h.role = "pmd";
+  h.tid = t == threads.end() ? 0 : t->second;
+  h.runtime = settings_.uplink_runtime;
+  h.period = settings_.uplink_period;
+  h.what = "OVS uplink PMD " + pmd_name(core) + " (core " + std::to_string(core) + ", " +
+           (h.tid ? "tid " + std::to_string(h.tid) : std::string("no such thread in ovs-vswitchd now")) + ")";
+  std::lock_guard lock(mu_);
+  uplink_given_ = h.tid;
+  if (h.tid) unpin(h.tid);
+  return {h};
+}
+
+std::string OvsDatapath::metrics(const std::string& labels) const {
+  std::map<std::string, int> cores;
+  {
+    std::lock_guard lock(mu_);
+    cores = core_;
+  }
+  const auto threads = pmd_threads();
+  std::ostringstream o;
+  o << "# HELP capsule_ovs_pmd Which OVS PMD thread polls a VM's rx queues (vm), or the uplink's (vm=\"\").\n"
+    << "# TYPE capsule_ovs_pmd gauge\n";
+  auto line = [&](const std::string& vm, int core) {
+    auto t = threads.find(core);
+    std::string escaped;
+    for (char c : vm) escaped += c == '"' || c == '\\' ? std::string("\\") + c : c == '\n' ? std::string("\\n") : std::string(1, c);
+    o << "capsule_ovs_pmd{" << labels << ",vm=\"" << escaped << "\",pmd=\"" << pmd_name(core) << "\",core=\"" << core
+      << "\",tid=\"" << (t == threads.end() ? 0 : t->second) << "\"} " << (t == threads.end() ? 0 : 1) << "\n";
+  };
+  for (const auto& [vm, core] : cores) line(vm, core);
+  if (settings_.uplink_core >= 0) line("", settings_.uplink_core);
   return o.str();
 }
 

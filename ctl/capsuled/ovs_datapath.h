@@ -24,12 +24,17 @@
 //   ovs-pmd-cores PMD cores capsule gives to VMs, one each (required; every
 //                 one in OVS's other_config:pmd-cpu-mask, e.g. fake cores of
 //                 ovs-vswitchd --dummy-numa so that PMDs outnumber CPUs)
+//   ovs-uplink-pmd-core    the shared PMD core polling the uplink's queues
+//   ovs-uplink-pmd-budget  its reservation, "RUNTIME/PERIOD" ("1ms/20ms");
+//                 both or neither: host_threads() then lists that PMD, and
+//                 the agent keeps it in a capsule of its own
 #pragma once
 
 #include <sched.h>
 #include <sys/types.h>
 
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
@@ -50,6 +55,8 @@ struct OvsSettings {
   std::string bridge = "br-int";
   std::string pidfile = "/run/openvswitch/ovs-vswitchd.pid";
   std::vector<int> pmd_cores;
+  int uplink_core = -1;  // -1: the uplink's PMD gets no reservation
+  std::chrono::nanoseconds uplink_runtime{0}, uplink_period{0};
 };
 // Host:other_config's ovs-* keys (DatapathSettings::ovs), checked.
 Result<OvsSettings> ovs_settings(const std::map<std::string, std::string>& keys);
@@ -72,6 +79,8 @@ class OvsDatapath final : public Datapath {
   Result<std::string> pmd_stats_show(const std::string& vm) const override;
   std::string serving(const std::string& vm) const override;
   std::string auto_budget_obstacle() const override;
+  std::vector<HostThread> host_threads() const override;
+  std::string metrics(const std::string& labels) const override;
 
   // What OVS mode cannot do for a port ("" when it can): policers OVS 3.1
   // has no userspace equivalent for, a vhost-user server port.
@@ -100,6 +109,8 @@ class OvsDatapath final : public Datapath {
   mutable std::map<std::string, pid_t> given_;  // VM -> the PMD tid pmd_tid() last gave the agent
   std::map<std::string, pid_t> announced_;      // VM -> the tid on_change was last called for
   mutable std::map<pid_t, cpu_set_t> pinned_;   // PMD tid -> its affinity before unpin()
+  mutable pid_t uplink_given_ = -1;             // the uplink PMD tid host_threads() last gave (-1: never asked)
+  pid_t uplink_announced_ = 0;
   int stop_fd_ = -1;
   std::atomic<bool> stopping_{false};
   std::thread watcher_;

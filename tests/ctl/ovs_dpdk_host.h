@@ -91,6 +91,12 @@ class OvsDpdkHost {
     args.insert(args.begin(), {"/usr/bin/ovs-vsctl", "--db=" + remote(), "--timeout=20"});
     return harness::run(env(args));
   }
+  // ovs-ofctl on this OVS's bridges (a controller's flows), e.g.
+  // ofctl({"add-flow", "br0", "in_port=p0,actions=drop"}).
+  harness::CmdResult ofctl(std::vector<std::string> args) const {
+    args.insert(args.begin(), "/usr/bin/ovs-ofctl");
+    return harness::run(env(args));
+  }
   harness::CmdResult appctl(std::vector<std::string> args) const {
     args.insert(args.begin(), {"/usr/bin/ovs-appctl", "-t", dir_.file("ovs-vswitchd.ctl")});
     return harness::run(env(args));

@@ -168,6 +168,9 @@ bool parse(int argc, char** argv, Options& o) {
 struct Counters {
   std::atomic<uint64_t> tx_packets{0}, tx_bytes{0}, tx_dropped{0}, tx_stalls{0};
   std::atomic<uint64_t> rx_packets{0}, rx_bytes{0}, rx_to_me{0}, rx_test{0};
+  // 802.1Q-tagged frames received, and the VLAN id of the last one (what a
+  // switch's VLAN push or rewrite did to the frames this VM gets).
+  std::atomic<uint64_t> rx_vlan{0}, rx_vlan_id{0};
   std::atomic<uint64_t> arp_replies{0}, icmp_replies{0}, reflected{0};
   std::atomic<uint64_t> wakeups{0}, polls{0};
   std::atomic<uint64_t> requests{0}, responses{0}, missed{0}, served{0};
@@ -322,6 +325,12 @@ void Vm::handle_rx(rte_mbuf** pkts, uint16_t n) {
     bytes += rte_pktmbuf_pkt_len(m);
     auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
     if (rte_is_same_ether_addr(&eth->dst_addr, &mac_)) ++to_me;
+    if (eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_VLAN) &&
+        rte_pktmbuf_data_len(m) >= sizeof(rte_ether_hdr) + sizeof(rte_vlan_hdr)) {
+      const auto* vlan = reinterpret_cast<const rte_vlan_hdr*>(eth + 1);
+      add(c_.rx_vlan);
+      c_.rx_vlan_id.store(rte_be_to_cpu_16(vlan->vlan_tci) & 0xfff, std::memory_order_relaxed);
+    }
     if (int r = answer_in_place(m, mac_, my_ip_); r) {
       add(r == 1 ? c_.arp_replies : c_.icmp_replies);
       back[nback++] = m;
@@ -574,7 +583,8 @@ void Vm::print_counters(const char* event) {
       {"tx_dropped", double(c_.tx_dropped.load())}, {"tx_stalls", double(c_.tx_stalls.load())},
       {"rx_packets", double(c_.rx_packets.load())},
       {"rx_bytes", double(c_.rx_bytes.load())},     {"rx_to_me", double(c_.rx_to_me.load())},
-      {"rx_test", double(c_.rx_test.load())},       {"arp_replies", double(c_.arp_replies.load())},
+      {"rx_test", double(c_.rx_test.load())},       {"rx_vlan", double(c_.rx_vlan.load())},
+      {"rx_vlan_id", double(c_.rx_vlan_id.load())}, {"arp_replies", double(c_.arp_replies.load())},
       {"icmp_replies", double(c_.icmp_replies.load())}, {"reflected", double(c_.reflected.load())},
       {"requests", double(c_.requests.load())},     {"responses", double(c_.responses.load())},
       {"missed", double(c_.missed.load())},         {"served", double(c_.served.load())},
