@@ -263,7 +263,7 @@ class Ovs {
     vsctl("--no-wait init", &rc);
     vsctl("--no-wait set Open_vSwitch . other_config:dpdk-init=true "
           "other_config:dpdk-extra=\"--no-pci --in-memory --file-prefix=" + prefix() + "\" "
-          "other_config:dpdk-socket-mem=512 other_config:dpdk-socket-limit=512 other_config:dpdk-lcore-mask=0x1 "
+          "other_config:dpdk-socket-mem=256 other_config:dpdk-socket-limit=256 other_config:dpdk-lcore-mask=0x1 "
           "other_config:pmd-cpu-mask=0xe",
           &rc);
     if (rc != 0) {
