@@ -151,6 +151,23 @@ std::vector<std::string> guest_args(Dir d) {
 // them, the ring being bounded) or received (to_vm).
 const char* guest_counter(Dir d) { return d == Dir::kFromVm ? "tx_packets" : "rx_packets"; }
 
+// `key` per second over at least `secs`, between two of the guest's reports
+// (200 ms apart): a later report is waited for, never read twice.
+double guest_rate(const EmuVm& vm, const std::string& key, double secs) {
+  const auto c0 = vm.counters();
+  std::this_thread::sleep_for(std::chrono::duration<double>(secs));
+  auto c1 = vm.counters();
+  const auto t0 = c0.count("elapsed_ms") ? c0.at("elapsed_ms") : 0;
+  testkit::wait_until(
+      [&] {
+        c1 = vm.counters();
+        return c1.count("elapsed_ms") && c1.at("elapsed_ms") > t0;
+      },
+      2s);
+  if (!c0.count(key) || !c1.count(key) || !c1.count("elapsed_ms") || c1.at("elapsed_ms") <= t0) return 0;
+  return double(c1.at(key) - c0.at(key)) * 1000.0 / double(c1.at("elapsed_ms") - t0);
+}
+
 rsv::VmReservationSpec spec(const std::string& name, pid_t vcpu, pid_t switching, int period_ms, int pct) {
   rsv::VmReservationSpec s;
   s.name = name;
@@ -218,7 +235,7 @@ class CapsuleRig : public Rig {
       b = std::move(r.value());
     }
     std::this_thread::sleep_for(std::chrono::duration<double>(warm));
-    return vm1_->own_rate(guest_counter(dir_), std::chrono::milliseconds(int(secs * 1000))) / 1e3;
+    return guest_rate(*vm1_, guest_counter(dir_), secs) / 1e3;
   }
 
   ~CapsuleRig() override {
@@ -454,7 +471,7 @@ class OvsRig : public Rig {
       b = std::move(r.value());
     }
     std::this_thread::sleep_for(std::chrono::duration<double>(warm));
-    return vm1_->own_rate(guest_counter(dir_), std::chrono::milliseconds(int(secs * 1000))) / 1e3;
+    return guest_rate(*vm1_, guest_counter(dir_), secs) / 1e3;
   }
 
   ~OvsRig() override {
@@ -691,6 +708,6 @@ CAPSULE_BENCH("ovs-mode",
                {"--pmd-maxsleep", K::kCount, "OVS's other_config:pmd-maxsleep in us (0: idle PMDs spin)"},
                {"--uplink-pct", K::kCount, "ovs-mode: the uplink PMD's own reservation in % of P (0: CFS)"},
                {"--csv", K::kText, "write every run's point here"}},
-              {"--runs", "1", "--warm", "0.1", "--seconds", "0.2", "--q", "10,90", "--q1", "30", "--shares", "10,40"});
+              {"--runs", "1", "--warm", "0.1", "--seconds", "0.4", "--q", "10,90", "--q1", "30", "--shares", "10,40"});
 
 }  // namespace capsule::bench
