@@ -121,7 +121,7 @@ demo_ovs_calc() { awk "BEGIN { printf \"%.3f\", $1 }"; }
 # Frames OVS received from a VM's port so far.
 demo_ovs_rx() {
   env OVS_RUNDIR="$DEMO_OVS_DIR/run/ovs" ovs-ofctl dump-ports br-int "$1-eth0" 2>/dev/null |
-    sed -n 's/.*rx pkts=\([0-9]*\).*/\1/p' | head -1
+    sed -n 's/.*rx pkts=\([0-9]*\).*/\1/p' | head -1 || true  # a VM not started yet: no port, 0
 }
 
 # demo_ovs_phase LABEL SECONDS: live lines, then DEMO_OVS_LINE for the table.
