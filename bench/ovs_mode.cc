@@ -28,9 +28,9 @@
 // Both OVS systems run with other_config:pmd-maxsleep=1000 (what
 // capsule-service --with-ovs sets): OVS-DPDK has no rx interrupts, and an
 // OVS PMD that spins while idle inside a capsule on the core its VM's vCPU
-// runs on is the shared-core trap (DESIGN.md): measured here without it
-// (--pmd-maxsleep 0), OVS mode's from_vm carried about one guest ring per
-// period (~10 kpps at any budget).
+// runs on risks the shared-core trap (DESIGN.md). Open (docs/results.md, OVS
+// mode): with or without it, OVS's from-VM path carried only ~10-27 kpps
+// in both OVS systems, whatever the budget.
 // VM 1's throughput is what the guest counts itself (tx_packets,
 // rx_packets), the same for every system.
 // The placement of ovs-mode is applied here (the same OVS keys, the same
