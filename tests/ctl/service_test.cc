@@ -14,6 +14,7 @@
 
 #include "capsule/harness.h"
 #include "capsule/testkit.h"
+#include "fake_vm.h"
 
 namespace capsule {
 namespace {
@@ -25,6 +26,14 @@ int pid_in(const std::string& file) {
   int pid = 0;
   f >> pid;
   return pid;
+}
+
+// A command's output without surrounding blanks and OVSDB's string quotes.
+std::string value(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ' || s.back() == '"')) s.pop_back();
+  size_t b = 0;
+  while (b < s.size() && (s[b] == ' ' || s[b] == '"')) ++b;
+  return s.substr(b);
 }
 
 std::string comm_of(int pid) {
@@ -44,10 +53,12 @@ class Service {
       : dir_("capsule-service-test"), chassis_(std::move(chassis)), options_(std::move(options)) {}
   ~Service() {
     (*this)("stop");
-    for (const char* f : {"capsuled-monitor.pid", "capsuled.pid", "datapathd.pid", "ovsdb-server.pid"}) {
+    for (const char* f : {"capsuled-monitor.pid", "capsuled.pid", "datapathd.pid", "ovsdb-server.pid",
+                          "ovs/ovs-vswitchd.pid", "ovs/ovsdb-server.pid"}) {
       const int pid = pid_in(file(f));
       const std::string comm = pid > 0 ? comm_of(pid) : "";
-      if (comm == "capsuled" || comm == "capsule-datapat" || comm == "ovsdb-server" || comm == "capsule-service")
+      if (comm == "capsuled" || comm == "capsule-datapat" || comm == "ovsdb-server" || comm == "capsule-service" ||
+          comm == "ovs-vswitchd-dp")
         harness::end_process(pid);
     }
   }
@@ -111,6 +122,73 @@ TEST(CapsuleService, StartStatusStop) {
   EXPECT_EQ(::access(svc.file("capsule.db").c_str(), F_OK), 0);
   EXPECT_NE(::access(svc.file("db.sock").c_str(), F_OK), 0);
   EXPECT_NE(::access(svc.file("capsuled.ctl").c_str(), F_OK), 0);
+}
+
+// --with-ovs: a fresh host gets OVS-DPDK (its own ovsdb-server and
+// ovs-vswitchd-dpdk, a netdev bridge) and capsuled in OVS mode pointed at
+// it; a VM added with capsule-ctl lands in OVS as capsule's Interface; stop
+// ends exactly what start began and leaves no OVS run directory.
+TEST(CapsuleService, WithOvsRunsOvsDpdkAndCapsuledInOvsMode) {
+  const std::string vswitchd = "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk";
+  if (::access(vswitchd.c_str(), X_OK) != 0) GTEST_SKIP() << vswitchd << " is missing (openvswitch-switch-dpdk)";
+  Service svc("svc-ovs-mode", {"--metrics-port", "off", "--with-ovs", "--ovs-bridge", "br-svc", "--ovs-vms", "2"});
+  auto r = svc("start");
+  ASSERT_EQ(r.rc, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("capsuled runs on OVS's datapath"), std::string::npos) << r.out;
+  const int vswitchd_pid = svc.pid("ovs/ovs-vswitchd.pid"), ovs_db = svc.pid("ovs/ovsdb-server.pid");
+  const int agent = svc.pid("capsuled.pid"), capsule_db = svc.pid("ovsdb-server.pid");
+  ASSERT_GT(vswitchd_pid, 0);
+  ASSERT_GT(ovs_db, 0);
+  EXPECT_EQ(comm_of(vswitchd_pid), "ovs-vswitchd-dp");
+  EXPECT_NE(ovs_db, capsule_db) << "OVS's database has a server of its own";
+
+  const std::string ovs_remote = "--db=unix:" + svc.file("ovs/db.sock");
+  auto vsctl = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {"/usr/bin/env", "OVS_RUNDIR=" + svc.file("ovs"), "/usr/bin/ovs-vsctl", ovs_remote,
+                               "--timeout=20"});
+    auto res = harness::run(args);
+    return value(res.out);
+  };
+  auto ctl = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {harness::capsule_ctl_path(), "--db=unix:" + svc.file("db.sock"), "--timeout=30"});
+    return harness::run(args);
+  };
+  // OVS-DPDK is up with its netdev bridge and the PMD cores asked for.
+  EXPECT_EQ(vsctl({"get", "Open_vSwitch", ".", "dpdk_initialized"}), "true");
+  EXPECT_EQ(vsctl({"get", "Bridge", "br-svc", "datapath_type"}), "netdev");
+  EXPECT_EQ(vsctl({"get", "Open_vSwitch", ".", "other_config:pmd-cpu-mask"}), "0xe");
+  // capsuled on OVS's datapath, with the settings that point at it.
+  EXPECT_EQ(value(ctl({"get", "Host", "svc-ovs-mode", "status:datapath"}).out), "ovs-dpdk");
+  EXPECT_EQ(value(ctl({"get", "Host", "svc-ovs-mode", "other_config:ovs-pmd-cores"}).out), "2-3");
+
+  // A VM added as an operator would: its port is capsule's Interface in OVS.
+  FakeVm vm(1);
+  r = ctl({"--wait", "add-vm", "vm1", "pid=" + std::to_string(vm.pid()), "--", "--net=2ms", "set-rsv", "vm1", "1ms",
+           "20ms", "--", "add-port", "vm1", "p0", svc.file("p0.sock")});
+  ASSERT_EQ(r.rc, 0) << r.out << r.err;
+  EXPECT_EQ(value(ctl({"get", "VM", "vm1", "status:state"}).out), "running");
+  EXPECT_EQ(vsctl({"get", "Interface", "p0", "type"}), "dpdkvhostuserclient");
+  EXPECT_EQ(vsctl({"get", "Interface", "p0", "external_ids:capsule-owner"}), "vm1");
+  EXPECT_NE(vsctl({"list-ports", "br-svc"}).find("p0"), std::string::npos);
+
+  // A second start changes nothing; status names every process.
+  r = svc("start", {});
+  EXPECT_EQ(r.rc, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("ovs-vswitchd-dpdk is already running (pid " + std::to_string(vswitchd_pid) + ")"),
+            std::string::npos)
+      << r.out;
+  EXPECT_EQ(svc.pid("ovs/ovs-vswitchd.pid"), vswitchd_pid);
+  r = svc("status");
+  EXPECT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("ovs-vswitchd-dpdk is running with pid " + std::to_string(vswitchd_pid)), std::string::npos)
+      << r.out;
+
+  // stop: every process start began is gone, OVS's run directory too.
+  r = svc("stop");
+  EXPECT_EQ(r.rc, 0) << r.out << r.err;
+  for (int pid : {vswitchd_pid, ovs_db, agent, capsule_db}) EXPECT_NE(::kill(pid, 0), 0) << "pid " << pid << " still runs";
+  EXPECT_NE(::access(svc.file("ovs").c_str(), F_OK), 0) << "OVS's run directory is left";
+  EXPECT_EQ(svc("status").rc, 3);
 }
 
 // capsuled's datapath daemon outlives a crash of capsuled (it keeps the VMs'
