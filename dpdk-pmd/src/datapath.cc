@@ -393,6 +393,8 @@ UplinkStats Datapath::uplink_stats() const {
     u.rx_packets = impl_->dispatcher->rx_packets.load();
     u.rx_no_vm = impl_->dispatcher->rx_no_vm.load();
     u.dispatcher_blocks = impl_->dispatcher->blocks.load();
+    u.dispatcher_busy_cycles = impl_->dispatcher->busy_cycles.load();
+    u.dispatcher_busy_rounds = impl_->dispatcher->busy_rounds.load();
   }
   return u;
 }

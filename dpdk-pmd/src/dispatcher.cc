@@ -1,6 +1,7 @@
 #include "dispatcher.h"
 
 #include <pthread.h>
+#include <rte_cycles.h>
 #include <rte_ether.h>
 #include <rte_interrupts.h>
 #include <rte_lcore.h>
@@ -119,6 +120,7 @@ void Dispatcher::run(std::promise<Status>* started) {
   unsigned empty = 0;
   while (!stop_.load(std::memory_order_relaxed)) {
     rte_rcu_qsbr_quiescent(core_->qsbr, qid);
+    const uint64_t t0 = rte_rdtsc();
     unsigned total = 0;
     for (uint16_t q = 0; q < nrxq; ++q) {
       const uint16_t n = rte_eth_rx_burst(port, q, pkts, kBurst);
@@ -126,6 +128,8 @@ void Dispatcher::run(std::promise<Status>* started) {
       total += n;
     }
     if (total) {
+      bump(busy_cycles, rte_rdtsc() - t0);
+      bump(busy_rounds);
       empty = 0;
       continue;
     }

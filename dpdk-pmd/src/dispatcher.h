@@ -26,6 +26,9 @@ class Dispatcher {
   bool interrupt_mode() const { return interrupt_mode_.load(); }  // false: fell back to sleeping
 
   std::atomic<uint64_t> rx_packets{0}, rx_no_vm{0}, blocks{0};
+  // Stage costs: TSC cycles of the rounds that moved frames (receive +
+  // dispatch + hand-off), and how many such rounds (burst sizes).
+  std::atomic<uint64_t> busy_cycles{0}, busy_rounds{0};
 
  private:
   void run(std::promise<Status>* started);

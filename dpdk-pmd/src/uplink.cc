@@ -3,6 +3,7 @@
 #include <rte_bus.h>
 #include <rte_dev.h>
 #include <rte_errno.h>
+#include <rte_ring.h>
 
 namespace capsule::pmd::detail {
 namespace {
@@ -99,6 +100,22 @@ Uplink::~Uplink() {
   if (started_) rte_eth_dev_stop(port_);
   rte_eth_dev_close(port_);
   if (have_info && info.device) rte_dev_remove(info.device);
+  free_net_ring_rings();
+}
+
+// net_ring ("net_ring0", no nodeaction) creates its rings ETH_RXTX<i>_<name>
+// and DPDK 22.11 does not free them when the device is closed or removed.
+// The next net_ring0 of this process then fails to create them (EAL logs
+// "RING: Cannot reserve memory"), attaches to the old ones and reads what
+// was left in them: mbufs of the pool of a datapath that is gone (the ring
+// is rx and tx at once). Every port is closed by now, so nothing uses them.
+void Uplink::free_net_ring_rings() {
+  if (name_.rfind("net_ring", 0) != 0 || devargs_.find("nodeaction") != std::string::npos) return;
+  for (unsigned i = 0; i < RTE_MAX_QUEUES_PER_PORT; ++i) {
+    rte_ring* r = rte_ring_lookup(("ETH_RXTX" + std::to_string(i) + "_" + name_).c_str());
+    if (!r) break;
+    rte_ring_free(r);  // frames left in it belong to pools that are gone or going: not freed
+  }
 }
 
 }  // namespace capsule::pmd::detail

@@ -41,6 +41,7 @@ class Uplink {
 
  private:
   Uplink() = default;
+  void free_net_ring_rings();
   struct alignas(64) Lock {
     rte_spinlock_t l = RTE_SPINLOCK_INITIALIZER;
   };

@@ -2,6 +2,8 @@
 // VMs (their threads and their traffic) untouched.
 #include <gtest/gtest.h>
 
+#include <rte_mbuf.h>
+#include <rte_ring.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -32,6 +34,36 @@ TEST(PmdConfig, MalformedUplinkDevargsAreRefused) {
   auto ok = make_datapath("net_null0");
   ASSERT_TRUE(ok.ok()) << ok.error().message;
   EXPECT_TRUE(ok.value()->uplink_stats().present);
+}
+
+// A net_ring uplink's ring is its wire (what it sends comes back in). When
+// the datapath goes, so does the ring: the next datapath on net_ring0 must not
+// find frames of the old one's mbuf pool there (freed memory), and DPDK must
+// not complain that it cannot create the ring ("RING: Cannot reserve memory",
+// printed by every pmd-throughput run before).
+TEST(PmdConfig, ANetRingUplinkLeavesNoRingBehind) {
+  {
+    DatapathConfig cfg;
+    cfg.eal.program = "test_dpdk_pmd";
+    cfg.uplink_devargs = "net_ring0";
+    cfg.uplink_receive = false;  // nobody drains the wire: what is left stays
+    cfg.max_vms = 2;
+    auto dp = Datapath::create(cfg);
+    ASSERT_TRUE(dp.ok()) << dp.error().message;
+    rte_ring* wire = rte_ring_lookup("ETH_RXTX0_net_ring0");
+    ASSERT_NE(wire, nullptr);
+    rte_mempool* pool = rte_pktmbuf_pool_create("cfgtest_wire", 255, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, SOCKET_ID_ANY);
+    ASSERT_NE(pool, nullptr);
+    rte_mbuf* m[8];
+    ASSERT_EQ(rte_pktmbuf_alloc_bulk(pool, m, 8), 0);
+    ASSERT_EQ(rte_ring_enqueue_bulk(wire, reinterpret_cast<void**>(m), 8, nullptr), 8u);
+  }
+  EXPECT_EQ(rte_ring_lookup("ETH_RXTX0_net_ring0"), nullptr) << "net_ring0's ring outlived its datapath";
+  auto next = make_datapath("net_ring0");
+  ASSERT_TRUE(next.ok()) << next.error().message;
+  rte_ring* wire = rte_ring_lookup("ETH_RXTX0_net_ring0");
+  ASSERT_NE(wire, nullptr);
+  EXPECT_EQ(rte_ring_count(wire), 0u) << "the new uplink found the old one's frames on its wire";
 }
 
 TEST(PmdConfig, BadVmConfigurationIsRefusedAndRunningVmsKeepForwarding) {

@@ -12,6 +12,8 @@
 //   tx       send UDP frames at --rate pps (0: flat out), --size bytes
 //   count    count what arrives
 //   reflect  send every frame back with the MACs swapped
+//   forward  send every frame on to --dst, from our own MAC (a VM in a
+//            chain: PVVP's first VM forwards to the second)
 //   probe    every --interval-ms send a request to --dst; the far side (mode
 //            serve) answers with --response-bytes; record completion times.
 //            --concurrency N instead keeps N requests outstanding, a new one
@@ -21,6 +23,11 @@
 //   compute  burn CPU on the vCPU thread, no networking
 //   stall    attach, then never take a frame off its rx ring (a hung or
 //            hostile guest: the host's rings towards it fill up)
+// --tester makes tx mode an RFC 2544 tester on the wire: pacing starts when
+// the link comes up, and a frame the far side's ring has no room for is
+// lost (counted in tx_dropped), as a switch's NIC drops at a full rx ring,
+// instead of the sender waiting as a guest kernel does. tx_span_us is the
+// time from its first to its last frame (the rate it really offered).
 // --src MAC sends tx frames from another source MAC (spoofing); --src random
 // from a fresh random unicast MAC every frame (a MAC-table flood).
 // With --ip it also answers ARP and ping for that address (any mode).
@@ -94,16 +101,17 @@ struct Options {
   bool hugepages = true;
   bool die_with_parent = false;
   std::string prefix;
+  bool tester = false;  // tx: RFC 2544 tester (pacing from link up, no retry)
   std::string src;  // tx: source MAC of test frames ("" = --mac, "random" = a new one per frame)
 };
 
 void usage() {
   std::puts(
       "usage: capsule-vm --socket PATH [--vhost-client] [--mac MAC] [--ip A.B.C.D]\n"
-      "                  [--mode tx|count|reflect|probe|serve|compute] [--dst MAC] [--dst-ip A.B.C.D]\n"
+      "                  [--mode tx|count|reflect|forward|probe|serve|compute] [--dst MAC] [--dst-ip A.B.C.D]\n"
       "                  [--rate PPS (0 = flat out)] [--size BYTES] [--count N] [--duration S]\n"
       "                  [--interval-ms MS] [--response-bytes N] [--deadline-ms MS]\n"
-      "                  [--latency-file FILE] [--drain-s S] [--concurrency N] [--src MAC|random]\n"
+      "                  [--latency-file FILE] [--drain-s S] [--concurrency N] [--src MAC|random] [--tester]\n"
       "                  [--busy-poll] [--queue-size N] [--report-ms MS] [--json] [--no-huge]\n"
       "                  [--die-with-parent]");
 }
@@ -140,6 +148,7 @@ bool parse(int argc, char** argv, Options& o) {
     else if (a == "--drain-s") o.drain_s = std::atof(val().c_str());
     else if (a == "--concurrency") o.concurrency = unsigned(std::atoi(val().c_str()));
     else if (a == "--src") o.src = val();
+    else if (a == "--tester") o.tester = true;
     else if (a == "--no-huge") o.hugepages = false;
     else if (a == "--die-with-parent") o.die_with_parent = true;
     else if (a == "--help" || a == "-h") { usage(); std::exit(0); }
@@ -149,7 +158,7 @@ bool parse(int argc, char** argv, Options& o) {
       return false;
     }
   }
-  static const char* modes[] = {"tx", "count", "reflect", "probe", "serve", "compute", "stall"};
+  static const char* modes[] = {"tx", "count", "reflect", "forward", "probe", "serve", "compute", "stall"};
   if (std::find_if(std::begin(modes), std::end(modes), [&](const char* m) { return o.mode == m; }) == std::end(modes)) {
     std::fprintf(stderr, "capsule-vm: unknown mode %s\n", o.mode.c_str());
     return false;
@@ -175,6 +184,7 @@ struct Counters {
   std::atomic<uint64_t> wakeups{0}, polls{0};
   std::atomic<uint64_t> requests{0}, responses{0}, missed{0}, served{0};
   std::atomic<uint64_t> compute_loops{0};
+  std::atomic<uint64_t> tx_span_us{0};  // --tester: first to last frame sent
 };
 
 void add(std::atomic<uint64_t>& c, uint64_t v = 1) { c.store(c.load(std::memory_order_relaxed) + v, std::memory_order_relaxed); }
@@ -209,6 +219,7 @@ class Vm {
   std::atomic<uint64_t> worker_cpu_ns_{0};  // set when the worker ends
   pthread_t worker_thread_{};
   uint64_t start_ns_ = 0;
+  uint64_t tx_start_ns_ = 0;  // tx pacing starts here (--tester: at link up)
   uint64_t tx_seq_ = 0;
   bool src_random_ = false;
   uint64_t src_state_ = 0x9E3779B97F4A7C15ull;  // xorshift state for --src random
@@ -357,6 +368,12 @@ void Vm::handle_rx(rte_mbuf** pkts, uint16_t n) {
       back[nback++] = m;
       add(c_.reflected);
       continue;
+    } else if (o_.mode == "forward") {
+      eth->dst_addr = addr_.dst;
+      eth->src_addr = mac_;
+      back[nback++] = m;
+      add(c_.reflected);
+      continue;
     }
     rte_pktmbuf_free(m);
   }
@@ -364,7 +381,7 @@ void Vm::handle_rx(rte_mbuf** pkts, uint16_t n) {
   add(c_.rx_bytes, bytes);
   add(c_.rx_to_me, to_me);
   add(c_.rx_test, test);
-  if (nback) send(back, nback, o_.mode == "reflect");
+  if (nback) send(back, nback, o_.mode == "reflect" || o_.mode == "forward");
 }
 
 // A locally administered unicast source MAC that changes every frame.
@@ -381,11 +398,15 @@ void Vm::spoof_random_source(rte_mbuf* m) {
 unsigned Vm::tx_due(uint64_t now) {
   if (o_.mode != "tx") return 0;
   if (o_.count && tx_seq_ >= o_.count) return 0;
+  if (o_.tester && !tx_start_ns_) {  // the wire is not up yet: nothing is offered
+    if (!link_up_.load(std::memory_order_relaxed)) return 0;
+    tx_start_ns_ = now;
+  }
   uint64_t due;
   if (o_.rate <= 0) {
     due = 32;
   } else {
-    const uint64_t target = uint64_t(double(now - start_ns_) * o_.rate / 1e9);
+    const uint64_t target = uint64_t(double(now - tx_start_ns_) * o_.rate / 1e9);
     // Not scheduled for a while: an open-ended sender forgets what it missed
     // (no endless burst); a sender with --count catches up, so that all of
     // its frames go out.
@@ -477,6 +498,7 @@ void Vm::worker() {
   rte_mbuf* pkts[32];
   unsigned empty = 0;
   next_probe_ns_ = now_ns();
+  if (!o_.tester) tx_start_ns_ = start_ns_;
   while (!g_stop.load(std::memory_order_relaxed)) {
     add(c_.polls);
     const uint16_t n = rte_eth_rx_burst(port_, 0, pkts, 32);
@@ -494,8 +516,10 @@ void Vm::worker() {
         }
         tx_seq_ += due;
         // A full tx ring stops the queue and the sender waits, as in a
-        // guest kernel: frames are not dropped inside the VM.
-        send(out, uint16_t(due), true);
+        // guest kernel: frames are not dropped inside the VM. A tester's
+        // frames are lost instead (the switch's port had no room).
+        send(out, uint16_t(due), !o_.tester);
+        if (o_.tester) c_.tx_span_us.store((now - tx_start_ns_) / 1000, std::memory_order_relaxed);
       }
     }
     if (o_.mode == "tx" && o_.count && tx_seq_ >= o_.count && !done_.load()) done_.store(true);
@@ -512,8 +536,9 @@ void Vm::worker() {
       // Wake for batches of up to 32 frames (50 us worth at high rates), not
       // for every frame: a guest's timer does not fire every 2 us either.
       const double batch = std::clamp(o_.rate * 50e-6, 1.0, 32.0);
-      const double next = (double(tx_seq_) + batch) * 1e9 / o_.rate + double(start_ns_);
-      wait_ns = next > double(now) ? uint64_t(next - double(now)) : 0;
+      const double next = (double(tx_seq_) + batch) * 1e9 / o_.rate + double(tx_start_ns_);
+      wait_ns = !tx_start_ns_ ? 1'000'000  // --tester before link up
+                : next > double(now) ? uint64_t(next - double(now)) : 0;
     }
     if (o_.mode == "probe") wait_ns = next_probe_ns_ > now ? std::min(wait_ns, next_probe_ns_ - now) : 0;
     if (wait_ns < 2000) continue;
@@ -591,6 +616,7 @@ void Vm::print_counters(const char* event) {
       {"lat_p50_us", double(lat_p50_.load())},      {"lat_p99_us", double(lat_p99_.load())},
       {"lat_max_us", double(lat_max_.load())},      {"wakeups", double(c_.wakeups.load())},
       {"compute_loops", double(c_.compute_loops.load())}, {"cpu_ms", cpu_ms},
+      {"tx_span_us", double(c_.tx_span_us.load())},
       {"elapsed_ms", elapsed_ms}};
   std::string line;
   if (o_.json) {

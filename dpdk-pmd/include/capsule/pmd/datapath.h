@@ -187,6 +187,8 @@ struct UplinkStats {
   uint64_t rx_packets = 0;     // received by the dispatcher
   uint64_t rx_no_vm = 0;       // unicast for no VM (dropped: never flooded back)
   uint64_t dispatcher_blocks = 0;
+  uint64_t dispatcher_busy_cycles = 0;  // TSC cycles of rounds that moved frames
+  uint64_t dispatcher_busy_rounds = 0;  // ... and their number (rx_packets / this = burst)
 };
 
 class Datapath {
