@@ -126,11 +126,21 @@ FwdTable::Learned FwdTable::learn(uint64_t mac, uint16_t port, uint32_t now_s) {
     refusals_.fetch_add(1, std::memory_order_relaxed);
     return Learned::kRefused;
   }
-  if (total_.load(std::memory_order_relaxed) >= limits_.table_size) evict_one_of(fullest_port());
+  // The table's cap: the new entry takes its place in the total first, in
+  // one atomic step, so that learners on several threads cannot all see
+  // room for one more (checking, then adding, let the table hold 2049 of
+  // 2048). One that lands over the cap makes room or gives its place back.
+  // Counted before it is visible, so a concurrent eviction never underflows.
+  if (total_.fetch_add(1, std::memory_order_acq_rel) >= limits_.table_size && !evict_one_of(fullest_port())) {
+    total_.fetch_sub(1, std::memory_order_relaxed);
+    refusals_.fetch_add(1, std::memory_order_relaxed);
+    return Learned::kRefused;
+  }
   if (reuse == SIZE_MAX) {
     // The window is full: the learned entry of the fullest port in it goes.
     const std::size_t victim = fullest_learned_in_window(mac);
     if (victim == SIZE_MAX || !drop_learned(victim, slots_[victim].load(std::memory_order_acquire), kTomb)) {
+      total_.fetch_sub(1, std::memory_order_relaxed);
       refusals_.fetch_add(1, std::memory_order_relaxed);
       return Learned::kRefused;
     }
@@ -138,9 +148,7 @@ FwdTable::Learned FwdTable::learn(uint64_t mac, uint16_t port, uint32_t now_s) {
     reuse = victim, reuse_e = kTomb;
   }
   seen_[reuse].store(now_s, std::memory_order_relaxed);
-  // Counted before it is visible, so a concurrent eviction never underflows.
   count_[index(port)].fetch_add(1, std::memory_order_relaxed);
-  total_.fetch_add(1, std::memory_order_relaxed);
   if (!slots_[reuse].compare_exchange_strong(reuse_e, want, std::memory_order_acq_rel)) {
     count_[index(port)].fetch_sub(1, std::memory_order_relaxed);  // lost a race: next frame learns it
     total_.fetch_sub(1, std::memory_order_relaxed);
