@@ -61,6 +61,25 @@ class Switch {
   // The uplink's socket the tester serves, and the first VM's MAC.
   std::string wire_socket;
   std::string first_hop = kMacA;
+
+ protected:
+  // PVP: VM 1 reflects. PVVP: VM 1 forwards to VM 2, VM 2 to the wire. Each
+  // serves its socket vmN.sock in `dir`.
+  void start_vms(const std::string& dir, bool pvvp) {
+    auto args = [&](const char* next) {
+      return pvvp ? std::vector<std::string>{"--mode", "forward", "--dst", next}
+                  : std::vector<std::string>{"--mode", "reflect"};
+    };
+    vm1_ = std::make_unique<EmuVm>(dir, "vm1", dir + "/vm1.sock", kMacA, args(kMacB), kVmCpu);
+    if (pvvp) vm2_ = std::make_unique<EmuVm>(dir, "vm2", dir + "/vm2.sock", kMacB, args(kMacFar), kVmCpu);
+  }
+  Status wait_vms(const std::string& where) {
+    if (!vm1_->wait_ready()) return Error{"VM 1 did not come up" + where + ": " + vm1_->output()};
+    if (vm2_ && !vm2_->wait_ready()) return Error{"VM 2 did not come up" + where + ": " + vm2_->output()};
+    return {};
+  }
+  // Destroyed by the switch before its own datapath.
+  std::unique_ptr<EmuVm> vm1_, vm2_;
 };
 
 class CapsuleSwitch : public Switch {
@@ -88,15 +107,8 @@ class CapsuleSwitch : public Switch {
       v.pin_cpu = kSwitchCpu;
       if (auto st = s->dp_->add_vm(v); !st) return st.error();
     }
-    // PVP: VM 1 reflects. PVVP: VM 1 forwards to VM 2, VM 2 to the wire.
-    auto args = [&](const char* next) {
-      return pvvp ? std::vector<std::string>{"--mode", "forward", "--dst", next}
-                  : std::vector<std::string>{"--mode", "reflect"};
-    };
-    s->vm1_ = std::make_unique<EmuVm>(dir, "vm1", dir + "/vm1.sock", kMacA, args(kMacB), kVmCpu);
-    if (pvvp) s->vm2_ = std::make_unique<EmuVm>(dir, "vm2", dir + "/vm2.sock", kMacB, args(kMacFar), kVmCpu);
-    if (!s->vm1_->wait_ready()) return Error{"VM 1 did not come up: " + s->vm1_->output()};
-    if (s->vm2_ && !s->vm2_->wait_ready()) return Error{"VM 2 did not come up: " + s->vm2_->output()};
+    s->start_vms(dir, pvvp);
+    if (Status st = s->wait_vms(""); !st) return st.error();
     return s;
   }
   ~CapsuleSwitch() override {
@@ -108,7 +120,6 @@ class CapsuleSwitch : public Switch {
  private:
   CapsuleSwitch() = default;
   std::unique_ptr<Datapath> dp_;
-  std::unique_ptr<EmuVm> vm1_, vm2_;
 };
 
 class OvsSwitch : public Switch {
@@ -118,17 +129,16 @@ class OvsSwitch : public Switch {
     s->wire_socket = dir + "/wire.sock";
     s->ovs_ = std::make_unique<OvsDpdk>(OvsDpdk::Options{.pmd_cpu = kSwitchCpu, .pmd_maxsleep_us = -1});
     if (!s->ovs_->ok()) return Error{"OVS-DPDK: " + s->ovs_->error()};
-    auto args = [&](const char* next) {
-      return pvvp ? std::vector<std::string>{"--mode", "forward", "--dst", next}
-                  : std::vector<std::string>{"--mode", "reflect"};
+    s->start_vms(dir, pvvp);
+    // OVS's ports are clients of the sockets the VMs serve.
+    auto serving = [&](const std::string& sock) {
+      return testkit::wait_until([&] { return access(sock.c_str(), F_OK) == 0; }, 10s);
     };
-    s->vm1_ = std::make_unique<EmuVm>(dir, "vm1", dir + "/vm1.sock", kMacA, args(kMacB), kVmCpu);
-    if (pvvp) s->vm2_ = std::make_unique<EmuVm>(dir, "vm2", dir + "/vm2.sock", kMacB, args(kMacFar), kVmCpu);
-    std::this_thread::sleep_for(200ms);  // the VMs serve their sockets; OVS connects
+    if (!serving(dir + "/vm1.sock") || (pvvp && !serving(dir + "/vm2.sock")))
+      return Error{"the VMs do not serve their sockets: " + s->vm1_->output()};
     if (!s->ovs_->add_vhost_port("vm1", dir + "/vm1.sock")) return Error{"OVS: cannot add port vm1"};
     if (pvvp && !s->ovs_->add_vhost_port("vm2", dir + "/vm2.sock")) return Error{"OVS: cannot add port vm2"};
-    if (!s->vm1_->wait_ready()) return Error{"VM 1 did not come up under OVS: " + s->vm1_->output()};
-    if (s->vm2_ && !s->vm2_->wait_ready()) return Error{"VM 2 did not come up under OVS: " + s->vm2_->output()};
+    if (Status st = s->wait_vms(" under OVS"); !st) return st.error();
     if (!s->ovs_->add_dpdk_port("up", "net_vhost0,iface=" + s->wire_socket + ",client=1,queues=1"))
       return Error{"OVS: cannot add the net_vhost uplink"};
     bool ok = s->ovs_->flow("in_port=up,actions=output:vm1");
@@ -148,7 +158,6 @@ class OvsSwitch : public Switch {
  private:
   OvsSwitch() = default;
   std::unique_ptr<OvsDpdk> ovs_;
-  std::unique_ptr<EmuVm> vm1_, vm2_;
 };
 
 // One trial: a fresh tester on the wire offers rate x secs frames.

@@ -14,6 +14,7 @@
 #include "capsule/rsv/spec.h"
 #include "net_budget.h"
 #include "port_link.h"
+#include "prometheus_label.h"
 #include "vhost_path_check.h"
 
 namespace capsule::agent {
@@ -27,20 +28,6 @@ std::string fixed(double v, int digits = 4) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.*f", digits, v);
   return buf;
-}
-
-// Prometheus label values: backslash, quote and newline escaped.
-std::string label(const std::string& v) {
-  std::string out;
-  for (char c : v) {
-    if (c == '\\' || c == '"') out += '\\';
-    if (c == '\n') {
-      out += "\\n";
-      continue;
-    }
-    out += c;
-  }
-  return out;
 }
 
 bool same_threads(const rsv::VmReservationSpec& a, const rsv::VmReservationSpec& b) {
@@ -831,7 +818,7 @@ std::string Agent::stats() const {
 
 std::string Agent::metrics() const {
   std::ostringstream o;
-  const std::string ch = "chassis=\"" + label(config_.chassis) + "\"";
+  const std::string ch = "chassis=\"" + prometheus_label(config_.chassis) + "\"";
   o << "# HELP capsule_up Whether capsuled is running.\n# TYPE capsule_up gauge\n"
     << "capsule_up{" << ch << "} 1\n";
   o << "# HELP capsule_db_connected Whether capsuled is connected to its database.\n"
@@ -849,32 +836,32 @@ std::string Agent::metrics() const {
   o << "# HELP capsule_domain_utilization EDF bandwidth per scheduling domain.\n"
     << "# TYPE capsule_domain_utilization gauge\n";
   for (const auto& d : load_) {
-    const std::string l = ch + ",domain=\"" + label(d.name) + "\"";
+    const std::string l = ch + ",domain=\"" + prometheus_label(d.name) + "\"";
     o << "capsule_domain_utilization{" << l << ",kind=\"capacity\"} " << d.capacity << "\n"
       << "capsule_domain_utilization{" << l << ",kind=\"capsule\"} " << d.capsule << "\n"
       << "capsule_domain_utilization{" << l << ",kind=\"external\"} " << d.external << "\n";
   }
   o << "# HELP capsule_vm_state 1 for the state each VM is in.\n# TYPE capsule_vm_state gauge\n";
   for (const auto& [name, st] : vms_)
-    o << "capsule_vm_state{" << ch << ",vm=\"" << label(name) << "\",state=\"" << st.state << "\"} 1\n";
+    o << "capsule_vm_state{" << ch << ",vm=\"" << prometheus_label(name) << "\",state=\"" << st.state << "\"} 1\n";
   o << "# HELP capsule_vm_reserved_utilization Admitted EDF bandwidth of a VM (fraction of one CPU).\n"
     << "# TYPE capsule_vm_reserved_utilization gauge\n";
   for (const auto& [name, st] : vms_)
     if (st.reserved)
-      o << "capsule_vm_reserved_utilization{" << ch << ",vm=\"" << label(name) << "\"} " << st.decision.bandwidth
+      o << "capsule_vm_reserved_utilization{" << ch << ",vm=\"" << prometheus_label(name) << "\"} " << st.decision.bandwidth
         << "\n";
   o << "# HELP capsule_thread_cpu_utilization CPU use of a reserved thread over the last sample.\n"
     << "# TYPE capsule_thread_cpu_utilization gauge\n";
   for (const auto& [name, st] : vms_)
     for (const auto& t : st.threads)
-      o << "capsule_thread_cpu_utilization{" << ch << ",vm=\"" << label(name) << "\",thread=\"" << t.role
+      o << "capsule_thread_cpu_utilization{" << ch << ",vm=\"" << prometheus_label(name) << "\",thread=\"" << t.role
         << "\",tid=\"" << t.tid << "\"} " << t.utilisation << "\n";
   o << "# HELP capsule_thread_budget_used CPU use of a reserved thread over its own budget (runtime/period).\n"
     << "# TYPE capsule_thread_budget_used gauge\n";
   for (const auto& [name, st] : vms_)
     for (const auto& t : st.threads)
       if (t.budget_used >= 0)
-        o << "capsule_thread_budget_used{" << ch << ",vm=\"" << label(name) << "\",thread=\"" << t.role
+        o << "capsule_thread_budget_used{" << ch << ",vm=\"" << prometheus_label(name) << "\",thread=\"" << t.role
           << "\",tid=\"" << t.tid << "\"} " << t.budget_used << "\n";
   o << host_capsules_.metrics(ch);
   if (datapath_->attached()) {
@@ -884,7 +871,7 @@ std::string Agent::metrics() const {
     for (const auto& [name, st] : vms_)
       if (st.dp_stats)
         for (const auto& [port, c] : st.dp_stats->ports) {
-          const std::string l = ch + ",vm=\"" + label(name) + "\",port=\"" + label(port) + "\"";
+          const std::string l = ch + ",vm=\"" + prometheus_label(name) + "\",port=\"" + prometheus_label(port) + "\"";
           o << "capsule_port_packets_total{" << l << ",direction=\"rx\"} " << c.rx_packets << "\n"
             << "capsule_port_packets_total{" << l << ",direction=\"tx\"} " << c.tx_packets << "\n";
         }

@@ -6,6 +6,7 @@
 
 #include "capsule/ovs/shim.h"
 #include "capsule/rsv/spec.h"
+#include "prometheus_label.h"
 
 namespace capsule::agent {
 namespace {
@@ -18,13 +19,6 @@ std::string key_of(const std::string& name) {
   for (char& c : k)
     if (c == '-') c = '_';
   return k;
-}
-
-// A Prometheus label value, escaped.
-std::string label(const std::string& v) {
-  std::string out;
-  for (char c : v) out += c == '\\' || c == '"' ? std::string("\\") + c : c == '\n' ? std::string("\\n") : std::string(1, c);
-  return out;
 }
 
 std::string budget(const HostThread& t) {
@@ -168,7 +162,7 @@ std::string HostCapsules::metrics(const std::string& labels) const {
        "VM receives, outside its capsule: their CPU use split by the packets delivered to each VM (an estimate).\n"
        "# TYPE capsule_vm_outside_utilization gauge\n";
   for (const auto& [vm, share] : share_)
-    o << "capsule_vm_outside_utilization{" << labels << ",vm=\"" << label(vm) << "\"} " << *outside(vm) << "\n";
+    o << "capsule_vm_outside_utilization{" << labels << ",vm=\"" << prometheus_label(vm) << "\"} " << *outside(vm) << "\n";
   o << "# HELP capsule_host_thread_reserved Whether that thread holds its reservation (0: refused, see "
        "Host:status).\n# TYPE capsule_host_thread_reserved gauge\n";
   for (const auto& [name, h] : held_)

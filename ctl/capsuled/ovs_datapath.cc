@@ -19,6 +19,7 @@
 #include "capsule/rsv/spec.h"
 #include "capsule/wall_clock.h"
 #include "port_link.h"
+#include "prometheus_label.h"
 
 namespace capsule::agent {
 namespace {
@@ -509,9 +510,7 @@ std::string OvsDatapath::metrics(const std::string& labels) const {
     << "# TYPE capsule_ovs_pmd gauge\n";
   auto line = [&](const std::string& vm, int core) {
     auto t = threads.find(core);
-    std::string escaped;
-    for (char c : vm) escaped += c == '"' || c == '\\' ? std::string("\\") + c : c == '\n' ? std::string("\\n") : std::string(1, c);
-    o << "capsule_ovs_pmd{" << labels << ",vm=\"" << escaped << "\",pmd=\"" << pmd_name(core) << "\",core=\"" << core
+    o << "capsule_ovs_pmd{" << labels << ",vm=\"" << prometheus_label(vm) << "\",pmd=\"" << pmd_name(core) << "\",core=\"" << core
       << "\",tid=\"" << (t == threads.end() ? 0 : t->second) << "\"} " << (t == threads.end() ? 0 : 1) << "\n";
   };
   for (const auto& [vm, core] : cores) line(vm, core);

@@ -344,12 +344,6 @@ capsule_db_connected(const struct capsule_db *db)
     return ovsdb_idl_is_connected(db->idl) && ovsdb_idl_has_ever_connected(db->idl);
 }
 
-unsigned long long
-capsule_db_commits(const struct capsule_db *db)
-{
-    return db->commits;
-}
-
 struct capsule_db_counters
 capsule_db_get_counters(const struct capsule_db *db)
 {

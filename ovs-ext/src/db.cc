@@ -166,7 +166,6 @@ Status DbConnection::set_status(const StatusUpdate& update) {
   return Status::Ok();
 }
 
-unsigned long long DbConnection::commits() const { return capsule_db_commits(db_); }
 
 DbConnection::Counters DbConnection::counters() const {
   const capsule_db_counters c = capsule_db_get_counters(db_);

@@ -42,6 +42,7 @@ TEST(PmdConfig, MalformedUplinkDevargsAreRefused) {
 // not complain that it cannot create the ring ("RING: Cannot reserve memory",
 // printed by every pmd-throughput run before).
 TEST(PmdConfig, ANetRingUplinkLeavesNoRingBehind) {
+  rte_mempool* pool = nullptr;  // the frames left on the wire; freed with them at the end
   {
     DatapathConfig cfg;
     cfg.eal.program = "test_dpdk_pmd";
@@ -52,7 +53,7 @@ TEST(PmdConfig, ANetRingUplinkLeavesNoRingBehind) {
     ASSERT_TRUE(dp.ok()) << dp.error().message;
     rte_ring* wire = rte_ring_lookup("ETH_RXTX0_net_ring0");
     ASSERT_NE(wire, nullptr);
-    rte_mempool* pool = rte_pktmbuf_pool_create("cfgtest_wire", 255, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, SOCKET_ID_ANY);
+    pool = rte_pktmbuf_pool_create("cfgtest_wire", 255, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, SOCKET_ID_ANY);
     ASSERT_NE(pool, nullptr);
     rte_mbuf* m[8];
     ASSERT_EQ(rte_pktmbuf_alloc_bulk(pool, m, 8), 0);
@@ -64,6 +65,7 @@ TEST(PmdConfig, ANetRingUplinkLeavesNoRingBehind) {
   rte_ring* wire = rte_ring_lookup("ETH_RXTX0_net_ring0");
   ASSERT_NE(wire, nullptr);
   EXPECT_EQ(rte_ring_count(wire), 0u) << "the new uplink found the old one's frames on its wire";
+  rte_mempool_free(pool);
 }
 
 TEST(PmdConfig, BadVmConfigurationIsRefusedAndRunningVmsKeepForwarding) {

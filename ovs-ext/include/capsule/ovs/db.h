@@ -135,8 +135,7 @@ class DbConnection {
   bool connected() const;
   Snapshot snapshot() const;
   Status set_status(const StatusUpdate& update);
-  unsigned long long commits() const;
-  // Status transactions sent / sent again, sessions that came up.
+  // Status transactions committed / sent / sent again, sessions that came up.
   struct Counters {
     unsigned long long commits = 0, sent = 0, retried = 0, connections = 0;
   };

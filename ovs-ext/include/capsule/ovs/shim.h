@@ -108,10 +108,8 @@ char *capsule_db_snapshot(const struct capsule_db *);
  * written again after a reconnect. Creates this chassis' Host row if it does
  * not exist. Returns an error message to free() if the JSON is malformed. */
 char *capsule_db_set_status(struct capsule_db *, const char *json);
-/* Number of status transactions committed successfully so far. */
-unsigned long long capsule_db_commits(const struct capsule_db *);
 /* What the session did so far, to see what an agent costs the cluster
- * (capsule/db-show): status transactions sent to a server, those that came
+ * (capsule/db-show): status transactions committed, sent to a server, those that came
  * back to be sent again (connection lost, no leader), and connections made
  * to a member (the first and every reconnection, also those the member
  * turns away because it is not in its cluster). */
