@@ -910,7 +910,7 @@ capsule_db_run(struct capsule_db *db)
     if (db->txn) {
         finish_status_txn(db);
     }
-    if (!db->txn && db->pending && capsule_db_connected(db) && time_msec() >= db->retry_at) {
+    if (!db->txn && db->pending && connected && time_msec() >= db->retry_at) {
         start_status_txn(db);
         finish_status_txn(db);
         if (db->txn) {  /* on its way to the server (not unchanged, not refused at once) */
