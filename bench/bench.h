@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <chrono>
 #include <string>
 #include <vector>
@@ -82,6 +83,16 @@ inline double ms_since(std::chrono::steady_clock::time_point t0) {
 // A process's resident memory (KiB, -1 if gone) and CPU time so far (s).
 long rss_kib(pid_t pid);
 double cpu_seconds(pid_t pid);
+// The first `fields` fields of /proc/loadavg, space-separated: 3, the load
+// averages over 1, 5 and 15 minutes; 5 adds runnable/all tasks and the last PID.
+std::string loadavg(int fields = 3);
+
+// SIGINT/SIGTERM set g_stop once catch_stop_signals() ran: a benchmark that
+// polls it ends its run after the current step, so that everything it set
+// up (threads' policies, reservations, partitions, processes, files) is
+// undone by its destructors.
+extern std::atomic<bool> g_stop;
+void catch_stop_signals();
 
 // "--key value" lookup with a default. `key` must be one of the running
 // benchmark's registered options (a benchmark that reads an option it did

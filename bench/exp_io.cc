@@ -34,15 +34,13 @@
 //
 // Last line: "E4 under I/O: <system> max X ms drop Y % | ..." (E3 part's
 // median of the runs' max completion time with the writer, E2 part's drop).
-#include <pthread.h>
-#include <rte_ring.h>
 #include <sched.h>
-#include <signal.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -58,39 +56,17 @@
 #include "cfs_bandwidth_group.h"
 #include "disk_writer.h"
 #include "pmd_common.h"
+#include "study_bed.h"
 
-namespace capsule::bench {
+namespace capsule::bench::study {
 namespace {
 
 using namespace std::chrono_literals;
 using namespace capsule::bench::pmd;
 
-constexpr int kClientCpu = 0, kTestCpu = 1;
-constexpr uint32_t kFrame = 1514;
-constexpr const char* kMac1 = "02:00:00:00:00:01";
-constexpr const char* kMac2 = "02:00:00:00:00:02";
-constexpr const char* kMacClient = "02:00:00:00:00:0c";
-constexpr const char* kMacFar = "02:00:00:00:00:fe";
 // The original interrupt affinities and workqueue cpumask while --steer-io
 // has them moved (removed when they are restored).
 constexpr const char* kSteeringJournal = "/var/tmp/capsule-bench-exp-e4.io-steering";
-
-std::atomic<bool> g_stop{false};
-void on_signal(int) { g_stop.store(true); }
-
-void pin(pid_t tid, int cpu) {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
-  sched_setaffinity(tid, sizeof set, &set);
-}
-
-std::string loadavg() {
-  std::ifstream f("/proc/loadavg");
-  std::string a, b, c;
-  f >> a >> b >> c;
-  return a + " " + b + " " + c;
-}
 
 enum class Kind { kCfs, kFifo, kCapsule };
 struct System {
@@ -106,27 +82,6 @@ Result<System> parse_system(const std::string& s) {
   if (s == "capsule-reclaim") return System{s, Kind::kCapsule, true};
   return Error{"unknown system '" + s + "' (cfs, fifo, capsule, capsule-reclaim)"};
 }
-
-// A CFS thread spinning on the core under test: the rest of the host's work.
-class Hog {
- public:
-  Hog() {
-    thread_ = std::thread([this] {
-      pin(0, kTestCpu);
-      pthread_setname_np(pthread_self(), "exp-hog");
-      volatile uint64_t x = 0;
-      while (!stop_.load(std::memory_order_relaxed)) x = x + 1;
-    });
-  }
-  ~Hog() {
-    stop_ = true;
-    thread_.join();
-  }
-
- private:
-  std::thread thread_;
-  std::atomic<bool> stop_{false};
-};
 
 // SCHED_FIFO 50 on some threads; each gets back what it had.
 class FifoThreads {
@@ -160,21 +115,15 @@ struct Share {
   const char* what;
 };
 
-Result<std::unique_ptr<rsv::VmReservation>> reserve(const std::string& name, int period_ms, bool reclaim,
-                                                    const std::vector<Share>& shares, rsv::PartitionSet& parts) {
+Result<std::unique_ptr<rsv::VmReservation>> reserve_shares(const std::string& name, int period_ms, bool reclaim,
+                                                           const std::vector<Share>& shares, rsv::PartitionSet& parts) {
   rsv::VmReservationSpec spec;
   spec.name = name;
   spec.period = std::chrono::milliseconds(period_ms);
   spec.reclaim = reclaim;
   for (const Share& s : shares)
     spec.threads.push_back({s.tid, std::chrono::microseconds(int64_t(period_ms) * s.pct * 10), kTestCpu, s.what});
-  // Bandwidth just released stays booked up to a period: retry a little.
-  auto r = rsv::VmReservation::apply(spec, &parts);
-  for (int attempt = 0; !r && attempt < 5; ++attempt) {
-    std::this_thread::sleep_for(300ms);
-    r = rsv::VmReservation::apply(spec, &parts);
-  }
-  return r;
+  return reserve(spec, parts);
 }
 
 Result<CfsBandwidthGroup> make_cfs_group(const std::string& name, int period_ms, const std::vector<Share>& shares) {
@@ -195,61 +144,6 @@ struct Policy {
   std::optional<CfsBandwidthGroup> group;
 };
 
-// The partition, the datapath (ports v1, v2 on CPU 1 and the client's c on
-// CPU 0), the hog, the optional interrupt steering, a temporary directory.
-struct Bed {
-  harness::TempDir tmp{"capsule-exp-io"};  // first in, last out: outlives the VMs
-  const std::string dir = tmp.path();
-  rsv::PartitionSet parts;
-  std::unique_ptr<rsv::IoSteering> steering;
-  std::unique_ptr<Datapath> dp;
-  std::unique_ptr<Hog> hog;
-  bool partitioned = false;
-
-  Status start(bool steer) {
-    if (dir.empty()) return Error{"cannot create a temporary directory"};
-    if (steer) {
-      // A run killed before it could restore left its journal: put those
-      // values back first, then record the current ones.
-      if (auto r = rsv::IoSteering::recover(kSteeringJournal); !r) return r.error();
-      auto s = rsv::IoSteering::apply({kClientCpu}, kSteeringJournal);
-      if (!s) return s.error();
-      steering = std::move(s.value());
-      std::cout << "io steering: " << steering->describe() << " (restored at the end)\n";
-    }
-    if (auto r = parts.acquire(kTestCpu); !r) return r.error();
-    partitioned = true;
-    DatapathConfig cfg;
-    cfg.eal.program = "capsule-bench";
-    cfg.max_vms = 3;
-    cfg.uplink_devargs = "net_ring0";
-    cfg.dispatcher_poll.policy = PollPolicy::kBusy;
-    cfg.dispatcher_cpu = kClientCpu;
-    auto d = Datapath::create(cfg);
-    if (!d) return d.error();
-    dp = std::move(d.value());
-    for (auto [name, mac] : {std::pair{"v1", kMac1}, std::pair{"v2", kMac2}, std::pair{"c", kMacClient}}) {
-      VmConfig v;
-      v.name = name;
-      v.port.socket_path = dir + "/" + name + ".sock";
-      v.mac = MacAddr::parse(mac).value();
-      v.pin_cpu = name == std::string("c") ? kClientCpu : kTestCpu;
-      if (Status st = dp->add_vm(v); !st) return st;
-    }
-    hog = std::make_unique<Hog>();
-    pin(0, kClientCpu);  // this thread and what it starts: the client side
-    return {};
-  }
-  ~Bed() {
-    hog.reset();
-    dp.reset();
-    rsv::VmReservation::release_all();
-    if (partitioned)
-      if (Status st = parts.release(kTestCpu); !st) std::cerr << "exp-e4: " << st.error().message << "\n";
-    steering.reset();  // interrupts and workqueues back where they were
-  }
-};
-
 struct Writer {
   DiskWriterOptions options;
   // Started on CPU 1 and running once writeback is under way (64 MiB).
@@ -263,11 +157,30 @@ struct Writer {
   }
 };
 
+// Every point of one system: `runs` runs, each quiet and then beside a fresh
+// writer, in turn, so that drift of the host hits both alike. `point(run, w)`
+// measures one; `w` is null when quiet, and stopped once the point is done.
+Status each_point(const Writer& writer, int runs, const std::function<Status(int run, DiskWriter* w)>& point) {
+  for (int run = 0; run < runs && !g_stop; ++run)
+    for (bool io : {false, true}) {
+      if (g_stop) break;
+      std::unique_ptr<DiskWriter> w;
+      if (io) {
+        auto s = writer.start();
+        if (!s) return s.error();
+        w = std::move(s.value());
+      }
+      if (Status st = point(run, w.get()); !st) return st;
+    }
+  return {};
+}
+
 // VM 1's threads under `sys` for a part with this period and share.
 Result<Policy> vm1_policy(Bed& bed, const System& sys, pid_t vcpu, pid_t pmd, int period_ms, int pct, bool cfs_group) {
   Policy p;
   if (sys.kind == Kind::kCapsule) {
-    auto r = reserve("exp-e4-v1", period_ms, sys.reclaim, {{pmd, pct / 2, "pmd"}, {vcpu, pct / 2, "vcpu0"}}, bed.parts);
+    auto r = reserve_shares("exp-e4-v1", period_ms, sys.reclaim, {{pmd, pct / 2, "pmd"}, {vcpu, pct / 2, "vcpu0"}},
+                            bed.parts);
     if (!r) return r.error();
     p.rsv = std::move(r.value());
   } else if (sys.kind == Kind::kFifo) {
@@ -289,7 +202,7 @@ Result<Policy> neighbour_policy(Bed& bed, const System& sys, pid_t vcpu, pid_t p
   if (writer) shares.push_back({writer, writer_pct, "disk-writer"});
   Policy p;
   if (sys.kind == Kind::kCapsule) {
-    auto r = reserve("exp-e4-v2", period_ms, false, shares, bed.parts);
+    auto r = reserve_shares("exp-e4-v2", period_ms, false, shares, bed.parts);
     if (!r) return r.error();
     p.rsv = std::move(r.value());
   } else if (sys.kind == Kind::kCfs && cfs_group) {
@@ -301,38 +214,6 @@ Result<Policy> neighbour_policy(Bed& bed, const System& sys, pid_t vcpu, pid_t p
 }
 
 // ---- E3 part ------------------------------------------------------------
-
-struct Probe {
-  uint64_t requests = 0, responses = 0;
-  std::vector<double> ms;
-  uint64_t misses(double deadline_ms) const {
-    uint64_t m = requests - std::min(requests, responses);
-    for (double x : ms) m += x > deadline_ms;
-    return m;
-  }
-};
-
-// The client (capsule-vm --mode probe on CPU 0) asks VM 1 for 100 kB every
-// 20 ms, `n` requests (as exp-e3's run_probe).
-Result<Probe> run_probe(const std::string& dir, const std::string& socket, int n, const std::string& tag) {
-  const std::string lat = dir + "/lat-" + tag + ".txt";
-  const double duration = n * 0.020 + 1.05;
-  EmuVm c(dir, "probe-" + tag, socket, kMacClient,
-          {"--mode", "probe", "--dst", kMac1, "--interval-ms", "20", "--response-bytes", "100000", "--duration",
-           fmt("%.2f", duration), "--drain-s", "1", "--latency-file", lat},
-          kClientCpu);
-  if (!c.wait_ready(30)) return Error{"the client did not come up: " + c.output()};
-  if (!testkit::wait_until([&] { return c.output().find("\nfinal ") != std::string::npos || g_stop; },
-                           std::chrono::milliseconds(int(duration * 1000) + 15000)))
-    return Error{"the client did not finish: " + c.output()};
-  if (g_stop) return Error{"interrupted"};
-  auto k = c.counters();
-  Probe p{k["requests"], k["responses"], {}};
-  std::ifstream in(lat);
-  for (double us; in >> us;) p.ms.push_back(us / 1000.0);
-  std::remove(lat.c_str());
-  return p;
-}
 
 struct Series {  // one value per run
   std::vector<double> p50, p99, max, misses, kpps, mib_s;
@@ -350,43 +231,38 @@ Status part_e3(Bed& bed, const std::vector<System>& systems, const Writer& write
     // VM 1: RSV(4 ms, 20 ms) as in exp-e3 (or FIFO, or nothing).
     auto p1 = vm1_policy(bed, sys, v1.vcpu_tid(), pmd1, kPeriod, 20, false);
     if (!p1) return Error{sys.name + ": VM 1: " + p1.error().message};
-    for (int run = 0; run < runs && !g_stop; ++run)
-      for (bool io : {false, true}) {
-        if (g_stop) break;
-        std::unique_ptr<DiskWriter> w;
-        if (io) {
-          auto s = writer.start();
-          if (!s) return s.error();
-          w = std::move(s.value());
-        }
-        const double mib0 = w ? w->mib_written() : 0;
-        const auto t0 = std::chrono::steady_clock::now();
-        Result<Probe> pr = Error{""};
-        {
-          // The neighbour: its VM 2 + 2 ms, its writer 4 ms of 20 (a capsule of 40 %).
-          auto p2 = neighbour_policy(bed, sys, v2.vcpu_tid(), pmd2, w ? w->pid() : 0, kPeriod, 20, 20, false);
-          if (!p2) return Error{sys.name + ": the neighbour: " + p2.error().message};
-          // A tag of its own per run: a probe's output file is never one an
-          // earlier probe of the same name left (its "final" line would be read).
-          pr = run_probe(bed.dir, bed.dir + "/c.sock", n, sys.name + (io ? "-w" : "-q") + std::to_string(run));
-        }
-        if (!pr) return Error{sys.name + ": " + pr.error().message};
-        const Probe& p = pr.value();
-        if (p.ms.empty()) return Error{sys.name + ": no request was answered (" + std::to_string(p.requests) + " sent)"};
-        Series& s = out[{sys.name, io ? "writer" : "quiet"}];
-        const double mx = p.ms.empty() ? NAN : *std::max_element(p.ms.begin(), p.ms.end());
-        s.p50.push_back(p.ms.empty() ? NAN : percentile(p.ms, 50));
-        s.p99.push_back(p.ms.empty() ? NAN : percentile(p.ms, 99));
-        s.max.push_back(mx);
-        s.misses.push_back(double(p.misses(20)));
-        if (w) s.mib_s.push_back((w->mib_written() - mib0) / (ms_since(t0) / 1000));
-        if (csv.is_open())
-          csv << "e3," << sys.name << "," << (io ? "writer" : "quiet") << "," << run << "," << fmt("%.3f", s.p50.back())
-              << "," << fmt("%.3f", s.p99.back()) << "," << fmt("%.3f", mx) << "," << p.misses(20) << ","
-              << p.requests << ",," << (w ? fmt("%.0f", s.mib_s.back()) : "") << std::endl;
-        std::cerr << "exp-e4: e3 " << sys.name << (io ? " writer" : " quiet") << " run " << run + 1 << ": max "
-                  << fmt("%.2f", mx) << " ms, misses " << p.misses(20) << "/" << p.requests << "\n";
+    Status done = each_point(writer, runs, [&](int run, DiskWriter* w) -> Status {
+      const bool io = w != nullptr;
+      const double mib0 = w ? w->mib_written() : 0;
+      const auto t0 = std::chrono::steady_clock::now();
+      Result<Probe> pr = Error{""};
+      {
+        // The neighbour: its VM 2 + 2 ms, its writer 4 ms of 20 (a capsule of 40 %).
+        auto p2 = neighbour_policy(bed, sys, v2.vcpu_tid(), pmd2, w ? w->pid() : 0, kPeriod, 20, 20, false);
+        if (!p2) return Error{sys.name + ": the neighbour: " + p2.error().message};
+        // A tag of its own per run: a probe's output file is never one an
+        // earlier probe of the same name left (its "final" line would be read).
+        pr = run_probe(bed.dir, bed.dir + "/c.sock", n, sys.name + (io ? "-w" : "-q") + std::to_string(run));
       }
+      if (!pr) return Error{sys.name + ": " + pr.error().message};
+      const Probe& p = pr.value();
+      if (p.ms.empty()) return Error{sys.name + ": no request was answered (" + std::to_string(p.requests) + " sent)"};
+      Series& s = out[{sys.name, io ? "writer" : "quiet"}];
+      const double mx = p.ms.empty() ? NAN : *std::max_element(p.ms.begin(), p.ms.end());
+      s.p50.push_back(p.ms.empty() ? NAN : percentile(p.ms, 50));
+      s.p99.push_back(p.ms.empty() ? NAN : percentile(p.ms, 99));
+      s.max.push_back(mx);
+      s.misses.push_back(double(p.misses(20)));
+      if (w) s.mib_s.push_back((w->mib_written() - mib0) / (ms_since(t0) / 1000));
+      if (csv.is_open())
+        csv << "e3," << sys.name << "," << (io ? "writer" : "quiet") << "," << run << "," << fmt("%.3f", s.p50.back())
+            << "," << fmt("%.3f", s.p99.back()) << "," << fmt("%.3f", mx) << "," << p.misses(20) << ","
+            << p.requests << ",," << (w ? fmt("%.0f", s.mib_s.back()) : "") << std::endl;
+      std::cerr << "exp-e4: e3 " << sys.name << (io ? " writer" : " quiet") << " run " << run + 1 << ": max "
+                << fmt("%.2f", mx) << " ms, misses " << p.misses(20) << "/" << p.requests << "\n";
+      return {};
+    });
+    if (!done) return done;
   }
   return {};
 }
@@ -403,51 +279,40 @@ Status part_e2(Bed& bed, const std::vector<System>& systems, const Writer& write
   const pid_t pmd1 = bed.dp->pmd_tid("v1").value(), pmd2 = bed.dp->pmd_tid("v2").value();
   auto count = [&] { return bed.dp->stats("v1").value().to_vm_packets; };
   const uint64_t before = count();
-  RingFeeder feeder(rte_ring_lookup("ETH_RXTX0_net_ring0"), {kMac1}, kFrame, kClientCpu, kMacFar);
-  if (!feeder.ok()) return Error{"cannot feed net_ring0"};
+  const auto feeder = make_feeder({kMac1});
+  if (!feeder->ok()) return Error{"cannot feed net_ring0"};
   // A VM replaced on its socket takes a moment before frames flow (exp-e2).
   if (!testkit::wait_until([&] { return count() > before + 1000; }, 20s))
     return Error{"VM 1 is up but no frames reach it"};
   for (const System& sys : systems) {
     auto p1 = vm1_policy(bed, sys, v1.vcpu_tid(), pmd1, kPeriod, kQ1, true);
     if (!p1) return Error{sys.name + ": VM 1: " + p1.error().message};
-    for (int run = 0; run < runs && !g_stop; ++run)
-      for (bool io : {false, true}) {
-        if (g_stop) break;
-        std::unique_ptr<DiskWriter> w;
-        if (io) {
-          auto s = writer.start();
-          if (!s) return s.error();
-          w = std::move(s.value());
-        }
-        const double mib0 = w ? w->mib_written() : 0;
-        const auto t0 = std::chrono::steady_clock::now();
-        double kpps = 0;
-        {
-          // The neighbour's capsule: 40 % of P, half its VM's, half its writer's.
-          auto p2 = neighbour_policy(bed, sys, v2.vcpu_tid(), pmd2, w ? w->pid() : 0, kPeriod, 20, 20, true);
-          if (!p2) return Error{sys.name + ": the neighbour: " + p2.error().message};
-          kpps = rate_per_second(count, warm, secs) / 1e3;
-        }
-        Series& s = out[{sys.name, io ? "writer" : "quiet"}];
-        s.kpps.push_back(kpps);
-        if (w) s.mib_s.push_back((w->mib_written() - mib0) / (ms_since(t0) / 1000));
-        if (csv.is_open())
-          csv << "e2," << sys.name << "," << (io ? "writer" : "quiet") << "," << run << ",,,,,," << fmt("%.1f", kpps)
-              << "," << (w ? fmt("%.0f", s.mib_s.back()) : "") << std::endl;
-        std::cerr << "exp-e4: e2 " << sys.name << (io ? " writer" : " quiet") << " run " << run + 1 << ": "
-                  << fmt("%.1f", kpps) << " kpps\n";
-        if (kpps <= 0) return Error{sys.name + ": VM 1 received nothing"};
+    Status done = each_point(writer, runs, [&](int run, DiskWriter* w) -> Status {
+      const bool io = w != nullptr;
+      const double mib0 = w ? w->mib_written() : 0;
+      const auto t0 = std::chrono::steady_clock::now();
+      double kpps = 0;
+      {
+        // The neighbour's capsule: 40 % of P, half its VM's, half its writer's.
+        auto p2 = neighbour_policy(bed, sys, v2.vcpu_tid(), pmd2, w ? w->pid() : 0, kPeriod, 20, 20, true);
+        if (!p2) return Error{sys.name + ": the neighbour: " + p2.error().message};
+        kpps = rate_per_second(count, warm, secs) / 1e3;
       }
+      Series& s = out[{sys.name, io ? "writer" : "quiet"}];
+      s.kpps.push_back(kpps);
+      if (w) s.mib_s.push_back((w->mib_written() - mib0) / (ms_since(t0) / 1000));
+      if (csv.is_open())
+        csv << "e2," << sys.name << "," << (io ? "writer" : "quiet") << "," << run << ",,,,,," << fmt("%.1f", kpps)
+            << "," << (w ? fmt("%.0f", s.mib_s.back()) : "") << std::endl;
+      std::cerr << "exp-e4: e2 " << sys.name << (io ? " writer" : " quiet") << " run " << run + 1 << ": "
+                << fmt("%.1f", kpps) << " kpps\n";
+      if (kpps <= 0) return Error{sys.name + ": VM 1 received nothing"};
+      return {};
+    });
+    if (!done) return done;
   }
   return {};
 }
-
-std::string spread(const std::vector<double>& v, const char* f) {
-  if (v.empty()) return "-";
-  return fmt(f, *std::min_element(v.begin(), v.end())) + ".." + fmt(f, *std::max_element(v.begin(), v.end()));
-}
-std::string med(const std::vector<double>& v, const char* f) { return v.empty() ? "-" : fmt(f, median(v)); }
 
 int exp_e4(const std::vector<std::string>& args) {
   std::vector<System> systems;
@@ -478,10 +343,7 @@ int exp_e4(const std::vector<std::string>& args) {
   }
   // Each writer lives one point; its own limit is a backstop only.
   writer.options.max_time = std::chrono::seconds(long(n * 0.02 + secs + warm) + 120);
-  struct sigaction sa{};
-  sa.sa_handler = on_signal;
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
+  catch_stop_signals();
 
   std::cout << "exp-e4: E2 and E3 with a disk-writing neighbour (" << writer.options.file_mib
             << " MiB files with fsync in " << writer.options.parent_dir << ", on CPU " << kTestCpu
@@ -494,8 +356,14 @@ int exp_e4(const std::vector<std::string>& args) {
   }
   std::map<Key, Series> e3, e2;
   {
-    Bed bed;
-    if (Status st = bed.start(flag(args, "--steer-io")); !st) {
+    BedOptions bed_options;
+    bed_options.tmp_prefix = "capsule-exp-io";
+    bed_options.log_prefix = "exp-e4";
+    bed_options.max_vms = 3;
+    bed_options.client = true;
+    if (flag(args, "--steer-io")) bed_options.steer_journal = kSteeringJournal;
+    Bed bed(bed_options);
+    if (Status st = bed.start(); !st) {
       std::cerr << "exp-e4: " << st.error().message << "\n";
       return 1;
     }
@@ -573,4 +441,4 @@ CAPSULE_BENCH("exp-e4", "E4: E2 and E3 with a disk-writing neighbour, capsule (w
                {"--csv", K::kText, "write every run here"}},
               {"--runs", "1", "--requests", "10", "--warm", "0.1", "--seconds", "0.3", "--writer-mib", "64"});
 
-}  // namespace capsule::bench
+}  // namespace capsule::bench::study

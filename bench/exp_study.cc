@@ -36,12 +36,8 @@
 //
 // Each writes CSV rows (--csv FILE) and prints a table; the last line is the
 // one docs/results.md and the issue quote.
-#include <pthread.h>
 #include <rte_lcore.h>
 #include <rte_mbuf.h>
-#include <rte_ring.h>
-#include <sched.h>
-#include <signal.h>
 
 #include <atomic>
 #include <cmath>
@@ -61,42 +57,14 @@
 #include "capsule/rsv/reservation.h"
 #include "cfs_bandwidth_group.h"
 #include "pmd_common.h"
+#include "study_bed.h"
 
-namespace capsule::bench {
+namespace capsule::bench::study {
 namespace {
 
 using namespace std::chrono_literals;
 using namespace capsule::bench::pmd;
 using capsule::pmd::Datapath;
-using capsule::pmd::DatapathConfig;
-using capsule::pmd::MacAddr;
-using capsule::pmd::VmConfig;
-
-constexpr int kClientCpu = 0, kTestCpu = 1;
-
-// SIGINT/SIGTERM end the run after the current point, so that every VM, OVS,
-// reservation and the partition are undone by their destructors.
-std::atomic<bool> g_stop{false};
-void on_signal(int) { g_stop.store(true); }
-void catch_signals() {
-  struct sigaction sa{};
-  sa.sa_handler = on_signal;
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
-}
-constexpr uint32_t kFrame = 1514;
-constexpr const char* kMac1 = "02:00:00:00:00:01";
-constexpr const char* kMac2 = "02:00:00:00:00:02";
-constexpr const char* kMacClient = "02:00:00:00:00:0c";
-constexpr const char* kMacFar = "02:00:00:00:00:fe";
-constexpr const char* kMacRequesters = "02:00:00:00:00:0d";  // E3: the neighbour's requesters
-
-void pin_self(int cpu) {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
-  pthread_setaffinity_np(pthread_self(), sizeof set, &set);
-}
 
 std::vector<int> int_list(const std::string& s) {
   std::vector<int> v;
@@ -105,34 +73,6 @@ std::vector<int> int_list(const std::string& s) {
   while (std::getline(ss, x, ','))
     if (!x.empty()) v.push_back(std::stoi(x));
   return v;
-}
-
-// A CFS thread spinning on the core under test.
-class Hog {
- public:
-  Hog() {
-    thread_ = std::thread([this] {
-      pin_self(kTestCpu);
-      pthread_setname_np(pthread_self(), "exp-hog");
-      volatile uint64_t x = 0;
-      while (!stop_.load(std::memory_order_relaxed)) x = x + 1;
-    });
-  }
-  ~Hog() {
-    stop_ = true;
-    thread_.join();
-  }
-
- private:
-  std::thread thread_;
-  std::atomic<bool> stop_{false};
-};
-
-// The generator: frames for each destination MAC in turn, into net_ring0's
-// rx ring, as fast as the dispatcher drains it (a few mbufs re-used by
-// reference count, so it costs little), on the client CPU.
-std::unique_ptr<RingFeeder> make_feeder(const std::vector<std::string>& dsts) {
-  return std::make_unique<RingFeeder>(rte_ring_lookup("ETH_RXTX0_net_ring0"), dsts, kFrame, kClientCpu, kMacFar);
 }
 
 enum class Neighbour { kNone, kNet, kCompute };
@@ -166,16 +106,6 @@ rsv::VmReservationSpec capsule_spec(const std::string& name, const VmThreads& t,
     spec.threads = {{t.vcpu, whole, kTestCpu, "vcpu0"}};
   }
   return spec;
-}
-
-Result<std::unique_ptr<rsv::VmReservation>> reserve(const rsv::VmReservationSpec& spec, rsv::PartitionSet& parts) {
-  // Bandwidth just released stays booked up to a period: retry a little.
-  auto r = rsv::VmReservation::apply(spec, &parts);
-  for (int attempt = 0; !r && attempt < 5; ++attempt) {
-    std::this_thread::sleep_for(300ms);
-    r = rsv::VmReservation::apply(spec, &parts);
-  }
-  return r;
 }
 
 // A system under test with VM 1 (and a neighbour) set up once; measure()
@@ -355,59 +285,6 @@ class OvsRig : public Rig {
   std::unique_ptr<EmuVm> vm1_, vm2_;
   VmThreads t1_, t2_;
   bool net_neighbour_ = false;
-};
-
-// Everything both experiments share: the partition, the datapath, the hog.
-struct Bed {
-  harness::TempDir tmp{"capsule-exp"};  // first in, last out: outlives the VMs
-  const std::string dir = tmp.path();
-  rsv::PartitionSet parts;
-  std::unique_ptr<Datapath> dp;
-  std::unique_ptr<Hog> hog;
-  bool partitioned = false;
-
-  // client: the E3 client's port "c"; requesters: E3's neighbour
-  // requesters' port "r". Both on the client CPU.
-  Status start(bool client = false, bool requesters = false) {
-    catch_signals();
-    if (dir.empty()) return Error{"cannot create a temporary directory"};
-    if (auto r = parts.acquire(kTestCpu); !r) return r.error();
-    partitioned = true;
-    DatapathConfig cfg;
-    cfg.eal.program = "capsule-bench";
-    cfg.max_vms = 4;
-    cfg.uplink_devargs = "net_ring0";
-    cfg.dispatcher_poll.policy = capsule::pmd::PollPolicy::kBusy;
-    cfg.dispatcher_cpu = kClientCpu;
-    auto d = Datapath::create(cfg);
-    if (!d) return d.error();
-    dp = std::move(d.value());
-    for (auto [name, mac] : {std::pair{"v1", kMac1}, std::pair{"v2", kMac2}, std::pair{"c", kMacClient},
-                             std::pair{"r", kMacRequesters}}) {
-      if (name == std::string("c") && !client) continue;
-      if (name == std::string("r") && !requesters) continue;
-      VmConfig v;
-      v.name = name;
-      v.port.socket_path = dir + "/" + name + ".sock";
-      v.mac = MacAddr::parse(mac).value();
-      // The client's port stands for the client machine's NIC: its thread
-      // runs on the client CPU.
-      v.pin_cpu = name == std::string("c") || name == std::string("r") ? kClientCpu : kTestCpu;
-      if (Status st = dp->add_vm(v); !st) return st;
-    }
-    hog = std::make_unique<Hog>();
-    // This thread and what it starts from now on (OVS-DPDK's main threads)
-    // belong to the client side.
-    pin_self(kClientCpu);
-    return {};
-  }
-  ~Bed() {
-    hog.reset();
-    dp.reset();
-    rsv::VmReservation::release_all();
-    if (partitioned)
-      if (Status st = parts.release(kTestCpu); !st) std::cerr << "exp: " << st.error().message << "\n";
-  }
 };
 
 Result<std::unique_ptr<Rig>> make_rig(Bed& bed, const std::string& system, Neighbour n, bool busy) {
@@ -611,53 +488,6 @@ int exp_e2(const std::vector<std::string>& args) {
 
 // ---- E3: response time under load ----------------------------------------
 
-struct Probe {
-  uint64_t requests = 0, responses = 0;
-  std::vector<double> ms;  // completion times of the answered requests
-  uint64_t misses(double deadline_ms) const {
-    uint64_t m = requests - std::min(requests, responses);
-    for (double x : ms) m += x > deadline_ms;
-    return m;
-  }
-};
-
-// A client (capsule-vm --mode probe on the client CPU) asks VM 1 for 100 kB
-// every 20 ms, `n` requests, on the port whose socket it serves.
-Result<Probe> run_probe(const std::string& dir, const std::string& socket, int n, const std::string& tag,
-                        double slow_ms = 0) {
-  const std::string lat = dir + "/lat-" + tag + ".txt";
-  // The last second of --duration sends nothing (--drain-s 1), so every
-  // request has a second to be answered.
-  const double duration = n * 0.020 + 1.05;
-  EmuVm c(dir, "probe-" + tag, socket, kMacClient,
-          {"--mode", "probe", "--dst", kMac1, "--interval-ms", "20", "--response-bytes", "100000", "--duration",
-           fmt("%.2f", duration), "--drain-s", "1", "--latency-file", lat},
-          kClientCpu);
-  if (!c.wait_ready(30)) return Error{"the client did not come up: " + c.output()};
-  if (!testkit::wait_until([&] { return c.output().find("\nfinal ") != std::string::npos || g_stop; },
-                           std::chrono::milliseconds(int(duration * 1000) + 15000)))
-    return Error{"the client did not finish: " + c.output()};
-  if (g_stop) return Error{"interrupted"};
-  auto k = c.counters();
-  Probe p{k["requests"], k["responses"], {}};
-  // Lines "completion_us send_ns"; with --trace-slow-ms, the requests
-  // slower than that are listed with their send time, to be found in a
-  // trace taken with trace_clock=mono.
-  std::ifstream in(lat);
-  for (std::string line; std::getline(in, line);) {
-    std::istringstream f(line);
-    double us = 0;
-    uint64_t sent = 0;
-    if (!(f >> us)) continue;
-    f >> sent;
-    p.ms.push_back(us / 1000.0);
-    if (slow_ms > 0 && us / 1000.0 > slow_ms)
-      std::cerr << "exp-e3: " << tag << ": slow request sent at mono " << fmt("%.6f", double(sent) / 1e9) << " s took "
-                << fmt("%.2f", us / 1000.0) << " ms\n";
-  }
-  return p;
-}
-
 struct E3Case {
   std::string system;     // capsule | cfs | ovs-dpdk
   std::string neighbour;  // idle | flooded | "N requesters"
@@ -714,8 +544,11 @@ int exp_e3(const std::vector<std::string>& args) {
     return 2;
   }
   const auto v1_deadline = std::chrono::microseconds(int64_t(v1_deadline_ms * 1000));
-  Bed bed;
-  if (Status st = bed.start(true, load_kind.requesters > 0); !st) {
+  BedOptions bed_options;
+  bed_options.client = true;
+  bed_options.requesters = load_kind.requesters > 0;
+  Bed bed(bed_options);
+  if (Status st = bed.start(); !st) {
     std::cerr << "exp-e3: " << st.error().message << "\n";
     return 1;
   }
@@ -724,8 +557,6 @@ int exp_e3(const std::vector<std::string>& args) {
     csv.open(csv_path);
     csv << "system,neighbour,requests,responses,ms\n";
   }
-  std::string loadavg;
-  std::getline(std::ifstream("/proc/loadavg"), loadavg);
   std::cout << "exp-e3: the client (CPU " << kClientCpu << ") asks VM 1 (CPU " << kTestCpu
             << ") for 100 kB every 20 ms, " << n << " requests per case; the neighbour idle or loaded ("
             << (load_kind.requesters ? std::to_string(load_kind.requesters) +
@@ -734,7 +565,19 @@ int exp_e3(const std::vector<std::string>& args) {
             << "); capsule: VM 1 " << fmt("%g", v1_budget_ms) << " ms per 20 ms"
             << (v1_deadline_ms > 0 ? ", deadline " + fmt("%g", v1_deadline_ms) + " ms" : std::string())
             << ", the neighbour " << (neighbour_pct ? std::to_string(neighbour_pct) + " % of 20 ms" : std::string("in CFS"))
-            << "; load average " << loadavg << "\n";
+            << "; load average " << loadavg(5) << "\n";
+  // A client's requests; with --trace-slow-ms, the requests slower than
+  // that are listed with their send time, to be found in a trace taken with
+  // trace_clock=mono.
+  auto probe = [&](const std::string& socket, const std::string& tag) {
+    Result<Probe> p = run_probe(bed.dir, socket, n, tag);
+    if (p && slow_ms > 0)
+      for (std::size_t i = 0; i < p->ms.size(); ++i)
+        if (p->ms[i] > slow_ms)
+          std::cerr << "exp-e3: " << tag << ": slow request sent at mono " << fmt("%.6f", p->sent_s[i]) << " s took "
+                    << fmt("%.2f", p->ms[i]) << " ms\n";
+    return p;
+  };
   std::vector<std::pair<E3Case, Probe>> results;
   auto record = [&](const E3Case& c, Result<Probe> p) {
     if (!p) {
@@ -832,7 +675,7 @@ int exp_e3(const std::vector<std::string>& args) {
         const auto s0 = bed.dp->stats("v1").value(), n0 = bed.dp->stats("v2").value();
         const auto t0 = std::chrono::steady_clock::now();
         record({sys, load},
-               run_probe(bed.dir, bed.dir + "/c.sock", n, sys + "-" + (load == "idle" ? "idle" : "load"), slow_ms));
+               probe(bed.dir + "/c.sock", sys + "-" + (load == "idle" ? "idle" : "load")));
         const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         // What VM 1's datapath thread did meanwhile: it must receive the
         // requests only (one frame each), never the neighbour's load.
@@ -908,7 +751,7 @@ int exp_e3(const std::vector<std::string>& args) {
         }
         const auto t0 = std::chrono::steady_clock::now();
         record({sys, load},
-               run_probe(bed.dir, bed.dir + "/ocl.sock", n, sys + "-" + (load == "idle" ? "idle" : "load"), slow_ms));
+               probe(bed.dir + "/ocl.sock", sys + "-" + (load == "idle" ? "idle" : "load")));
         report_requesters(sys + " " + load, requesters.get(), rq0,
                           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
       }
@@ -961,4 +804,4 @@ CAPSULE_BENCH("exp-e3", "E3: 100 kB every 20 ms, completion times, neighbour idl
                {"--trace-slow-ms", K::kSeconds, "list requests slower than this with their send time (to find them in a trace)"}},
               {"--requests", "10"});
 
-}  // namespace capsule::bench
+}  // namespace capsule::bench::study

@@ -9,6 +9,7 @@
 #include <iostream>
 #include <iterator>
 #include <sstream>
+#include <signal.h>
 #include <unistd.h>
 
 #include "bench.h"
@@ -172,6 +173,26 @@ double cpu_seconds(pid_t pid) {
     if (n == 15) stime = std::stoull(field);
   }
   return double(utime + stime) / double(::sysconf(_SC_CLK_TCK));
+}
+
+std::atomic<bool> g_stop{false};
+
+namespace {
+void on_stop_signal(int) { g_stop.store(true); }
+}  // namespace
+
+void catch_stop_signals() {
+  struct sigaction sa{};
+  sa.sa_handler = on_stop_signal;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+
+std::string loadavg(int fields) {
+  std::ifstream f("/proc/loadavg");
+  std::string out, field;
+  for (int n = 0; n < fields && f >> field; ++n) out += (n ? " " : "") + field;
+  return out;
 }
 
 }  // namespace capsule::bench

@@ -6,14 +6,12 @@
 // time, in a temporary directory it removes, and stops it by PID.
 #include <pthread.h>
 #include <sched.h>
-#include <signal.h>
 #include <time.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
-#include <fstream>
 #include <map>
 #include <sstream>
 #include <thread>
@@ -33,11 +31,6 @@ using namespace std::chrono_literals;
 
 namespace capsule::bench {
 namespace {
-
-// SIGINT/SIGTERM end the run after the current activation, so the writer is
-// stopped, its files removed and every thread restored by the destructors.
-std::atomic<bool> g_stop{false};
-void on_signal(int) { g_stop.store(true); }
 
 long long now_ns() {
   timespec ts;
@@ -59,13 +52,6 @@ long long spin_for(long long ns) {
     prev = t;
   }
   return longest;
-}
-
-std::string loadavg() {
-  std::ifstream f("/proc/loadavg");
-  std::string a, b, c;
-  f >> a >> b >> c;
-  return a + " " + b + " " + c;
 }
 
 struct Options {
@@ -183,10 +169,9 @@ int rsv_io(const std::vector<std::string>& args) {
                           : "no disk writer",
               o.runs);
   std::printf("load average before: %s\n", loadavg().c_str());
-  struct sigaction sa {};
-  sa.sa_handler = on_signal;
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
+  // SIGINT/SIGTERM end the run after the current activation, so the writer
+  // is stopped, its files removed and every thread restored by the destructors.
+  catch_stop_signals();
 
   // The mitigation: device interrupts and unbound workqueues onto the CPUs
   // other than the partition's core, for the whole run; restored when this
