@@ -70,9 +70,29 @@ capsule_build() {
   cmake --build "$CAPSULE_BUILD" -j"$(nproc)" || die "build failed"
 }
 
+# A capsule process that was killed (SIGKILL, a CI job stopped at its time
+# limit) cannot remove its CPU partition: capsule-c<N> and capsule-system
+# stay, the root cpuset's load balancing stays off, and every later
+# SCHED_DEADLINE thread lands in a one-CPU root domain. capsuled clears them
+# when it starts; the tests and the demo start from a clean host too.
+# Only capsule-* cpusets without tasks are removed.
+capsule_clear_stale_cpusets() {
+  local out
+  out=$("$CAPSULE_BUILD/bin/capsule-rsv" cleanup) || die "capsule-rsv cleanup failed: $out"
+  if [ "$out" != "no stale capsule cpusets" ]; then
+    say "host: a crashed capsule run had left CPU partitions behind; $(echo "$out" | paste -sd, -)"
+  fi
+  local left
+  left=$(ls -d /sys/fs/cgroup/cpuset/capsule-c* 2>/dev/null || true)
+  if [ -n "$left" ]; then
+    say "host: WARNING: capsule partitions in use by running processes: $left (tasks: $(cat $left/tasks 2>/dev/null | paste -sd' ' -)); tests that need one root domain will fail until they exit"
+  fi
+}
+
 capsule_setup() {
   capsule_require_root
   capsule_install_packages
   capsule_setup_hugepages
   capsule_build
+  capsule_clear_stale_cpusets
 }

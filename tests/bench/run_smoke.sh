@@ -3,19 +3,27 @@
 # passes only if it exits 0 and its last non-empty line of standard output
 # matches REGEX (extended regex, the shape of the benchmark's summary line).
 # A benchmark that stops early, throws, or prints a table but no summary
-# fails here, so a benchmark cannot rot unnoticed.
+# fails here, so a benchmark cannot rot unnoticed. A command still running
+# after LIMIT seconds gets SIGTERM (its whole process group), and SIGKILL 20 s
+# later: benchmarks clean up on SIGTERM, ctest's own timeout would SIGKILL
+# and leave the host partitioned.
 #
-#   run_smoke.sh REGEX COMMAND [ARGS...]
+#   run_smoke.sh LIMIT REGEX COMMAND [ARGS...]
 set -uo pipefail
-regex=$1
-shift
+limit=$1
+regex=$2
+shift 2
 out=$(mktemp /tmp/capsule-bench-smoke-XXXXXX)
 trap 'rm -f "$out"' EXIT
 # Both go to the test's log as they come (so a run that ctest stops at its
 # timeout shows how far it got); standard output is also kept to check its
 # last line.
-"$@" | tee "$out"
+timeout -s TERM -k 20 "$limit" "$@" | tee "$out"
 rc=${PIPESTATUS[0]}
+if [ $rc -eq 124 ]; then
+  echo "bench-smoke: FAIL: '$*' was still running after $limit s and was stopped" >&2
+  exit 1
+fi
 last=$(grep -v '^[[:space:]]*$' "$out" | tail -1)
 if [ $rc -ne 0 ]; then
   echo "bench-smoke: FAIL: '$*' exited with status $rc" >&2

@@ -30,6 +30,8 @@ class PartitionTest : public ::testing::Test {
     if (online_cpus().size() < 2) GTEST_SKIP() << "needs 2 CPUs (one stays with the system)";
     if (auto f = PartitionSet::foreign_cpuset_holding(online_cpus().back(), fs_); !f.empty())
       GTEST_SKIP() << "cpuset " << f << " holds the last core: no exclusive partition can be made on this host";
+    // A partition left by a killed run would be taken for this test's own.
+    ASSERT_EQ(testkit::root_domain_split(), "") << "partition tests start from an unpartitioned host";
     root_lb_ = *read_text_file(fs_.path("/") + "/cpuset.sched_load_balance");
     cpu_ = online_cpus().back();
     set_up_ = true;
