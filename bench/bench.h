@@ -90,7 +90,7 @@ std::string loadavg(int fields = 3);
 // SIGINT/SIGTERM set g_stop once catch_stop_signals() ran: a benchmark that
 // polls it ends its run after the current step, so that everything it set
 // up (threads' policies, reservations, partitions, processes, files) is
-// undone by its destructors.
+// undone by its destructors. SIGPIPE is ignored from then on.
 extern std::atomic<bool> g_stop;
 void catch_stop_signals();
 

@@ -186,6 +186,10 @@ void catch_stop_signals() {
   sa.sa_handler = on_stop_signal;
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+  // A stop signal sent to a whole process group also ends a `tee` reading
+  // our output; the next write must fail, not kill us before we have
+  // undone the host's partition and scheduling policies.
+  ::signal(SIGPIPE, SIG_IGN);
 }
 
 std::string loadavg(int fields) {

@@ -101,6 +101,10 @@ struct Probe {
     for (double x : ms) m += x > deadline_ms;
     return m;
   }
+  // The client process, ended by itself and reaped when the Probe goes:
+  // keep the Probe until the load it measured under has stopped (reaping
+  // under that load stalled for minutes; see run_probe).
+  std::unique_ptr<pmd::EmuVm> client;
 };
 
 // A client (capsule-vm --mode probe on the client CPU) asks VM 1 for 100 kB

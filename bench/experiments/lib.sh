@@ -75,7 +75,9 @@ EXP_BENCH_PID=
 exp_bench() {
   local log=$1
   shift
-  "$EXP_BIN/capsule-bench" "$@" > >(tee "$log") 2>&1 &
+  # tee ignores SIGTERM: a stop sent to the whole process group (run_smoke's
+  # timeout) must not cut the bench's output while it cleans up.
+  "$EXP_BIN/capsule-bench" "$@" > >(trap '' TERM INT; exec tee "$log") 2>&1 &
   EXP_BENCH_PID=$!
   local rc=0
   wait "$EXP_BENCH_PID" || rc=$?
