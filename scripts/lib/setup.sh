@@ -82,11 +82,11 @@ capsule_clear_stale_cpusets() {
   if [ "$out" != "no stale capsule cpusets" ]; then
     say "host: a crashed capsule run had left CPU partitions behind; $(echo "$out" | paste -sd, -)"
   fi
-  local left
-  left=$(ls -d /sys/fs/cgroup/cpuset/capsule-c* 2>/dev/null || true)
-  if [ -n "$left" ]; then
-    say "host: WARNING: capsule partitions in use by running processes: $left (tasks: $(cat $left/tasks 2>/dev/null | paste -sd' ' -)); tests that need one root domain will fail until they exit"
-  fi
+  local p
+  for p in /sys/fs/cgroup/cpuset/capsule-c*; do
+    [ -d "$p" ] || continue
+    say "host: WARNING: partition $p is in use (tasks: $(paste -sd' ' "$p/tasks")); tests that need one root domain will fail until those end"
+  done
 }
 
 capsule_setup() {
