@@ -51,6 +51,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <atomic>
 #include <cmath>
 #include <cstdio>
@@ -126,6 +127,30 @@ bool parse(int argc, char** argv, Options& o) {
       }
       return argv[++i];
     };
+    // Numbers are read whole: "--size 6o" or "--rate -1" is refused naming
+    // the option, not taken as 6 or as a huge unsigned value.
+    auto whole = [&](uint64_t max) -> uint64_t {
+      const std::string v = val();
+      char* end = nullptr;
+      errno = 0;
+      const unsigned long long n = std::strtoull(v.c_str(), &end, 10);
+      if (v.empty() || v[0] == '-' || *end != '\0' || errno == ERANGE || n > max) {
+        std::fprintf(stderr, "capsule-vm: %s takes a whole number 0..%llu, not '%s'\n", a.c_str(),
+                     static_cast<unsigned long long>(max), v.c_str());
+        std::exit(2);
+      }
+      return n;
+    };
+    auto real = [&]() -> double {
+      const std::string v = val();
+      char* end = nullptr;
+      const double x = std::strtod(v.c_str(), &end);
+      if (v.empty() || *end != '\0' || !std::isfinite(x) || x < 0) {
+        std::fprintf(stderr, "capsule-vm: %s takes a number >= 0, not '%s'\n", a.c_str(), v.c_str());
+        std::exit(2);
+      }
+      return x;
+    };
     if (a == "--socket") o.socket = val();
     else if (a == "--vhost-client") o.vhost_server = false;
     else if (a == "--mac") o.mac = val();
@@ -133,20 +158,20 @@ bool parse(int argc, char** argv, Options& o) {
     else if (a == "--ip") o.ip = val();
     else if (a == "--dst-ip") o.dst_ip = val();
     else if (a == "--mode") o.mode = val();
-    else if (a == "--rate") o.rate = std::atof(val().c_str());
-    else if (a == "--size") o.size = uint32_t(std::atoi(val().c_str()));
-    else if (a == "--count") o.count = std::strtoull(val().c_str(), nullptr, 10);
-    else if (a == "--duration") o.duration = std::atof(val().c_str());
+    else if (a == "--rate") o.rate = real();
+    else if (a == "--size") o.size = uint32_t(whole(UINT32_MAX));
+    else if (a == "--count") o.count = whole(UINT64_MAX);
+    else if (a == "--duration") o.duration = real();
     else if (a == "--busy-poll") o.busy_poll = true;
     else if (a == "--json") o.json = true;
-    else if (a == "--report-ms") o.report_ms = unsigned(std::atoi(val().c_str()));
-    else if (a == "--queue-size") o.queue_size = unsigned(std::atoi(val().c_str()));
-    else if (a == "--interval-ms") o.interval_ms = std::atof(val().c_str());
-    else if (a == "--response-bytes") o.response_bytes = uint32_t(std::atoi(val().c_str()));
-    else if (a == "--deadline-ms") o.deadline_ms = std::atof(val().c_str());
+    else if (a == "--report-ms") o.report_ms = unsigned(whole(UINT32_MAX));
+    else if (a == "--queue-size") o.queue_size = unsigned(whole(UINT32_MAX));
+    else if (a == "--interval-ms") o.interval_ms = real();
+    else if (a == "--response-bytes") o.response_bytes = uint32_t(whole(UINT32_MAX));
+    else if (a == "--deadline-ms") o.deadline_ms = real();
     else if (a == "--latency-file") o.latency_file = val();
-    else if (a == "--drain-s") o.drain_s = std::atof(val().c_str());
-    else if (a == "--concurrency") o.concurrency = unsigned(std::atoi(val().c_str()));
+    else if (a == "--drain-s") o.drain_s = real();
+    else if (a == "--concurrency") o.concurrency = unsigned(whole(UINT32_MAX));
     else if (a == "--src") o.src = val();
     else if (a == "--tester") o.tester = true;
     else if (a == "--no-huge") o.hugepages = false;
