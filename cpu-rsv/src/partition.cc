@@ -225,25 +225,45 @@ Status PartitionSet::remove_locked(int cpu) {
   return first;
 }
 
+std::vector<PartitionSet::Existing> PartitionSet::existing(const CpusetFs& fs) {
+  std::vector<Existing> found;
+  if (fs.kind() != CpusetFs::Kind::kV1) return found;
+  const std::string root = fs.path("/");
+  DIR* d = ::opendir(root.c_str());
+  if (!d) return found;
+  while (dirent* e = ::readdir(d)) {
+    const std::string n = e->d_name;
+    if (n.rfind("capsule-c", 0) == 0 && e->d_type == DT_DIR) found.push_back({"/" + n, tasks_of(root + "/" + n)});
+  }
+  ::closedir(d);
+  std::sort(found.begin(), found.end(), [](const Existing& a, const Existing& b) { return a.name < b.name; });
+  return found;
+}
+
+std::string PartitionSet::root_split(const CpusetFs& fs) {
+  if (fs.kind() != CpusetFs::Kind::kV1) return "";
+  auto lb = read_text_file(fs.path("/") + "/cpuset.sched_load_balance");
+  if (!lb || *lb != "0") return "";
+  std::string names;
+  for (const Existing& p : existing(fs))
+    names += (names.empty() ? "" : ", ") + p.name + (p.tasks.empty() ? " (no tasks: left by a killed owner)" : "");
+  return "the root cpuset does not balance load, so the CPUs are split into several root domains" +
+         (names.empty() ? std::string(" by someone other than capsule")
+                        : "; capsule partitions: " + names + " (`capsule-rsv cleanup` removes those without tasks)");
+}
+
 Result<std::vector<std::string>> PartitionSet::cleanup_stale(const CpusetFs& fs) {
   std::vector<std::string> removed;
   if (fs.kind() != CpusetFs::Kind::kV1) return removed;
   const std::string root = fs.path("/");
-  DIR* d = ::opendir(root.c_str());
-  if (!d) return errno_error("cannot list " + root, errno);
-  std::vector<std::string> names;
-  while (dirent* e = ::readdir(d)) {
-    std::string n = e->d_name;
-    if (n.rfind("capsule-c", 0) == 0 && e->d_type == DT_DIR) names.push_back(n);
-  }
-  ::closedir(d);
+  if (::access(root.c_str(), R_OK) != 0) return errno_error("cannot list " + root, errno);
   bool busy = false;
-  for (const auto& n : names) {
-    if (!tasks_of(root + "/" + n).empty()) {
+  for (const Existing& p : existing(fs)) {
+    if (!p.tasks.empty()) {
       busy = true;  // someone still uses it: not stale
       continue;
     }
-    if (remove_dir(root + "/" + n)) removed.push_back(n);
+    if (remove_dir(fs.path(p.name))) removed.push_back(p.name.substr(1));
   }
   // capsule-system only exists beside partitions; with none left, it and
   // the root's disabled load balancing are leftovers too.

@@ -77,16 +77,15 @@ capsule_build() {
 # when it starts; the tests and the demo start from a clean host too.
 # Only capsule-* cpusets without tasks are removed.
 capsule_clear_stale_cpusets() {
-  local out
+  local out line
   out=$("$CAPSULE_BUILD/bin/capsule-rsv" cleanup) || die "capsule-rsv cleanup failed: $out"
-  if [ "$out" != "no stale capsule cpusets" ]; then
-    say "host: a crashed capsule run had left CPU partitions behind; $(echo "$out" | paste -sd, -)"
-  fi
-  local p
-  for p in /sys/fs/cgroup/cpuset/capsule-c*; do
-    [ -d "$p" ] || continue
-    say "host: WARNING: partition $p is in use (tasks: $(paste -sd' ' "$p/tasks")); tests that need one root domain will fail until those end"
-  done
+  while IFS= read -r line; do
+    case $line in
+      "no stale capsule cpusets") ;;
+      "in use: "*) say "host: WARNING: $line; tests that need one root domain fail until those tasks end" ;;
+      *) say "host: a killed capsule run had left this behind: $line" ;;
+    esac
+  done <<<"$out"
 }
 
 capsule_setup() {

@@ -31,7 +31,7 @@ class PartitionTest : public ::testing::Test {
     if (auto f = PartitionSet::foreign_cpuset_holding(online_cpus().back(), fs_); !f.empty())
       GTEST_SKIP() << "cpuset " << f << " holds the last core: no exclusive partition can be made on this host";
     // A partition left by a killed run would be taken for this test's own.
-    ASSERT_EQ(testkit::root_domain_split(), "") << "partition tests start from an unpartitioned host";
+    ASSERT_EQ(PartitionSet::root_split(fs_), "") << "partition tests start from an unpartitioned host";
     root_lb_ = *read_text_file(fs_.path("/") + "/cpuset.sched_load_balance");
     cpu_ = online_cpus().back();
     set_up_ = true;
@@ -68,6 +68,12 @@ TEST_F(PartitionTest, PinnedThreadBecomesDeadlineInsideAPartition) {
     EXPECT_EQ(affinity_cpus(now), std::vector<int>{cpu_});
     EXPECT_EQ(*read_text_file(fs_.path(PartitionSet::partition_name(cpu_)) + "/cpuset.cpu_exclusive"), "1");
     EXPECT_EQ(*read_text_file(fs_.path("/") + "/cpuset.sched_load_balance"), "0");
+    // What `capsule-rsv cleanup` reports as in use, with the thread in it.
+    const auto parts_now = PartitionSet::existing(fs_);
+    ASSERT_EQ(parts_now.size(), 1u);
+    EXPECT_EQ(parts_now[0].name, PartitionSet::partition_name(cpu_));
+    EXPECT_EQ(parts_now[0].tasks, std::vector<pid_t>{t.tid()});
+    EXPECT_NE(PartitionSet::root_split(fs_).find(PartitionSet::partition_name(cpu_)), std::string::npos);
 
     ASSERT_TRUE((*r)->release());
     EXPECT_EQ(*fs_.thread_cpuset(t.tid()), "/");
@@ -125,9 +131,15 @@ TEST_F(PartitionTest, StaleCpusetsAreCleanedUp) {
   ASSERT_TRUE(write_text_file(part + "/cpuset.cpu_exclusive", "1"));
   ASSERT_TRUE(write_text_file(root + "/cpuset.sched_load_balance", "0"));
 
+  // A test of global admission, meeting this, says what is wrong and the cure.
+  const std::string split = PartitionSet::root_split(fs_);
+  EXPECT_NE(split.find(PartitionSet::partition_name(cpu_) + " (no tasks"), std::string::npos) << split;
+  EXPECT_NE(split.find("capsule-rsv cleanup"), std::string::npos) << split;
+
   auto removed = PartitionSet::cleanup_stale(fs_);
   ASSERT_TRUE(removed) << removed.error().message;
   EXPECT_EQ(removed->size(), 2u);
+  EXPECT_EQ(PartitionSet::root_split(fs_), "");
   // TearDown checks both are gone and balancing is back.
 }
 

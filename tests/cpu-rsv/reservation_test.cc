@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "capsule/rsv/manager.h"
+#include "capsule/rsv/partition.h"
 #include "capsule/rsv/reservation.h"
 #include "capsule/testkit.h"
 
@@ -56,7 +57,7 @@ TEST(VmReservation, FailureMidwayRestoresTheThreadsAlreadyChanged) {
   // The third thread is pinned to one core by plain affinity: the kernel
   // refuses SCHED_DEADLINE for it (EPERM) after the first two were changed.
   if (online_cpus().size() < 2) GTEST_SKIP() << "needs 2 CPUs to make a thread narrower than its root domain";
-  ASSERT_EQ(testkit::root_domain_split(), "") << "this test needs one root domain over all CPUs";
+  ASSERT_EQ(PartitionSet::root_split(), "") << "this test needs one root domain over all CPUs";
   testkit::BusyThread a("vcpu-a"), b("vcpu-b"), pinned("pmd", 1);
   ASSERT_EQ(setpriority(PRIO_PROCESS, id_t(a.tid()), 5), 0);
   const Seen a0 = look(a.tid()), b0 = look(b.tid()), p0 = look(pinned.tid());
@@ -168,7 +169,7 @@ TEST(VmReservation, ReadmissionRightAfterReleaseSucceeds) {
   // bandwidth until its 0-lag time and may answer EBUSY; capsule waits that
   // out instead of failing.
   if (!scan_deadline_threads().empty()) GTEST_SKIP() << "other SCHED_DEADLINE threads are running on this host";
-  ASSERT_EQ(testkit::root_domain_split(), "") << "this test needs one root domain over all CPUs";
+  ASSERT_EQ(PartitionSet::root_split(), "") << "this test needs one root domain over all CPUs";
   const double free = AdmissionControl().load({}).front().free();
   const auto period = 100ms;
   const auto each = std::chrono::nanoseconds(long((free - 0.02) / 2 * 1e8));

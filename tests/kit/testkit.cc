@@ -1,6 +1,5 @@
 #include "capsule/testkit.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
@@ -161,21 +160,6 @@ std::string sibling_binary(const std::string& name) {
   if (n <= 0) return name;
   std::string self(buf, std::size_t(n));
   return self.substr(0, self.rfind('/') + 1) + name;
-}
-
-std::string root_domain_split() {
-  const std::string root = "/sys/fs/cgroup/cpuset";
-  std::string lb = read_file(root + "/cpuset.sched_load_balance");
-  if (lb.empty() || lb[0] != '0') return "";
-  std::string leftovers;
-  if (DIR* d = ::opendir(root.c_str())) {
-    while (dirent* e = ::readdir(d))
-      if (std::string n = e->d_name; n.rfind("capsule-", 0) == 0) leftovers += " " + n;
-    ::closedir(d);
-  }
-  return "the root cpuset's load balancing is off, so the CPUs are split into several root domains" +
-         (leftovers.empty() ? std::string(" (by someone other than capsule)")
-                            : " (cpusets" + leftovers + " exist: left by a killed capsule run? `capsule-rsv cleanup` removes them)");
 }
 
 }  // namespace capsule::testkit

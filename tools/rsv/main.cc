@@ -86,6 +86,13 @@ int main(int argc, char** argv) {
     if (!removed) return fail(removed.error().message);
     for (const auto& r : *removed) std::printf("removed stale cpuset %s\n", r.c_str());
     if (removed->empty()) std::printf("no stale capsule cpusets\n");
+    // What stays is in use: say by whom, so a caller can tell a running
+    // capsuled from a stuck process.
+    for (const auto& p : PartitionSet::existing()) {
+      std::string tids;
+      for (pid_t t : p.tasks) tids += " " + std::to_string(t);
+      std::printf("in use: cpuset %s (tasks:%s)\n", p.name.c_str(), tids.c_str());
+    }
     return 0;
   }
   if (!pidfile.empty()) {

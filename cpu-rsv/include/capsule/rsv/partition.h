@@ -61,6 +61,18 @@ class PartitionSet {
   static std::string foreign_cpuset_holding(int cpu, const CpusetFs& fs = CpusetFs::detect());
   static Result<std::vector<std::string>> cleanup_stale(const CpusetFs& fs = CpusetFs::detect());
 
+  // The capsule partitions (capsule-c*) that exist on the host, whoever made
+  // them, with the tasks in each.
+  struct Existing {
+    std::string name;  // relative to the cpuset root, e.g. "/capsule-c1"
+    std::vector<pid_t> tasks;
+  };
+  static std::vector<Existing> existing(const CpusetFs& fs = CpusetFs::detect());
+  // "" while the root cpuset balances load over all CPUs (one root domain,
+  // what global admission assumes); otherwise why not, naming the capsule
+  // partitions that split it or saying that someone else did.
+  static std::string root_split(const CpusetFs& fs = CpusetFs::detect());
+
  private:
   Status remove_locked(int cpu);
   // The cpuset of `cpu`'s partition, exclusive, with the root unbalanced.

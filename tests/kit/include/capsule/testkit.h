@@ -97,10 +97,4 @@ std::string read_file(const std::string& path);
 // How often `what` occurs in `text` (a log line counted, ...).
 int count_of(const std::string& text, const std::string& what);
 
-// "" while all CPUs form one scheduler root domain; otherwise why not (the
-// root cpuset's load balancing is off, usually because a killed capsule run
-// left its CPU partition behind). Tests of global EDF admission check it
-// first, so that leftover host state reads as such and not as a bug.
-std::string root_domain_split();
-
 }  // namespace capsule::testkit
