@@ -1,6 +1,5 @@
 // capsule-bench: benchmarks of capsule against its baselines.
 #include <algorithm>
-#include <cerrno>
 #include <cmath>
 #include <cstdlib>
 #include <limits>
@@ -14,6 +13,7 @@
 
 #include "bench.h"
 #include "capsule/log.h"
+#include "capsule/number.h"
 
 namespace capsule::bench {
 
@@ -56,18 +56,10 @@ std::string fmt(const char* format, double v) {
 namespace {
 const BenchInfo* g_running = nullptr;  // the benchmark main() runs, for arg()
 
-bool whole_number(const std::string& v) {
-  if (v.empty() || v.size() > 10 || v.find_first_not_of("0123456789") != std::string::npos) return false;
-  return std::stoll(v) <= std::numeric_limits<int>::max();
-}
+// Counts are read by arg() with std::stoi: they must fit an int.
+bool whole_number(const std::string& v) { return parse_whole(v, std::numeric_limits<int>::max()).has_value(); }
 
-bool decimal_number(const std::string& v) {
-  if (v.empty() || v.find_first_not_of("0123456789.eE+-") != std::string::npos) return false;
-  char* end = nullptr;
-  errno = 0;
-  const double d = std::strtod(v.c_str(), &end);
-  return errno == 0 && end && *end == '\0' && std::isfinite(d) && d >= 0;
-}
+bool decimal_number(const std::string& v) { return parse_nonnegative(v).has_value(); }
 
 std::vector<std::string> split(const std::string& v) {
   std::vector<std::string> items;

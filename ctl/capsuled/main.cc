@@ -28,6 +28,7 @@
 
 #include "agent.h"
 #include "capsule/log.h"
+#include "capsule/number.h"
 #include "capsule/ovs/db.h"
 #include "capsule/ovs/shim.h"
 #include "capsule/rsv/partition.h"
@@ -181,17 +182,17 @@ Options parse_options(int argc, char** argv) {
   ::gethostname(host, sizeof host - 1);
   o.chassis = env_or("CAPSULE_CHASSIS", host);
   for (;;) {
-    int c = getopt_long(argc, argv, "v::hV", long_options, nullptr);
+    int which = -1;  // index in long_options of the option just read
+    int c = getopt_long(argc, argv, "v::hV", long_options, &which);
     if (c == -1) break;
     auto number = [&](long lo, long hi) {
-      char* end;
-      long v = std::strtol(optarg, &end, 10);
-      if (*end || v < lo || v > hi) {
-        std::cerr << "capsuled: --" << long_options[c - OPT_DB].name << "=" << optarg << " must be a number in ["
+      const auto n = parse_whole(optarg, uint64_t(hi));
+      if (!n || long(*n) < lo) {
+        std::cerr << "capsuled: --" << long_options[which].name << "=" << optarg << " must be a number in ["
                   << lo << ", " << hi << "]\n";
         std::exit(2);
       }
-      return v;
+      return long(*n);
     };
     switch (c) {
       case OPT_DB: o.db = optarg; break;

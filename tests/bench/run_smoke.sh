@@ -18,10 +18,15 @@ trap 'rm -f "$out"' EXIT
 # Both go to the test's log as they come (so a run that ctest stops at its
 # timeout shows how far it got); standard output is also kept to check its
 # last line.
+start=$SECONDS
 timeout -s TERM -k 20 "$limit" "$@" | tee "$out"
 rc=${PIPESTATUS[0]}
-if [ $rc -eq 124 ]; then
-  echo "bench-smoke: FAIL: '$*' was still running after $limit s and was stopped" >&2
+# timeout's own statuses: 124 it ended on SIGTERM, 137 it needed the SIGKILL
+# (137 before the limit is a SIGKILL from elsewhere, reported below).
+if [ $rc -eq 124 ] || { [ $rc -eq 137 ] && [ $((SECONDS - start)) -ge "$limit" ]; }; then
+  how="ended on SIGTERM"
+  [ $rc -eq 137 ] && how="did not end on SIGTERM within 20 s and was killed: check the host for leftovers"
+  echo "bench-smoke: FAIL: '$*' was still running after $limit s; it $how" >&2
   exit 1
 fi
 last=$(grep -v '^[[:space:]]*$' "$out" | tail -1)

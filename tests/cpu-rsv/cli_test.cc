@@ -97,3 +97,22 @@ TEST_F(RsvCliTest, UnknownProcessIsRefused) {
   EXPECT_EQ(WEXITSTATUS(status), 1);
   EXPECT_NE(read_file(out_).find("process 999999999 does not exist"), std::string::npos) << read_file(out_);
 }
+
+TEST_F(RsvCliTest, MalformedNumbersAreRefusedNamingTheOptionAndChangeNothing) {
+  // atoi read "12ab" as process 12 and "x" seconds as 0 (no time limit).
+  const std::string pid = std::to_string(vm_->pid());
+  for (const auto& [args, want] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{"--pid", pid + "ab"}, "--pid: '" + pid + "ab' is not a process id"},
+           {{"--pid", "-1"}, "--pid: '-1' is not a process id"},
+           {{"--pid", pid, "--seconds", "x"}, "--seconds: 'x' is not a number of seconds >= 0"}}) {
+    std::vector<std::string> argv = {testkit::sibling_binary("capsule-rsv"), "reserve"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    argv.insert(argv.end(), {"--runtime", "2ms", "--period", "20ms"});
+    auto cli = testkit::ChildProcess::spawn(argv, out_);
+    const int status = cli->wait_exit(5s);
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 1);
+    EXPECT_NE(read_file(out_).find(want), std::string::npos) << read_file(out_);
+    for (const auto& v : vcpus_) EXPECT_EQ(get_sched_params(v.tid)->policy, SCHED_OTHER);
+  }
+}

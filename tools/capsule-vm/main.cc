@@ -51,7 +51,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <atomic>
 #include <cmath>
 #include <cstdio>
@@ -63,6 +62,7 @@
 #include <thread>
 #include <vector>
 
+#include "capsule/number.h"
 #include "frames.h"
 
 namespace {
@@ -131,25 +131,16 @@ bool parse(int argc, char** argv, Options& o) {
     // the option, not taken as 6 or as a huge unsigned value.
     auto whole = [&](uint64_t max) -> uint64_t {
       const std::string v = val();
-      char* end = nullptr;
-      errno = 0;
-      const unsigned long long n = std::strtoull(v.c_str(), &end, 10);
-      if (v.empty() || v[0] == '-' || *end != '\0' || errno == ERANGE || n > max) {
-        std::fprintf(stderr, "capsule-vm: %s takes a whole number 0..%llu, not '%s'\n", a.c_str(),
-                     static_cast<unsigned long long>(max), v.c_str());
-        std::exit(2);
-      }
-      return n;
+      if (auto n = capsule::parse_whole(v, max)) return *n;
+      std::fprintf(stderr, "capsule-vm: %s takes a whole number 0..%llu, not '%s'\n", a.c_str(),
+                   static_cast<unsigned long long>(max), v.c_str());
+      std::exit(2);
     };
     auto real = [&]() -> double {
       const std::string v = val();
-      char* end = nullptr;
-      const double x = std::strtod(v.c_str(), &end);
-      if (v.empty() || *end != '\0' || !std::isfinite(x) || x < 0) {
-        std::fprintf(stderr, "capsule-vm: %s takes a number >= 0, not '%s'\n", a.c_str(), v.c_str());
-        std::exit(2);
-      }
-      return x;
+      if (auto x = capsule::parse_nonnegative(v)) return *x;
+      std::fprintf(stderr, "capsule-vm: %s takes a number >= 0, not '%s'\n", a.c_str(), v.c_str());
+      std::exit(2);
     };
     if (a == "--socket") o.socket = val();
     else if (a == "--vhost-client") o.vhost_server = false;

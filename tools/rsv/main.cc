@@ -12,9 +12,11 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <limits>
 #include <string>
 #include <thread>
 
+#include "capsule/number.h"
 #include "capsule/rsv/accounting.h"
 #include "capsule/rsv/discovery.h"
 #include "capsule/rsv/manager.h"
@@ -71,13 +73,23 @@ int main(int argc, char** argv) {
       out = *d;
       return true;
     };
-    if (a == "--pid") pid = std::atoi(next().c_str());
+    if (a == "--pid") {
+      const std::string v = next();
+      const auto n = parse_whole(v, uint64_t(std::numeric_limits<pid_t>::max()));
+      if (!n || *n == 0) return fail("--pid: '" + v + "' is not a process id");
+      pid = pid_t(*n);
+    }
     else if (a == "--pidfile") pidfile = next();
     else if (a == "--runtime") { if (!dur(runtime)) return fail("--runtime: " + parse_duration(argv[i]).error().message); }
     else if (a == "--period") { if (!dur(period)) return fail("--period: " + parse_duration(argv[i]).error().message); }
     else if (a == "--deadline") { if (!dur(deadline)) return fail("--deadline: " + parse_duration(argv[i]).error().message); }
     else if (a == "--reclaim") reclaim = true;
-    else if (a == "--seconds") seconds = std::atof(next().c_str());
+    else if (a == "--seconds") {
+      const std::string v = next();
+      const auto x = parse_nonnegative(v);
+      if (!x) return fail("--seconds: '" + v + "' is not a number of seconds >= 0");
+      seconds = *x;
+    }
     else return usage();
   }
 
